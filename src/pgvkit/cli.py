@@ -1,0 +1,226 @@
+"""The pgvkit command line: the notebooks' steps, headless.
+
+Exit codes: 0 success / up to date; 1 migrations pending (status); 2 an error, drift or a missing
+file. Expected errors print one line with the fix and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from . import backup as backup_mod
+from .db import Target, connect, resolve, server_info
+from .display import echo_to
+from .embedded import EmbeddedServer
+from .errors import PgvkitError
+from .migrator import Migrator, parse_version
+from . import history
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES = """\
+examples:
+  pgvkit db start                 start the embedded PostgreSQL (data in .pgvkit/pgdata)
+  pgvkit status                   what is applied, pending, drifted
+  pgvkit plan                     show the SQL migrate would run
+  pgvkit migrate --backup         back up, then apply pending migrations
+  pgvkit baseline 001             record 001 as applied on a database the old docker init created
+  pgvkit rollback --to 0 --yes    run down files newest first
+  DATABASE_URL=postgresql://user:pw@host/db pgvkit status --json
+"""
+
+
+def _version() -> str:
+    try:
+        return version("pgvkit")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", default=argparse.SUPPRESS,
+                        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)")
+    common.add_argument("--migrations", default=argparse.SUPPRESS, metavar="DIR",
+                        help="migrations directory (default: $PGVKIT_MIGRATIONS, else ./migrations)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output on stdout")
+
+    parser = argparse.ArgumentParser(
+        prog="pgvkit", parents=[common], epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Migrate, verify and operate a PostgreSQL + pgvector vector store.",
+    )
+    parser.add_argument("--version", action="version", version=f"pgvkit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, help, example):
+        return sub.add_parser(name, parents=[common], help=help, description=help,
+                              epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    db = add("db", "manage the embedded PostgreSQL server", "pgvkit db start")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+
+    add("status", "show applied / pending / drifted migrations (exit 0 up to date, 1 pending, 2 drift)",
+        "pgvkit status --json")
+    add("plan", "dry run: each pending migration, its transaction mode and its SQL", "pgvkit plan")
+    m = add("migrate", "apply pending migrations, each in its own transaction", "pgvkit migrate --backup")
+    m.add_argument("--backup", action="store_true", help="take a pg_dump backup first")
+    m.add_argument("--target", metavar="N", help="apply migrations up to and including N only")
+    m.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for another migrator's lock (default 60)")
+    m.add_argument("--lock-timeout", default="5s", metavar="DURATION",
+                   help="lock_timeout for each DDL statement, retried within --retry-budget (default 5s)")
+    m.add_argument("--retry-budget", type=float, default=60.0, metavar="SECONDS",
+                   help="total time to keep retrying DDL that hit lock_timeout (default 60)")
+
+    b = add("baseline", "record migrations up to VERSION as applied without running them", "pgvkit baseline 001")
+    b.add_argument("version")
+    r = add("repair", "accept the changed checksum of an applied migration", "pgvkit repair 001 --reason 'comment fix'")
+    r.add_argument("version")
+    r.add_argument("--reason", required=True, help="why the applied file changed (kept in the event log)")
+    rb = add("rollback", "run down files newest first down to version N", "pgvkit rollback --to 0 --yes")
+    rb.add_argument("--to", required=True, metavar="N", help="keep migrations <= N applied (0: undo all)")
+    rb.add_argument("--yes", action="store_true", help="confirm: this may drop data")
+    add("history", "the migration event log, newest first", "pgvkit history --json")
+    bk = add("backup", "write a pg_dump custom-format backup to .pgvkit/backups/", "pgvkit backup")
+    bk.add_argument("--dir", metavar="DIR", help="where to write it (default .pgvkit/backups)")
+    rs = add("restore", "restore a backup file over the database", "pgvkit restore .pgvkit/backups/jarvis-....dump --yes")
+    rs.add_argument("file")
+    rs.add_argument("--yes", action="store_true", help="confirm: objects in the dump are replaced")
+    return parser
+
+
+def _target(args) -> Target:
+    return resolve(getattr(args, "database_url", None))
+
+
+def _migrator(args, target: Target, echo) -> Migrator:
+    kwargs = {}
+    for name in ("lock_wait", "lock_timeout", "retry_budget"):
+        if hasattr(args, name):
+            kwargs[name] = getattr(args, name)
+    return Migrator(target.url, getattr(args, "migrations", None), echo=echo, **kwargs)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _db(args, out) -> int:
+    server = EmbeddedServer.default()
+    if args.action == "start":
+        server.start()
+        with connect(server.url()) as conn:
+            info = server_info(conn)
+        data = {**server.status(), "server_version": info["server_version"],
+                "vector_available": info["vector_available"]}
+        if getattr(args, "json", False):
+            _print_json(data)
+        else:
+            out(f"embedded PostgreSQL {info['server_version']} (pgvector {info['vector_available']} available) "
+                f"running, pid {data['pid']}")
+            out(f"  url:  {data['url']}")
+            out(f"  data: {data['pgdata']}")
+    elif args.action == "stop":
+        stopped = server.stop()
+        out("embedded server stopped" if stopped else "embedded server was not running")
+    elif args.action == "status":
+        data = server.status()
+        if getattr(args, "json", False):
+            _print_json(data)
+        else:
+            state = f"running, pid {data['pid']}" if data["running"] else (
+                "stopped" if data["initialised"] else "not initialised (pgvkit db start creates it)")
+            out(f"embedded server: {state}")
+            out(f"  data: {data['pgdata']}")
+            if data["running"]:
+                out(f"  url:  {data['url']}")
+        return 0 if data["running"] else 3
+    elif args.action == "url":
+        if not server.running():
+            raise PgvkitError("the embedded server is not running; start it with: pgvkit db start")
+        print(server.url())
+    return 0
+
+
+def run(args) -> int:
+    as_json = getattr(args, "json", False)
+    # progress goes to stderr when stdout carries JSON
+    echo = echo_to(sys.stderr if as_json else sys.stdout)
+    if args.command == "db":
+        return _db(args, echo)
+    target = _target(args)
+    if not as_json:
+        echo(f"database: {target.masked} ({target.source})")
+    if args.command == "backup":
+        path = backup_mod.backup(target.url, args.dir)
+        _print_json({"backup": str(path)}) if as_json else echo(f"backup written: {path}")
+        return 0
+    if args.command == "restore":
+        backup_mod.restore(target.url, args.file, yes=args.yes)
+        echo(f"restored {args.file}")
+        return 0
+    if args.command == "history":
+        with connect(target.url) as conn:
+            rows = history.events(conn)
+        if as_json:
+            _print_json(rows)
+        else:
+            from .display import text_table
+
+            echo(text_table(rows, ["id", "version", "event", "at", "db_role", "client", "detail"]))
+        return 0
+
+    migrator = _migrator(args, target, echo)
+    if args.command == "status":
+        report = migrator.status()
+        _print_json(report.to_dict()) if as_json else echo(str(report))
+        return report.exit_code
+    if args.command == "plan":
+        plan = migrator.plan()
+        _print_json(plan.to_dict()) if as_json else echo(str(plan))
+        return 0
+    if args.command == "migrate":
+        migrations = migrator.read()  # refuse bad files before any backup or lock
+        if args.backup:
+            path = backup_mod.backup(target.url)
+            echo(f"backup written: {path}")
+        applied = migrator.migrate(migrations, target=parse_version(args.target) if args.target else None)
+        if as_json:
+            _print_json({"applied": applied})
+        return 0
+    if args.command == "baseline":
+        recorded = migrator.baseline(args.version)
+        if as_json:
+            _print_json({"baselined": recorded})
+        return 0
+    if args.command == "repair":
+        migrator.repair(args.version, args.reason)
+        return 0
+    if args.command == "rollback":
+        undone = migrator.rollback(args.to, yes=args.yes)
+        if as_json:
+            _print_json({"rolled_back": undone})
+        return 0
+    raise AssertionError(args.command)  # pragma: no cover - argparse limits the choices
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except PgvkitError as exc:
+        print(f"pgvkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pgvkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

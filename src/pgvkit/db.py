@@ -1,0 +1,166 @@
+"""Connections: one rule everywhere (flag, then DATABASE_URL, then the embedded server)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import conninfo as _conninfo
+
+from .errors import ConfigError, ConnectionFailed
+
+__all__ = [
+    "Target",
+    "resolve",
+    "connect",
+    "mask_url",
+    "scrub",
+    "psycopg_url",
+    "sqlalchemy_url",
+    "server_info",
+]
+
+_SCHEME = re.compile(r"^(postgres(?:ql)?)(\+\w+)?://", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where pgvkit connects: the URL (secret), where it came from, and a printable form."""
+
+    url: str
+    source: str  # "flag", "env" or "embedded"
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.source == "embedded"
+
+    def __repr__(self) -> str:
+        return f"Target({self.masked!r}, source={self.source!r})"
+
+
+def resolve(database_url: str | None = None, *, start_embedded: bool = True) -> Target:
+    """Pick the database: the explicit URL, else $DATABASE_URL, else the embedded server."""
+    if database_url:
+        return Target(psycopg_url(database_url), "flag")
+    env = os.environ.get("DATABASE_URL")
+    if env:
+        return Target(psycopg_url(env), "env")
+    from .embedded import EmbeddedServer
+
+    server = EmbeddedServer.default()
+    if start_embedded:
+        server.start()
+    return Target(server.url(), "embedded")
+
+
+def psycopg_url(url: str) -> str:
+    """Accept SQLAlchemy-style URLs (postgresql+psycopg://) and return what libpq takes."""
+    url = url.strip()
+    if "://" in url:
+        if not _SCHEME.match(url):
+            scheme = url.split("://", 1)[0]
+            raise ConfigError(
+                f"database URL scheme {scheme!r} is not PostgreSQL; "
+                "use postgresql://user:password@host:port/dbname"
+            )
+        return _SCHEME.sub("postgresql://", url, count=1)
+    try:
+        _conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise ConfigError(
+            "database URL is neither a postgresql:// URL nor a libpq key=value string; "
+            "use postgresql://user:password@host:port/dbname"
+        ) from None
+    return url
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as a SQLAlchemy URL using the psycopg 3 driver (for JupySQL)."""
+    url = psycopg_url(url)
+    if "://" not in url:
+        params = _conninfo.conninfo_to_dict(url)
+        from sqlalchemy.engine import URL
+
+        query = {k: str(v) for k, v in params.items() if k not in {"user", "password", "dbname", "port"}}
+        host = query.pop("host", None)
+        if host and host.startswith("/"):
+            query["host"] = host
+            host = None
+        return URL.create(
+            "postgresql+psycopg",
+            username=params.get("user"),
+            password=params.get("password"),
+            host=host,
+            port=int(params["port"]) if params.get("port") else None,
+            database=params.get("dbname"),
+            query=query,
+        ).render_as_string(hide_password=False)
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def _password(url: str) -> str | None:
+    try:
+        params = _conninfo.conninfo_to_dict(psycopg_url(url))
+    except Exception:
+        return None
+    return params.get("password") or None
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, safe to print, log or store."""
+    if "://" in url:
+        m = re.match(r"^([^:/]+://)([^@/?#]*)@", url)
+        if m and ":" in m.group(2):
+            user = m.group(2).split(":", 1)[0]
+            url = m.group(1) + user + ":***@" + url[m.end():]
+        # a password may also hide in the query string
+        return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+    return re.sub(
+        r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url, flags=re.IGNORECASE
+    )
+
+
+def scrub(text: str, url: str) -> str:
+    """Remove the URL's password from any text (server messages can echo parts of it)."""
+    pw = _password(url)
+    if pw:
+        text = text.replace(pw, "***")
+    return text
+
+
+def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvkit") -> psycopg.Connection:
+    """Open a psycopg connection; a failure becomes ConnectionFailed with no password in it."""
+    try:
+        return psycopg.connect(
+            url, autocommit=autocommit, application_name=application_name, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        reason = re.sub(r"^connection failed: ", "", reason)
+        raise ConnectionFailed(mask_url(url), scrub(reason, url)) from None
+
+
+def server_info(conn: psycopg.Connection) -> dict:
+    """Server version, current database and role, and the pgvector version if installed."""
+    row = conn.execute(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
+        " current_database(), current_user,"
+        " (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
+        " (SELECT default_version FROM pg_available_extensions WHERE name = 'vector'),"
+        " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+    ).fetchone()
+    return {
+        "server_version": row[0],
+        "server_version_num": row[1],
+        "database": row[2],
+        "user": row[3],
+        "vector_version": row[4],
+        "vector_available": row[5],
+        "superuser": row[6],
+    }

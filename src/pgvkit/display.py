@@ -1,0 +1,99 @@
+"""How results show: one text table and one HTML table renderer, and progress lines for long
+steps ("... done" / "FAILED"), so notebooks, terminals and tests see the same thing."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["Echo", "echo_to", "text_table", "html_table", "step", "Table"]
+
+Echo = Callable[[str], None]
+
+
+def echo_to(stream=None) -> Echo:
+    """An echo function writing lines to a stream (stdout by default), flushed at once."""
+
+    def echo(line: str) -> None:
+        out = stream or sys.stdout
+        out.write(line + "\n")
+        out.flush()
+
+    return echo
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def text_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A plain aligned table."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+_COLOURS = {"pass": "#d4edda", "applied": "#d4edda", "baselined": "#d4edda", "warn": "#fff3cd",
+            "pending": "#fff3cd", "fail": "#f8d7da", "drifted": "#f8d7da", "missing": "#f8d7da",
+            "failed": "#f8d7da", "running": "#f8d7da"}
+
+
+def html_table(rows: Sequence[dict], columns: Sequence[str], *, colour_by: str | None = None) -> str:
+    """An HTML table; rows coloured by the value of one column (pass/warn/fail and the like)."""
+    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for r in rows:
+        colour = _COLOURS.get(str(r.get(colour_by))) if colour_by else None
+        style = f" style='background:{colour}'" if colour else ""
+        tds = "".join(f"<td style='text-align:left'>{html.escape(_cell(r.get(c)))}</td>" for c in columns)
+        body.append(f"<tr{style}>{tds}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+class Table:
+    """Rows that render themselves as text (repr/str) and HTML (notebooks)."""
+
+    columns: Sequence[str] = ()
+    colour_by: str | None = None
+    title: str = ""
+
+    def rows(self) -> list[dict]:  # pragma: no cover - overridden
+        return []
+
+    def __str__(self) -> str:
+        table = text_table(self.rows(), self.columns)
+        return f"{self.title}\n{table}" if self.title else table
+
+    def _repr_html_(self) -> str:
+        title = f"<p><b>{html.escape(self.title)}</b></p>" if self.title else ""
+        return title + html_table(self.rows(), self.columns, colour_by=self.colour_by)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+@contextlib.contextmanager
+def step(message: str, echo: Echo | None = None) -> Iterator[None]:
+    """Say what a long step does, then "done (N ms)" or "FAILED"."""
+    echo = echo or echo_to()
+    start = time.perf_counter()
+    echo(f"{message} ...")
+    try:
+        yield
+    except BaseException:
+        echo(f"{message} ... FAILED")
+        raise
+    echo(f"{message} ... done ({(time.perf_counter() - start) * 1000:.0f} ms)")

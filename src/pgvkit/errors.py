@@ -1,0 +1,163 @@
+"""One exception tree: every expected failure is a PgvkitError whose text says what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "PgvkitError",
+    "ConfigError",
+    "ConnectionFailed",
+    "EmbeddedServerError",
+    "MigrationFileError",
+    "MigrationSQLError",
+    "MigrationFailed",
+    "MigrationDriftError",
+    "MissingMigrationError",
+    "LockTimeout",
+    "ExtensionUnavailable",
+    "ExtensionPrivilegeError",
+    "RollbackError",
+    "ConfirmationRequired",
+    "BackupError",
+]
+
+
+class PgvkitError(Exception):
+    """Root of every error pgvkit raises on purpose; str() is one line with the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(PgvkitError):
+    """A setting (flag, environment variable, path) is wrong."""
+
+
+class ConnectionFailed(PgvkitError):
+    """The database could not be reached with the URL given (password never shown)."""
+
+    def __init__(self, masked_url: str, reason: str):
+        self.masked_url = masked_url
+        self.reason = reason
+        super().__init__(
+            f"cannot connect to {masked_url}: {reason} "
+            "(check --database-url / DATABASE_URL, or unset it to use the embedded server)"
+        )
+
+
+class EmbeddedServerError(PgvkitError):
+    """The embedded PostgreSQL could not be initialised, started or stopped."""
+
+
+class MigrationFileError(PgvkitError):
+    """A migration file is misnamed, duplicated, unreadable or unusable."""
+
+    def __init__(self, path, problem: str):
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class MigrationSQLError(MigrationFileError):
+    """A migration file's SQL does not parse; carries the line number."""
+
+    def __init__(self, path, line: int, problem: str):
+        self.line = line
+        super().__init__(f"{path}:{line}", problem)
+        self.path = path
+
+
+class MigrationFailed(PgvkitError):
+    """A statement of a migration failed on the server."""
+
+    def __init__(self, version: str, path, line: int, message: str, *, transactional: bool):
+        self.version = version
+        self.path = path
+        self.line = line
+        self.message = message
+        self.transactional = transactional
+        if transactional:
+            after = "nothing from it was kept; fix the file and run pgvkit migrate again"
+        else:
+            after = (
+                "it is recorded as failed; fix the cause and run pgvkit migrate again "
+                "to resume it (its statements must be idempotent)"
+            )
+        super().__init__(f"migration {version} failed at {path}:{line}: {message} ({after})")
+
+
+class MigrationDriftError(PgvkitError):
+    """An applied migration's file changed after it was applied."""
+
+    def __init__(self, version: str, expected: str, found: str):
+        self.version = version
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"migration {version} was changed after it was applied "
+            f"(checksum {expected[:12]} applied, {found[:12]} on disk); restore the file, or "
+            f"record the change with: pgvkit repair {version} --reason '...'"
+        )
+
+
+class MissingMigrationError(PgvkitError):
+    """The database has applied a migration whose file is gone."""
+
+    def __init__(self, versions: list[str]):
+        self.versions = versions
+        names = ", ".join(versions)
+        super().__init__(
+            f"applied migration(s) {names} have no file in the migrations directory; "
+            "restore the file(s) or point --migrations at the right directory"
+        )
+
+
+class LockTimeout(PgvkitError):
+    """Another process holds the migration lock, or a table lock, for too long."""
+
+    def __init__(self, what: str, pid: int | None, timeout: float, query: str | None = None):
+        self.what = what
+        self.pid = pid
+        self.timeout = timeout
+        self.query = query
+        holder = f"process {pid}" if pid else "another session"
+        extra = f" running: {query}" if query else ""
+        super().__init__(
+            f"{holder} has held the {what} for more than {timeout:g}s{extra} "
+            f"(wait for it to finish, or stop it with: SELECT pg_terminate_backend({pid or 'PID'}))"
+        )
+
+
+class ExtensionUnavailable(PgvkitError):
+    """The server has no pgvector installed at all."""
+
+    def __init__(self, database: str):
+        self.database = database
+        super().__init__(
+            f"this PostgreSQL server has no pgvector extension installed (database {database}); "
+            "install pgvector on the server (https://github.com/pgvector/pgvector#installation) "
+            "or use the embedded server by unsetting DATABASE_URL"
+        )
+
+
+class ExtensionPrivilegeError(PgvkitError):
+    """The role may not create the (untrusted) vector extension."""
+
+    def __init__(self, database: str, role: str):
+        self.database = database
+        self.role = role
+        super().__init__(
+            f"role {role} may not create the vector extension (it is not a trusted extension); "
+            f'ask a superuser to run: psql -d {database} -c "CREATE EXTENSION IF NOT EXISTS vector;" '
+            "then run pgvkit migrate again"
+        )
+
+
+class RollbackError(PgvkitError):
+    """A rollback cannot be done as asked."""
+
+
+class ConfirmationRequired(PgvkitError):
+    """A destructive step was asked for without an explicit yes."""
+
+
+class BackupError(PgvkitError):
+    """pg_dump or pg_restore failed."""

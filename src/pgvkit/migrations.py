@@ -1,0 +1,96 @@
+"""Migration files on disk: NNN_name.sql with an optional NNN_name.down.sql beside it."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, MigrationFileError
+from .sqlfile import SQLFile, read_sql_file
+
+__all__ = ["Migration", "read_migrations", "default_migrations_dir"]
+
+_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*?)(?P<down>\.down)?\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered schema change: its up file, parsed, and its down file if there is one."""
+
+    version: int
+    label: str  # the digits as written in the file name, e.g. "001"
+    name: str
+    up: SQLFile
+    down: SQLFile | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.label}_{self.name}"
+
+    @property
+    def path(self) -> Path:
+        return self.up.path
+
+    @property
+    def checksum(self) -> str:
+        return self.up.checksum
+
+    @property
+    def transactional(self) -> bool:
+        return self.up.transactional
+
+    def __repr__(self) -> str:
+        return f"Migration({self.id!r}, down={'yes' if self.down else 'no'})"
+
+
+def default_migrations_dir() -> Path:
+    """$PGVKIT_MIGRATIONS, else migrations/ in the working directory."""
+    return Path(os.environ.get("PGVKIT_MIGRATIONS") or "migrations")
+
+
+def read_migrations(directory: Path | str | None = None) -> list[Migration]:
+    """Read and parse every migration in a directory, in version order; refuse any bad file."""
+    directory = Path(directory) if directory is not None else default_migrations_dir()
+    if not directory.is_dir():
+        raise ConfigError(
+            f"migrations directory {directory} does not exist; "
+            "run pgvkit from the project root or pass --migrations DIR"
+        )
+    ups: dict[int, tuple[str, str, Path]] = {}
+    downs: dict[int, tuple[str, Path]] = {}
+    for path in sorted(directory.iterdir()):
+        if not path.name.endswith(".sql") or not path.is_file():
+            continue
+        m = _NAME.match(path.name)
+        if not m:
+            raise MigrationFileError(
+                path,
+                "bad migration file name; use NNN_name.sql (and NNN_name.down.sql for its rollback), "
+                "e.g. 002_add_column.sql",
+            )
+        version = int(m["version"])
+        table = downs if m["down"] else ups
+        if version in table:
+            other = table[version][-1]
+            raise MigrationFileError(
+                path, f"duplicate migration number {m['version']} (also used by {other.name}); renumber one"
+            )
+        if m["down"]:
+            downs[version] = (m["name"], path)
+        else:
+            ups[version] = (m["version"], m["name"], path)
+    for version, (name, path) in downs.items():
+        if version not in ups or ups[version][1] != name:
+            raise MigrationFileError(
+                path,
+                f"down file has no up file {path.name.replace('.down.sql', '.sql')}; "
+                "rename it to match its migration or delete it",
+            )
+    migrations = []
+    for version in sorted(ups):
+        label, name, path = ups[version]
+        down = read_sql_file(downs[version][1]) if version in downs else None
+        migrations.append(Migration(version, label, name, read_sql_file(path), down))
+    return migrations
