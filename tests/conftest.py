@@ -1,0 +1,148 @@
+"""Real-database fixtures: an embedded PostgreSQL started for the session (or the server in
+PGVKIT_TEST_DATABASE_URL), and a fresh database per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgvkit.db import mask_url
+from pgvkit.embedded import EmbeddedServer
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = ROOT / "migrations"
+_counter = itertools.count()
+
+
+def pytest_report_header(config):
+    url = os.environ.get("PGVKIT_TEST_DATABASE_URL")
+    return f"pgvkit test database: {mask_url(url) if url else 'embedded PostgreSQL (started for this session)'}"
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory) -> str:
+    """A superuser URL: PGVKIT_TEST_DATABASE_URL, or an embedded server made for this session."""
+    url = os.environ.get("PGVKIT_TEST_DATABASE_URL")
+    if url:
+        try:
+            with psycopg.connect(url, connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            pytest.exit(f"PGVKIT_TEST_DATABASE_URL ({mask_url(url)}) is unreachable: {exc}", returncode=2)
+        yield url
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg"))
+    server.start()
+    yield server.url(database="postgres")
+    server.destroy()
+
+
+def _with_db(url: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
+
+
+@pytest.fixture
+def make_database(admin_url):
+    """Factory for fresh databases (owner optional); all are dropped after the test."""
+    created = []
+
+    def make(owner: str | None = None) -> str:
+        name = f"pgvkit_t{os.getpid()}_{next(_counter)}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if owner:
+                query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+            conn.execute(query)
+        created.append(name)
+        return _with_db(admin_url, name)
+
+    yield make
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(make_database) -> str:
+    """A fresh, empty database as the superuser."""
+    return make_database()
+
+
+@pytest.fixture
+def make_role(admin_url):
+    """Factory for non-superuser login roles; dropped after the test."""
+    roles = []
+
+    def make(password: str | None = None) -> str:
+        name = f"pgvkit_role{os.getpid()}_{next(_counter)}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(password)
+                )
+            )
+        roles.append(name)
+        return name
+
+    yield make
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for name in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def as_role(url: str, role: str, password: str | None = None) -> str:
+    params = {"user": role}
+    if password is not None:
+        params["password"] = password
+    return psycopg.conninfo.make_conninfo(url, **params)
+
+
+@pytest.fixture
+def migrations_dir(tmp_path):
+    """Write migration files into a temporary directory: migrations_dir({"001_a.sql": "..."})."""
+
+    def write(files: dict[str, str | bytes]) -> Path:
+        directory = tmp_path / "migrations"
+        directory.mkdir(exist_ok=True)
+        for name, text in files.items():
+            path = directory / name
+            if isinstance(text, bytes):
+                path.write_bytes(text)
+            else:
+                path.write_text(textwrap.dedent(text))
+        return directory
+
+    return write
+
+
+@pytest.fixture
+def pgvkit_home(tmp_path, monkeypatch) -> Path:
+    """An isolated PGVKIT_HOME so backups and state never touch the working tree."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PGVKIT_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    """Run the pgvkit CLI in a separate process, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pgvkit", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

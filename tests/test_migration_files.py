@@ -1,0 +1,59 @@
+"""Migration files on disk: names, numbers, down files."""
+
+import pytest
+
+from pgvkit.errors import ConfigError, MigrationFileError
+from pgvkit.migrations import read_migrations
+
+
+def test_migrations_are_read_in_numeric_order_with_their_down_files(migrations_dir):
+    d = migrations_dir({
+        "010_later.sql": "SELECT 10;",
+        "2_second.sql": "SELECT 2;",
+        "001_first.sql": "SELECT 1;",
+        "001_first.down.sql": "SELECT -1;",
+        "README.md": "not a migration",
+    })
+    migrations = read_migrations(d)
+    assert [m.id for m in migrations] == ["001_first", "2_second", "010_later"]
+    assert migrations[0].down is not None and migrations[1].down is None
+
+
+@pytest.mark.parametrize("name", ["init.sql", "001-init.sql", "001_.sql", "abc_init.sql", "001_init.up.sql"])
+def test_a_badly_named_sql_file_is_refused_by_name(migrations_dir, name):
+    d = migrations_dir({name: "SELECT 1;"})
+    with pytest.raises(MigrationFileError) as info:
+        read_migrations(d)
+    assert name in str(info.value) and "NNN_name.sql" in str(info.value)
+
+
+def test_duplicate_numbers_are_refused_naming_both_files(migrations_dir):
+    d = migrations_dir({"001_a.sql": "SELECT 1;", "1_b.sql": "SELECT 1;"})
+    with pytest.raises(MigrationFileError, match="duplicate migration number") as info:
+        read_migrations(d)
+    assert "001_a.sql" in str(info.value) and "1_b.sql" in str(info.value)
+
+
+def test_a_down_file_without_its_up_file_is_refused(migrations_dir):
+    d = migrations_dir({"001_a.sql": "SELECT 1;", "002_b.down.sql": "SELECT 1;"})
+    with pytest.raises(MigrationFileError, match="002_b.down.sql: down file has no up file"):
+        read_migrations(d)
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_its_line(migrations_dir):
+    d = migrations_dir({"001_a.sql": b"SELECT 1;\nSELECT '\xff';\n"})
+    with pytest.raises(MigrationFileError, match=r"001_a.sql:2: is not UTF-8"):
+        read_migrations(d)
+
+
+def test_a_missing_directory_says_how_to_point_at_the_right_one(tmp_path):
+    with pytest.raises(ConfigError, match="--migrations DIR"):
+        read_migrations(tmp_path / "nope")
+
+
+def test_the_shipped_migration_parses_and_has_its_rollback():
+    (m,) = read_migrations("migrations")
+    assert m.id == "001_init_vector_store" and m.transactional
+    kinds = [s.kind for s in m.up.statements]
+    assert kinds.count("IndexStmt") == 3 and "ViewStmt" in kinds and "CreateTrigStmt" in kinds
+    assert [s.kind for s in m.down.statements][-1] == "DropStmt"

@@ -1,0 +1,69 @@
+"""Database URLs: which one is used, how it prints, and that a password never shows."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgvkit.db import connect, mask_url, psycopg_url, resolve, scrub, sqlalchemy_url
+from pgvkit.errors import ConfigError, ConnectionFailed
+
+from .conftest import free_port
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("postgresql://app:s3cr3t@db.example:5432/jarvis", "postgresql://app:***@db.example:5432/jarvis"),
+        ("postgresql+psycopg://app:s3cr3t@db/jarvis?sslmode=require", "postgresql+psycopg://app:***@db/jarvis?sslmode=require"),
+        ("postgresql://app@db/jarvis?password=s3cr3t&sslmode=require", "postgresql://app@db/jarvis?password=***&sslmode=require"),
+        ("host=db user=app password=s3cr3t dbname=jarvis", "host=db user=app password=*** dbname=jarvis"),
+        ("host=db password='s3 cr3t' dbname=jarvis", "host=db password=*** dbname=jarvis"),
+        ("postgresql://app@db/jarvis", "postgresql://app@db/jarvis"),
+    ],
+)
+def test_mask_url_hides_the_password_in_every_form(url, masked):
+    assert mask_url(url) == masked
+
+
+passwords = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="@/?#&'\\ "), min_size=1, max_size=20)
+
+
+@given(passwords)
+def test_no_password_survives_masking(password):
+    from urllib.parse import quote
+
+    secret = "PW" + password
+    for url in (f"postgresql://app:{quote(secret, safe='')}@h/db", f"host=h user=app password={secret} dbname=db"):
+        assert quote(secret, safe="") not in mask_url(url) and secret not in mask_url(url)
+
+
+def test_scrub_removes_the_password_from_any_message():
+    url = "postgresql://app:hunter2x@h/db"
+    assert scrub("auth failed for hunter2x", url) == "auth failed for ***"
+
+
+def test_sqlalchemy_urls_are_accepted_and_produced():
+    assert psycopg_url("postgresql+psycopg://a@h/db") == "postgresql://a@h/db"
+    assert psycopg_url("postgres://a@h/db") == "postgresql://a@h/db"
+    assert sqlalchemy_url("postgresql://a:b@h/db") == "postgresql+psycopg://a:b@h/db"
+    assert sqlalchemy_url("host=/tmp/s dbname=db user=a").startswith("postgresql+psycopg://a@/db?host=")
+
+
+def test_a_url_that_is_not_postgresql_is_refused():
+    with pytest.raises(ConfigError, match="not PostgreSQL"):
+        psycopg_url("mysql://a@h/db")
+
+
+def test_the_flag_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env@h/db")
+    assert resolve("postgresql://flag@h/db").source == "flag"
+    assert resolve().url == "postgresql://env@h/db" and resolve().source == "env"
+
+
+def test_an_unreachable_server_is_one_line_without_the_password():
+    url = f"postgresql://app:topsecret99@127.0.0.1:{free_port()}/jarvis"
+    with pytest.raises(ConnectionFailed) as info:
+        connect(url)
+    text = str(info.value)
+    assert "topsecret99" not in text and "\n" not in text
+    assert "app:***@127.0.0.1" in text and "DATABASE_URL" in text
