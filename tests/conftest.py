@@ -51,8 +51,9 @@ def _with_db(url: str, dbname: str) -> str:
 
 
 @pytest.fixture
-def make_database(admin_url):
-    """Factory for fresh databases (owner optional); all are dropped after the test."""
+def make_database(admin_url, make_role):
+    """Factory for fresh databases (owner optional); all are dropped after the test, before
+    the roles that may own them."""
     created = []
 
     def make(owner: str | None = None) -> str:

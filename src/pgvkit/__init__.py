@@ -9,7 +9,7 @@ The workflow, one notebook cell per step::
     migrator.migrate()                        # apply, each file in its own transaction
 """
 
-from .backup import backup, restore
+from .backups import backup, restore
 from .db import Target, connect, mask_url, resolve, server_info, sqlalchemy_url
 from .embedded import EmbeddedServer
 from .errors import (

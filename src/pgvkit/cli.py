@@ -11,7 +11,7 @@ import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from . import backup as backup_mod
+from . import backups as backup_mod
 from .db import Target, connect, resolve, server_info
 from .display import echo_to
 from .embedded import EmbeddedServer

@@ -1,0 +1,201 @@
+"""The pgvkit command as users run it: separate processes, real servers, exit codes."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgvkit.embedded import EmbeddedServer
+
+from .conftest import as_role, free_port, run_cli
+
+PASSWORD = "Pw-d0nt-l3ak-9f2c"
+
+
+def assert_clean_error(proc, *needles):
+    """An expected error: non-zero, one line on stderr, no traceback, no password."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pgvkit: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tcp_server(tmp_path_factory):
+    """A second embedded server, its own postgres process, on loopback with password logins."""
+    server = EmbeddedServer(tmp_path_factory.mktemp("tcp"), port=free_port())
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def app_database(tcp_server):
+    """A database on the TCP server owned by a non-superuser role with a password."""
+    role, db = f"app_{free_port()}", f"appdb_{free_port()}"
+    admin = tcp_server.socket_url(database="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(PASSWORD)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(role)))
+    yield {"url": tcp_server.url(database=db, user=role, password=PASSWORD),
+           "admin": tcp_server.socket_url(database=db), "role": role, "db": db}
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_status_plan_migrate_status_json_on_a_non_superuser_url(app_database):
+    with psycopg.connect(app_database["admin"], autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")  # what a superuser runs once
+    env = {"DATABASE_URL": app_database["url"]}
+    status = run_cli("status", env=env)
+    assert status.returncode == 1 and "1 pending" in status.stdout
+    plan = run_cli("plan", env=env)
+    assert plan.returncode == 0 and "CREATE TABLE IF NOT EXISTS ip_asset_embeddings" in plan.stdout
+    migrate = run_cli("migrate", env=env)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "Applying 001_init_vector_store (transaction) ... done" in migrate.stdout
+    final = run_cli("status", "--json", env=env)
+    assert final.returncode == 0
+    data = json.loads(final.stdout)
+    assert data["exit_code"] == 0 and data["migrations"][0]["state"] == "applied"
+    assert f":***@127.0.0.1" in status.stdout
+    for proc in (status, plan, migrate, final):
+        assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_a_role_that_may_not_create_the_extension_is_told_what_a_superuser_must_run(app_database):
+    proc = run_cli("migrate", "--database-url", app_database["url"])
+    assert_clean_error(proc, "CREATE EXTENSION IF NOT EXISTS vector", app_database["db"], "superuser")
+    with psycopg.connect(app_database["admin"]) as conn:
+        assert conn.execute("SELECT to_regclass('ip_asset_embeddings')").fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM pgvkit.schema_migrations").fetchone()[0] == 0
+
+
+def test_a_wrong_password_is_one_line_without_the_password(app_database):
+    bad = app_database["url"].replace(PASSWORD, PASSWORD + "x")
+    proc = run_cli("status", env={"DATABASE_URL": bad})
+    assert_clean_error(proc, "cannot connect", "password authentication failed")
+    assert PASSWORD + "x" not in proc.stderr
+
+
+def test_eight_processes_migrating_one_fresh_database_apply_each_migration_once(db_url):
+    with ThreadPoolExecutor(8) as pool:
+        procs = list(pool.map(lambda _: run_cli("migrate", "--database-url", db_url), range(8)))
+    assert [p.returncode for p in procs] == [0] * 8, [p.stderr for p in procs if p.returncode]
+    assert sum("Applying 001_init_vector_store" in p.stdout and "done" in p.stdout for p in procs) == 1
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT version, status FROM pgvkit.schema_migrations").fetchall() == [(1, "applied")]
+        assert conn.execute("SELECT count(*) FROM pgvkit.migration_events WHERE event = 'apply'").fetchone()[0] == 1
+
+
+def test_status_exit_codes_say_pending_up_to_date_and_drift(db_url, migrations_dir):
+    d = migrations_dir({"001_a.sql": "CREATE TABLE a (id int);"})
+    args = ["--database-url", db_url, "--migrations", str(d)]
+    assert run_cli("status", *args).returncode == 1
+    assert run_cli("migrate", *args).returncode == 0
+    assert run_cli("status", *args).returncode == 0
+    (d / "001_a.sql").write_text("CREATE TABLE a (id bigint);")
+    drift = run_cli("status", *args)
+    assert drift.returncode == 2 and "drifted" in drift.stdout
+    assert_clean_error(run_cli("migrate", *args), "pgvkit repair 001 --reason")
+    (d / "001_a.sql").unlink()
+    missing = run_cli("status", *args)
+    assert missing.returncode == 2 and "missing" in missing.stdout
+
+
+def test_bad_files_are_refused_before_anything_is_applied(db_url, migrations_dir):
+    d = migrations_dir({"001_a.sql": "CREATE TABLE a (id int);", "002_b.sql": "CREATE TABLE b (id int;"})
+    proc = run_cli("migrate", "--database-url", db_url, "--migrations", str(d))
+    assert_clean_error(proc, "002_b.sql:1", "syntax error")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('a')").fetchone()[0] is None
+
+
+def test_rollback_without_yes_is_refused_and_changes_nothing(db_url):
+    assert run_cli("migrate", "--database-url", db_url).returncode == 0
+    assert_clean_error(run_cli("rollback", "--to", "0", "--database-url", db_url), "--yes")
+    done = run_cli("rollback", "--to", "0", "--yes", "--json", "--database-url", db_url)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"rolled_back": ["001_init_vector_store"]}
+
+
+def test_backup_then_restore_brings_back_rolled_back_data(db_url, pgvkit_home):
+    assert run_cli("migrate", "--backup", "--database-url", db_url, env={"PGVKIT_HOME": str(pgvkit_home)}).returncode == 0
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
+                     " VALUES ('a-1', 'o-1', array_fill(0.5, ARRAY[768])::vector)")
+    env = {"PGVKIT_HOME": str(pgvkit_home)}
+    made = run_cli("backup", "--json", "--database-url", db_url, env=env)
+    assert made.returncode == 0, made.stderr
+    path = json.loads(made.stdout)["backup"]
+    assert path.startswith(str(pgvkit_home / "backups")) and len(list((pgvkit_home / "backups").iterdir())) == 2
+    assert run_cli("rollback", "--to", "0", "--yes", "--database-url", db_url).returncode == 0
+    assert_clean_error(run_cli("restore", path, "--database-url", db_url), "--yes")
+    restored = run_cli("restore", path, "--yes", "--database-url", db_url)
+    assert restored.returncode == 0, restored.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT asset_id FROM ip_asset_embeddings").fetchall() == [("a-1",)]
+    assert run_cli("status", "--database-url", db_url).returncode == 0
+
+
+def test_baseline_from_the_cli_records_without_running(db_url):
+    from .test_migrate import psql_file
+    from .conftest import MIGRATIONS
+
+    psql_file(db_url, MIGRATIONS / "001_init_vector_store.sql")
+    status = run_cli("status", "--database-url", db_url)
+    assert "pgvkit baseline 001" in status.stdout
+    assert run_cli("baseline", "001", "--database-url", db_url).returncode == 0
+    assert run_cli("status", "--database-url", db_url).returncode == 0
+
+
+def test_db_start_status_url_stop_manage_the_embedded_server(tmp_path):
+    env = {"PGVKIT_HOME": str(tmp_path / "kit")}
+    try:
+        start = run_cli("db", "start", env=env)
+        assert start.returncode == 0, start.stderr
+        assert "pgvector 0.8.6" in start.stdout and "running" in start.stdout
+        url = run_cli("db", "url", env=env).stdout.strip()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database(), current_user").fetchone() == ("jarvis", "jarvis")
+        assert (tmp_path / "kit" / "pgdata").stat().st_mode & 0o077 == 0  # owner only
+        migrate = run_cli("migrate", env=env)  # no URL anywhere: the embedded server is used
+        assert migrate.returncode == 0 and "(embedded)" in migrate.stdout
+    finally:
+        stop = run_cli("db", "stop", env=env)
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+    assert run_cli("db", "status", env=env).returncode == 3
+    assert_clean_error(run_cli("db", "url", env=env), "pgvkit db start")
+
+
+def test_the_embedded_server_listens_on_its_socket_only(tmp_path):
+    server = EmbeddedServer(tmp_path / "kit").start()
+    try:
+        with psycopg.connect(server.url()) as conn:
+            assert conn.execute("SHOW listen_addresses").fetchone() == ("",)
+            assert conn.execute("SHOW unix_socket_permissions").fetchone() == ("0700",)
+    finally:
+        server.destroy()
+
+
+def test_non_superuser_migrates_once_the_extension_exists(make_database, make_role):
+    role = make_role()
+    url = make_database(owner=role)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    proc = run_cli("migrate", "--database-url", as_role(url, role))
+    assert proc.returncode == 0, proc.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'ip_asset_embeddings'"
+                            ).fetchone() == (role,)
+
+
+def test_help_shows_examples_and_version_is_printed():
+    assert "pgvkit migrate --backup" in run_cli("--help").stdout
+    assert "example:" in run_cli("rollback", "--help").stdout
+    assert run_cli("--version").stdout.startswith("pgvkit ")
