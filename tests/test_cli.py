@@ -199,3 +199,20 @@ def test_help_shows_examples_and_version_is_printed():
     assert "pgvkit migrate --backup" in run_cli("--help").stdout
     assert "example:" in run_cli("rollback", "--help").stdout
     assert run_cli("--version").stdout.startswith("pgvkit ")
+
+
+DEBIAN_PG15 = "/usr/lib/postgresql/15/bin"  # installed by .ci/run; PostgreSQL 15 without pgvector
+
+
+def test_a_server_without_pgvector_says_so_and_applies_nothing(tmp_path):
+    server = EmbeddedServer(tmp_path / "pg15", bindir=DEBIAN_PG15).start()
+    try:
+        with psycopg.connect(server.url()) as conn:
+            assert conn.info.server_version // 10000 == 15
+        proc = run_cli("migrate", "--database-url", server.url())
+        assert_clean_error(proc, "no pgvector extension installed", "install pgvector")
+        with psycopg.connect(server.url()) as conn:
+            assert conn.execute("SELECT to_regclass('ip_asset_embeddings')").fetchone()[0] is None
+            assert conn.execute("SELECT count(*) FROM pgvkit.schema_migrations").fetchone()[0] == 0
+    finally:
+        server.destroy()

@@ -56,8 +56,10 @@ class EmbeddedServer:
         port: int | None = None,
         database: str = "jarvis",
         user: str = "jarvis",
+        bindir: Path | str | None = None,
     ):
         self.home = Path(home).expanduser().resolve()
+        self.bindir = Path(bindir) if bindir else None  # another PostgreSQL build (tests)
         self.pgdata = self.home / "pgdata"
         self.port = port
         self.database = database
@@ -90,7 +92,7 @@ class EmbeddedServer:
         """True when a postmaster is running on this data directory."""
         if not self.initialised:
             return False
-        proc = self._run([str(bin_path() / "pg_ctl"), "-D", str(self.pgdata), "status"], check=False)
+        proc = self._run([str(self._bin("pg_ctl")), "-D", str(self.pgdata), "status"], check=False)
         return proc.returncode == 0
 
     def pid(self) -> int | None:
@@ -149,7 +151,7 @@ class EmbeddedServer:
             if not self.running():
                 return False
             proc = self._run(
-                [str(bin_path() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
+                [str(self._bin("pg_ctl")), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
                 check=False,
             )
             if proc.returncode != 0:
@@ -178,6 +180,9 @@ class EmbeddedServer:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _bin(self, name: str) -> Path:
+        return (self.bindir or bin_path()) / name
 
     def _as_root(self) -> bool:
         return os.geteuid() == 0
@@ -234,7 +239,7 @@ class EmbeddedServer:
         try:
             self._run(
                 [
-                    str(bin_path() / "initdb"),
+                    str(self._bin("initdb")),
                     "-D", str(self.pgdata),
                     "-U", self.user,
                     "--pwfile", pwfile.name,
@@ -272,7 +277,7 @@ class EmbeddedServer:
     def _start(self) -> None:
         self._write_config()
         proc = self._run(
-            [str(bin_path() / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60", "start"],
+            [str(self._bin("pg_ctl")), "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60", "start"],
             check=False,
         )
         if proc.returncode != 0:
