@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", required=True, metavar="N", help="keep migrations <= N applied (0: undo all)")
     rb.add_argument("--yes", action="store_true", help="confirm: this may drop data")
     add("history", "the migration event log, newest first", "pgvkit history --json")
+    add("verify", "check the schema, indexes, grants and vector-store health (exit 2 on any fail)",
+        "pgvkit verify --json")
+    add("smoke", "insert test rows, read back, search, fire the trigger, then roll back (leaves 0 rows)",
+        "pgvkit smoke")
+    ld = add("load", "bulk-load tagged synthetic embeddings with binary COPY", "pgvkit load --rows 10000")
+    ld.add_argument("--rows", type=int, required=True, help="how many rows")
+    ld.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
+    add("unload", "delete every row pgvkit load inserted (owner_id prefix pgvkit-load-)", "pgvkit unload")
     bk = add("backup", "write a pg_dump custom-format backup to .pgvkit/backups/", "pgvkit backup")
     bk.add_argument("--dir", metavar="DIR", help="where to write it (default .pgvkit/backups)")
     rs = add("restore", "restore a backup file over the database", "pgvkit restore .pgvkit/backups/jarvis-....dump --yes")
@@ -175,6 +183,34 @@ def run(args) -> int:
             echo(text_table(rows, ["id", "version", "event", "at", "db_role", "client", "detail"]))
         return 0
 
+    if args.command == "verify":
+        from .verify import verify
+
+        report = verify(target.url, migrations_dir=getattr(args, "migrations", None))
+        _print_json(report.to_dict()) if as_json else echo(str(report))
+        return report.exit_code
+    if args.command == "smoke":
+        from .inserts import smoke
+
+        report = smoke(target.url, raise_on_failure=False)
+        _print_json(report.to_dict()) if as_json else echo(str(report))
+        return 0 if report.ok else 2
+    if args.command == "load":
+        from .inserts import load
+
+        if args.rows < 1:
+            raise PgvkitError("--rows must be a positive number of rows, e.g. --rows 10000")
+        result = load(target.url, args.rows, seed=args.seed, progress=not as_json)
+        _print_json({"rows": result.rows, "seconds": result.seconds, "rows_per_second": result.rows_per_second,
+                     "tag": result.tag}) if as_json else echo(str(result))
+        return 0
+    if args.command == "unload":
+        from .inserts import unload
+
+        n = unload(target.url)
+        _print_json({"deleted": n}) if as_json else echo(f"deleted {n} loaded rows")
+        return 0
+
     migrator = _migrator(args, target, echo)
     if args.command == "status":
         report = migrator.status()
@@ -220,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgvkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

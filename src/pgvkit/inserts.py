@@ -1,0 +1,216 @@
+"""Test inserts: a smoke test that always rolls back, and tagged bulk loads with binary COPY.
+
+The seed's snippet inserts vector(3) into the vector(768) column, which fails on any real server;
+here the dimension is read from the catalog.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from .db import connect
+from .display import Table
+from .errors import PgvkitError
+
+__all__ = ["smoke", "SmokeReport", "SmokeFailed", "load", "unload", "LoadResult", "synthetic",
+           "column_dimension", "LOAD_TAG"]
+
+LOAD_TAG = "pgvkit-load-"  # owner_id prefix of every loaded row, so unload removes exactly them
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass
+class SmokeReport(Table):
+    database: str
+    steps: list[Step] = field(default_factory=list)
+    columns = ("name", "status", "detail")
+    colour_by = "status"
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "pass" for s in self.steps)
+
+    @property
+    def title(self) -> str:
+        return f"Smoke test on {self.database}: {'passed' if self.ok else 'FAILED'} (rolled back, no rows left)"
+
+    def rows(self) -> list[dict]:
+        return [asdict(s) for s in self.steps]
+
+    def to_dict(self) -> dict:
+        return {"database": self.database, "ok": self.ok, "steps": self.rows()}
+
+
+class SmokeFailed(PgvkitError):
+    def __init__(self, report: SmokeReport):
+        self.report = report
+        bad = next(s for s in report.steps if s.status != "pass")
+        super().__init__(f"smoke test failed at '{bad.name}': {bad.detail} (nothing was kept; run pgvkit doctor)")
+
+
+def column_dimension(conn, table: str = "ip_asset_embeddings", column: str = "embedding") -> int:
+    """The declared dimension of a vector column, from the catalog."""
+    row = conn.execute(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped",
+        [sql.Identifier(table).as_string(conn), column],
+    ).fetchone()
+    if row is None:
+        raise PgvkitError(f"{table}.{column} does not exist; run pgvkit migrate (or pgvkit doctor)")
+    if row[0] <= 0:
+        raise PgvkitError(f"{table}.{column} has no fixed dimension; declare it as vector(N)")
+    return row[0]
+
+
+def smoke(url: str, *, table: str = "ip_asset_embeddings", raise_on_failure: bool = True) -> SmokeReport:
+    """Insert test rows, read them back, search by operator and view, fire the trigger; roll back."""
+    with connect(url) as conn:
+        report = SmokeReport(conn.info.dbname)
+        tbl = sql.Identifier(table)
+
+        def run(name, fn):
+            if not report.ok:
+                return
+            try:
+                detail = fn()
+                report.steps.append(Step(name, "pass", detail))
+            except (psycopg.Error, PgvkitError, AssertionError) as exc:
+                report.steps.append(Step(name, "fail", " ".join(str(exc).split()) or type(exc).__name__))
+
+        try:
+            with conn.transaction():  # always rolled back below: the table keeps its rows
+                register_vector(conn)
+                dim = column_dimension(conn, table)
+                tag = f"pgvkit-smoke-{uuid.uuid4().hex[:8]}"
+                rng = np.random.default_rng(7)
+                base = rng.normal(size=dim).astype(np.float32)
+                vectors = [base, base + 0.01 * rng.normal(size=dim).astype(np.float32), -base]
+                vectors = [v / np.linalg.norm(v) for v in vectors]
+                ids = [f"{tag}-{i}" for i in range(3)]
+
+                def insert():
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            sql.SQL("INSERT INTO {} (asset_id, owner_id, embedding, metadata)"
+                                    " VALUES (%s, %s, %s, '{{\"smoke\": true}}')").format(tbl),
+                            [(i, tag, v) for i, v in zip(ids, vectors)])
+                    return f"3 rows of vector({dim})"
+
+                def read_back():
+                    got = dict(conn.execute(sql.SQL("SELECT asset_id, embedding FROM {} WHERE owner_id = %s").format(tbl),
+                                            [tag]).fetchall())
+                    assert set(got) == set(ids), f"read back {sorted(got)}"
+                    for i, v in zip(ids, vectors):
+                        assert np.array_equal(got[i].to_numpy(), v), f"{i} came back different"
+                    return "all 3 embeddings identical (float32)"
+
+                def operator():
+                    conn.execute("SET LOCAL enable_indexscan = off")  # exact answer, whatever the index
+                    rows = conn.execute(sql.SQL("SELECT asset_id, embedding <=> %s AS d FROM {} WHERE owner_id = %s"
+                                                " ORDER BY d LIMIT 3").format(tbl), [vectors[0], tag]).fetchall()
+                    assert [r[0] for r in rows] == ids, f"order {[r[0] for r in rows]}"
+                    assert abs(rows[0][1]) < 1e-6 and abs(rows[2][1] - 2) < 1e-5, f"distances {rows}"
+                    return "<=> ranks test rows 0, 1, 2 at cosine distance 0 .. 2"
+
+                def view():
+                    rows = conn.execute("SELECT similar_asset_id FROM similar_assets WHERE source_asset_id = %s"
+                                        " AND similar_owner_id = %s ORDER BY distance", [ids[0], tag]).fetchall()
+                    assert rows and rows[0][0] == ids[1], f"similar_assets gave {rows}"
+                    return "similar_assets: nearest to test row 0 is test row 1"
+
+                def trigger():
+                    row = conn.execute(sql.SQL("UPDATE {} SET updated_at = '2000-01-01', metadata = '{{}}'"
+                                               " WHERE asset_id = %s RETURNING updated_at = now()").format(tbl),
+                                       [ids[0]]).fetchone()
+                    assert row == (True,), "updated_at was not reset by the trigger"
+                    return "update sets updated_at = now()"
+
+                run("insert", insert)
+                run("read back", read_back)
+                run("similarity operator", operator)
+                run("similar_assets view", view)
+                run("updated_at trigger", trigger)
+                raise psycopg.Rollback()
+        except PgvkitError as exc:
+            report.steps.append(Step("setup", "fail", str(exc)))
+    if raise_on_failure and not report.ok:
+        raise SmokeFailed(report)
+    return report
+
+
+def synthetic(rows: int, dim: int = 768, *, clusters: int = 50, spread: float = 0.35, queries: int = 0,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered, normalised embeddings like a real image model's (not uniform noise, on which
+    nearest-neighbour recall means nothing), plus held-out queries drawn near the same clusters."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def draw(n):
+        which = rng.integers(0, clusters, size=n)
+        # noise of norm ~spread around a unit centre: cosine to the centre ~ 1/sqrt(1 + spread^2)
+        x = centres[which] + rng.standard_normal(size=(n, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return draw(rows), draw(queries)
+
+
+@dataclass
+class LoadResult:
+    rows: int
+    seconds: float
+    tag: str
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else float("inf")
+
+    def __str__(self) -> str:
+        return f"loaded {self.rows} rows tagged {self.tag}* in {self.seconds:.2f}s ({self.rows_per_second:,.0f} rows/s)"
+
+
+def load(url: str, rows: int, *, table: str = "ip_asset_embeddings", batch: int = 5000, seed: int = 0,
+         clusters: int = 50, progress: bool = True) -> LoadResult:
+    """Bulk-load synthetic rows with binary COPY, tagged so `unload` removes exactly them."""
+    from tqdm.auto import tqdm
+
+    tag = f"{LOAD_TAG}{seed}-"
+    with connect(url) as conn:
+        register_vector(conn)
+        dim = column_dimension(conn, table)
+        data, _ = synthetic(rows, dim, clusters=clusters, seed=seed)
+        copy_sql = sql.SQL("COPY {} (asset_id, owner_id, embedding) FROM STDIN WITH (FORMAT BINARY)").format(
+            sql.Identifier(table))
+        start = time.perf_counter()
+        bar = tqdm(total=rows, unit="rows", desc="COPY", disable=not progress)
+        with conn.cursor() as cur:
+            for lo in range(0, rows, batch):
+                with cur.copy(copy_sql) as copy:  # one COPY per batch: progress and bounded memory
+                    copy.set_types(["text", "text", "vector"])
+                    for i in range(lo, min(lo + batch, rows)):
+                        copy.write_row((f"{tag}{i}", f"{tag}owner-{i % 100}", data[i]))
+                bar.update(min(batch, rows - lo))
+        conn.commit()
+        bar.close()
+        return LoadResult(rows, time.perf_counter() - start, tag)
+
+
+def unload(url: str, *, table: str = "ip_asset_embeddings") -> int:
+    """Delete every row a load tagged; returns how many."""
+    with connect(url) as conn:
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE owner_id LIKE %s").format(sql.Identifier(table)),
+                           [LOAD_TAG + "%"])
+        conn.commit()
+        return cur.rowcount

@@ -1,0 +1,307 @@
+"""The seed README's verification, as structured checks: one function per concern, each
+returning Check(name, status, detail, fix); `verify()` runs them all into a Report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from .db import connect
+from .display import Table
+from .errors import PgvkitError
+
+__all__ = ["Check", "Report", "VerificationFailed", "verify", "EXPECTED_COLUMNS", "EXPECTED_INDEXES"]
+
+EXPECTED_COLUMNS = {
+    "id": "bigint",
+    "asset_id": "character varying(255)",
+    "owner_id": "character varying(255)",
+    "embedding": "vector(768)",
+    "metadata": "jsonb",
+    "created_at": "timestamp with time zone",
+    "updated_at": "timestamp with time zone",
+}
+# name -> (access method, column, operator class or None)
+EXPECTED_INDEXES = {
+    "idx_asset_id": ("btree", "asset_id", None),
+    "idx_owner_id": ("btree", "owner_id", None),
+    "idx_embedding_cosine": ("ivfflat", "embedding", "vector_cosine_ops"),
+}
+APP_ROLE = "jarvis"
+ROWS_PER_LIST = 50  # pgvector's k-means samples 50 rows per list
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass / warn / fail
+    detail: str
+    fix: str = ""
+
+
+class VerificationFailed(PgvkitError):
+    """At least one check failed; the report is attached."""
+
+    def __init__(self, report: Report):
+        self.report = report
+        failed = [c for c in report.checks if c.status == "fail"]
+        super().__init__(
+            f"{len(failed)} check(s) failed: "
+            + "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in failed)
+        )
+
+
+@dataclass
+class Report(Table):
+    database: str
+    table: str
+    checks: list[Check] = field(default_factory=list)
+    columns = ("name", "status", "detail", "fix")
+    colour_by = "status"
+
+    @property
+    def title(self) -> str:
+        counts = {s: sum(c.status == s for c in self.checks) for s in ("pass", "warn", "fail")}
+        return f"Verification of {self.table} on {self.database}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 2
+
+    def rows(self) -> list[dict]:
+        return [asdict(c) for c in self.checks]
+
+    def to_dict(self) -> dict:
+        return {"database": self.database, "table": self.table, "ok": self.ok, "checks": self.rows()}
+
+    def raise_for_failures(self) -> Report:
+        if not self.ok:
+            raise VerificationFailed(self)
+        return self
+
+    def __getitem__(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+
+def _q(conn, query, params=()):
+    return conn.execute(query, params).fetchall()
+
+
+def check_extension(conn) -> Check:
+    rows = _q(conn, "SELECT e.extversion, a.default_version FROM pg_available_extensions a"
+                    " LEFT JOIN pg_extension e ON e.extname = a.name WHERE a.name = 'vector'")
+    if not rows:
+        return Check("extension", "fail", "pgvector is not installed on this server",
+                     "install pgvector on the server (https://github.com/pgvector/pgvector#installation)")
+    installed, newest = rows[0]
+    if installed is None:
+        return Check("extension", "fail", f"vector extension not created in {conn.info.dbname} ({newest} available)",
+                     f'as a superuser: psql -d {conn.info.dbname} -c "CREATE EXTENSION vector;"')
+    if installed != newest:
+        return Check("extension", "warn", f"vector {installed} installed, {newest} available",
+                     "ALTER EXTENSION vector UPDATE;")
+    return Check("extension", "pass", f"vector {installed} (newest available)")
+
+
+def check_table(conn, table: str) -> Check:
+    if _regclass(conn, table) is None:
+        return Check("table", "fail", f"{table} does not exist", "pgvkit migrate (or pgvkit doctor)")
+    (count,) = _q(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))[0]
+    return Check("table", "pass", f"{table} exists, {count} rows")
+
+
+def check_columns(conn, table: str, dimension: int = 768) -> Check:
+    expected = {**EXPECTED_COLUMNS, "embedding": f"vector({dimension})"}
+    found = dict(_q(conn, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                          " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                    [_qualified(conn, table)]))
+    wrong = [f"{c} is {found.get(c, 'missing')}, expected {t}" for c, t in expected.items() if found.get(c) != t]
+    if wrong:
+        return Check("columns", "fail", "; ".join(wrong), "compare with migrations/001_init_vector_store.sql")
+    return Check("columns", "pass", f"{len(expected)} columns as expected, embedding {expected['embedding']}")
+
+
+def check_index(conn, table: str, name: str, method: str, column: str, opclass: str | None) -> Check:
+    rows = _q(conn, """
+        SELECT am.amname, i.indisvalid, a.attname, opc.opcname, c.reloptions
+        FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_am am ON am.oid = c.relam
+        LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+        WHERE i.indrelid = to_regclass(%s) AND c.relname = %s""", [_qualified(conn, table), name])
+    if not rows:
+        return Check(f"index {name}", "fail", "missing", "pgvkit migrate (it creates the index)")
+    am, valid, col, opc, options = rows[0]
+    problems = []
+    if am != method:
+        problems.append(f"access method {am}, expected {method}")
+    if col != column:
+        problems.append(f"on {col}, expected {column}")
+    if opclass and opc != opclass:
+        problems.append(f"operator class {opc}, expected {opclass} (queries with <=> cannot use it)")
+    if not valid:
+        return Check(f"index {name}", "fail", "INVALID (a failed concurrent build left it)",
+                     f"DROP INDEX CONCURRENTLY {name}; then pgvkit migrate or REINDEX")
+    if problems:
+        return Check(f"index {name}", "fail", "; ".join(problems), "compare with migrations/001_init_vector_store.sql")
+    opts = f", {', '.join(options)}" if options else ""
+    return Check(f"index {name}", "pass", f"{am} on {col}{' ' + opc if opclass else ''}{opts}, valid")
+
+
+def check_trigger(conn, table: str) -> Check:
+    rows = _q(conn, "SELECT tgenabled FROM pg_trigger WHERE tgrelid = to_regclass(%s)"
+                    " AND tgname = 'update_ip_asset_embeddings_updated_at'", [_qualified(conn, table)])
+    if not rows:
+        return Check("trigger", "fail", "update_ip_asset_embeddings_updated_at missing", "pgvkit migrate")
+    if rows[0][0] == "D":
+        return Check("trigger", "fail", "update_ip_asset_embeddings_updated_at is disabled",
+                     f"ALTER TABLE {table} ENABLE TRIGGER update_ip_asset_embeddings_updated_at;")
+    return Check("trigger", "pass", "update_ip_asset_embeddings_updated_at keeps updated_at current")
+
+
+def check_view(conn) -> Check:
+    if _regclass(conn, "similar_assets") is None:
+        return Check("view", "fail", "similar_assets missing", "pgvkit migrate")
+    return Check("view", "pass", "similar_assets exists")
+
+
+def check_grants(conn, table: str, role: str = APP_ROLE) -> Check:
+    if not _q(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]):
+        return Check("grants", "pass", f"no role {role} on this server: nothing to grant")
+    target = _qualified(conn, table)
+    missing = [p for p in ("SELECT", "INSERT", "UPDATE", "DELETE")
+               if not _q(conn, "SELECT has_table_privilege(%s, %s, %s)", [role, target, p])[0][0]]
+    if _regclass(conn, "similar_assets") and not _q(conn, "SELECT has_table_privilege(%s, 'similar_assets', 'SELECT')", [role])[0][0]:
+        missing.append("SELECT on similar_assets")
+    if missing:
+        return Check("grants", "fail", f"{role} lacks {', '.join(missing)}",
+                     f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}; GRANT SELECT ON similar_assets TO {role};")
+    return Check("grants", "pass", f"{role} may read and write {table} and read similar_assets")
+
+
+def check_history(url: str, migrations_dir) -> Check:
+    from .migrator import Migrator
+
+    report = Migrator(url, migrations_dir, echo=lambda _: None).status()
+    if report.exit_code == 0:
+        return Check("migrations", "pass", "history up to date")
+    return Check("migrations", "fail" if report.problems else "warn", report.summary, "pgvkit status, then pgvkit migrate")
+
+
+def check_ivfflat_data(conn, table: str) -> Check:
+    rows = _q(conn, """
+        SELECT c.relname, c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = to_regclass(%s) AND am.amname = 'ivfflat'""",
+              [_qualified(conn, table)])
+    if not rows:
+        return Check("ivfflat lists", "pass", "no IVFFlat index")
+    (count,) = _q(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))[0]
+    worst = []
+    for name, options in rows:
+        lists = int(dict(o.split("=", 1) for o in options or ["lists=100"]).get("lists", 100))
+        if count < lists * ROWS_PER_LIST:
+            worst.append(f"{name}: {lists} lists need >= {lists * ROWS_PER_LIST} rows, table has {count}")
+    if worst:
+        return Check("ivfflat lists", "warn", "; ".join(worst) + " (centroids from too few rows: recall collapses)",
+                     "load the data first, then REINDEX INDEX CONCURRENTLY the index (lists ~ rows/1000)")
+    return Check("ivfflat lists", "pass", f"{count} rows for {len(rows)} IVFFlat index(es)")
+
+
+def check_zero_vectors(conn, table: str) -> Check:
+    (zeros,) = _q(conn, sql.SQL("SELECT count(*) FROM {} WHERE vector_norm(embedding) = 0").format(sql.Identifier(table)))[0]
+    if zeros:
+        return Check("zero vectors", "warn", f"{zeros} zero vectors: cosine distance is undefined, the index skips them",
+                     "fix the embedding pipeline; delete or re-embed those rows")
+    return Check("zero vectors", "pass", "none")
+
+
+def check_index_used(conn, table: str, dimension: int = 768) -> Check:
+    """EXPLAIN the canonical query: ORDER BY embedding <=> $1 LIMIT k must use the vector index."""
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT id FROM {} ORDER BY embedding <=> %s::vector LIMIT 10").format(
+        sql.Identifier(table))
+    probe = "[" + ",".join(["0.1"] * dimension) + "]"
+
+    def plan_uses_vector_index() -> str | None:
+        plan = conn.execute(query, [probe]).fetchone()[0]
+        for name in _index_names(plan[0]["Plan"]):
+            am = conn.execute("SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
+                              " WHERE c.oid = to_regclass(%s)", [sql.Identifier(name).as_string(conn)]).fetchone()
+            if am and am[0] in ("ivfflat", "hnsw"):
+                return name
+        return None
+
+    with conn.transaction():
+        used = plan_uses_vector_index()
+        if used:
+            return Check("query plan", "pass", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}")
+        conn.execute("SET LOCAL enable_seqscan = off")
+        forced = plan_uses_vector_index()
+    if forced:
+        return Check("query plan", "warn",
+                     f"the planner prefers a sequential scan at this table size; {forced} is usable (chosen with enable_seqscan off)",
+                     "nothing to do on a small table; on a large one run ANALYZE " + table)
+    return Check("query plan", "fail", "ORDER BY embedding <=> $1 cannot use a vector index",
+                 "create the index with vector_cosine_ops (the operator class must match <=>)")
+
+
+def check_invalid_indexes(conn, table: str) -> Check:
+    rows = _q(conn, "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE i.indrelid = to_regclass(%s) AND NOT i.indisvalid", [_qualified(conn, table)])
+    if rows:
+        names = ", ".join(r[0] for r in rows)
+        return Check("invalid indexes", "fail", f"{names} INVALID (left by a failed concurrent build)",
+                     "; ".join(f"DROP INDEX CONCURRENTLY {r[0]}" for r in rows) + "; then rebuild")
+    return Check("invalid indexes", "pass", "none")
+
+
+def check_probes(conn) -> Check:
+    conn.execute("SELECT '[1]'::vector")  # loads pgvector so its settings exist in this session
+    probes = conn.execute("SELECT current_setting('ivfflat.probes', true)").fetchone()[0]
+    if probes in (None, "", "1"):
+        return Check("ivfflat.probes", "warn", "probes = 1 (the default): each query searches 1 list, recall is poor",
+                     f"ALTER DATABASE {conn.info.dbname} SET ivfflat.probes = 10; (or run pgvkit tune)")
+    return Check("ivfflat.probes", "pass", f"probes = {probes}")
+
+
+def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768, migrations_dir=None) -> Report:
+    """Run every check; the report renders as a table and says pass / warn / fail with fixes."""
+    with connect(url, autocommit=True) as conn:
+        report = Report(conn.info.dbname, table)
+        ext = check_extension(conn)
+        report.checks.append(ext)
+        tbl = check_table(conn, table)
+        report.checks.append(tbl)
+        if tbl.status == "pass":
+            report.checks.append(check_columns(conn, table, dimension))
+            for name, spec in EXPECTED_INDEXES.items():
+                report.checks.append(check_index(conn, table, name, *spec))
+            report.checks += [check_trigger(conn, table), check_view(conn), check_grants(conn, table),
+                              check_invalid_indexes(conn, table)]
+            if ext.status != "fail":
+                report.checks += [check_ivfflat_data(conn, table), check_zero_vectors(conn, table),
+                                  check_index_used(conn, table, dimension), check_probes(conn)]
+    report.checks.append(check_history(url, migrations_dir))
+    return report
+
+
+def _regclass(conn, name: str):
+    return conn.execute("SELECT to_regclass(%s)", [_qualified(conn, name)]).fetchone()[0]
+
+
+def _qualified(conn, name: str) -> str:
+    return sql.Identifier(name).as_string(conn)
+
+
+def _index_names(node: dict) -> list[str]:
+    """Every index an EXPLAIN (FORMAT JSON) plan scans."""
+    names = [node["Index Name"]] if node.get("Index Name") else []
+    for child in node.get("Plans", []):
+        names += _index_names(child)
+    return names
