@@ -15,35 +15,18 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvkit.db import mask_url
-from pgvkit.embedded import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
 _counter = itertools.count()
 
 
-def pytest_report_header(config):
-    url = os.environ.get("PGVKIT_TEST_DATABASE_URL")
-    return f"pgvkit test database: {mask_url(url) if url else 'embedded PostgreSQL (started for this session)'}"
-
-
 @pytest.fixture(scope="session")
-def admin_url(tmp_path_factory) -> str:
-    """A superuser URL: PGVKIT_TEST_DATABASE_URL, or an embedded server made for this session."""
-    url = os.environ.get("PGVKIT_TEST_DATABASE_URL")
-    if url:
-        try:
-            with psycopg.connect(url, connect_timeout=10) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.OperationalError as exc:
-            pytest.exit(f"PGVKIT_TEST_DATABASE_URL ({mask_url(url)}) is unreachable: {exc}", returncode=2)
-        yield url
-        return
-    server = EmbeddedServer(tmp_path_factory.mktemp("pg"))
-    server.start()
-    yield server.url(database="postgres")
-    server.destroy()
+def admin_url() -> str:
+    """The session's superuser URL (see the root conftest.py)."""
+    from conftest import session_admin_url
+
+    return session_admin_url()
 
 
 def _with_db(url: str, dbname: str) -> str:

@@ -64,7 +64,7 @@ def test_status_plan_migrate_status_json_on_a_non_superuser_url(app_database):
     assert final.returncode == 0
     data = json.loads(final.stdout)
     assert data["exit_code"] == 0 and data["migrations"][0]["state"] == "applied"
-    assert f":***@127.0.0.1" in status.stdout
+    assert ":***@127.0.0.1" in status.stdout
     for proc in (status, plan, migrate, final):
         assert PASSWORD not in proc.stdout + proc.stderr
 

@@ -1,6 +1,5 @@
 """Verification, smoke test and test loads against a real database, each failure reproduced."""
 
-import os
 import signal
 import subprocess
 import sys

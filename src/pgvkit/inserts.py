@@ -32,7 +32,7 @@ class Step:
     detail: str
 
 
-@dataclass
+@dataclass(repr=False)
 class SmokeReport(Table):
     database: str
     steps: list[Step] = field(default_factory=list)

@@ -30,7 +30,6 @@ from .errors import (
     LockTimeout,
     MigrationDriftError,
     MigrationFailed,
-    MigrationFileError,
     MissingMigrationError,
     PgvkitError,
     RollbackError,
@@ -43,7 +42,7 @@ __all__ = ["Migrator", "StatusReport", "Plan", "LOCK_KEY", "parse_version"]
 LOCK_KEY = (int.from_bytes(b"pgvk", "big"), 1)  # (classid, objid) of the advisory lock
 
 
-@dataclass
+@dataclass(repr=False)
 class StatusReport(Table):
     """Where each migration stands; exit_code is 0 up to date, 1 pending, 2 drift or missing."""
 
@@ -99,7 +98,7 @@ class StatusReport(Table):
         }
 
 
-@dataclass
+@dataclass(repr=False)
 class Plan(Table):
     """What migrate would run, without running it."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import psycopg
 from psycopg import sql
 
 from .db import connect
@@ -53,7 +52,7 @@ class VerificationFailed(PgvkitError):
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class Report(Table):
     database: str
     table: str
