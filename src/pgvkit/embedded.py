@@ -235,7 +235,12 @@ class EmbeddedServer:
         with tempfile.NamedTemporaryFile("w", suffix=".pw", delete=False) as pwfile:
             # the bootstrap superuser needs a password for loopback (scram) logins only
             pwfile.write(os.environ.get("PGVKIT_EMBEDDED_PASSWORD", "") or _random_password())
-        os.chmod(pwfile.name, 0o644)
+        os.chmod(pwfile.name, 0o600)  # random and never used again; readable by the server user only
+        if self._as_root():
+            import pwd
+
+            entry = pwd.getpwnam(SERVER_USER_WHEN_ROOT)
+            os.chown(pwfile.name, entry.pw_uid, entry.pw_gid)
         try:
             self._run(
                 [
