@@ -15,10 +15,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgvkit.embedded import EmbeddedServer
+
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
 _counter = itertools.count()
+PASSWORD = "Pw-d0nt-l3ak-9f2c"  # every test password; outputs are scanned for it
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +129,49 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     )
 
 
+def psql_file(url, path):
+    """Run a SQL file the way the old docker init (and people with psql) did."""
+    from pgvkit.embedded import bin_path
+
+    subprocess.run([str(bin_path() / "psql"), url, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture
+def migrated(db_url):
+    """A fresh database with the migrations applied."""
+    from pgvkit import Migrator
+
+    Migrator(db_url, MIGRATIONS, echo=lambda _: None).migrate()
+    return db_url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tcp_server(tmp_path_factory):
+    """A second embedded server, its own postgres process, on loopback with password logins."""
+    server = EmbeddedServer(tmp_path_factory.mktemp("tcp"), port=free_port())
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def app_database(tcp_server):
+    """A database on the TCP server owned by a non-superuser role with a password."""
+    role, db = f"app_{free_port()}", f"appdb_{free_port()}"
+    admin = tcp_server.socket_url(database="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(PASSWORD)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(role)))
+    yield {"url": tcp_server.url(database=db, user=role, password=PASSWORD),
+           "admin": tcp_server.socket_url(database=db), "role": role, "db": db}
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

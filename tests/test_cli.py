@@ -4,14 +4,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
-import pytest
-from psycopg import sql
 
 from pgvkit.embedded import EmbeddedServer
 
-from .conftest import as_role, free_port, run_cli
-
-PASSWORD = "Pw-d0nt-l3ak-9f2c"
+from .conftest import MIGRATIONS, PASSWORD, as_role, psql_file, run_cli
 
 
 def assert_clean_error(proc, *needles):
@@ -22,31 +18,6 @@ def assert_clean_error(proc, *needles):
     assert "Traceback" not in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
     for needle in needles:
         assert needle in proc.stderr, proc.stderr
-
-
-@pytest.fixture(scope="module")
-def tcp_server(tmp_path_factory):
-    """A second embedded server, its own postgres process, on loopback with password logins."""
-    server = EmbeddedServer(tmp_path_factory.mktemp("tcp"), port=free_port())
-    server.start()
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def app_database(tcp_server):
-    """A database on the TCP server owned by a non-superuser role with a password."""
-    role, db = f"app_{free_port()}", f"appdb_{free_port()}"
-    admin = tcp_server.socket_url(database="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(PASSWORD)))
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(role)))
-    yield {"url": tcp_server.url(database=db, user=role, password=PASSWORD),
-           "admin": tcp_server.socket_url(database=db), "role": role, "db": db}
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_status_plan_migrate_status_json_on_a_non_superuser_url(app_database):
@@ -144,9 +115,6 @@ def test_backup_then_restore_brings_back_rolled_back_data(db_url, pgvkit_home):
 
 
 def test_baseline_from_the_cli_records_without_running(db_url):
-    from .test_migrate import psql_file
-    from .conftest import MIGRATIONS
-
     psql_file(db_url, MIGRATIONS / "001_init_vector_store.sql")
     status = run_cli("status", "--database-url", db_url)
     assert "pgvkit baseline 001" in status.stdout

@@ -1,13 +1,11 @@
 """The migration engine against a real PostgreSQL."""
 
-import subprocess
 import threading
 
 import psycopg
 import pytest
 
 from pgvkit import Migrator
-from pgvkit.embedded import bin_path
 from pgvkit.errors import (
     ConfirmationRequired,
     LockTimeout,
@@ -18,7 +16,7 @@ from pgvkit.errors import (
 )
 from pgvkit.migrator import LOCK_KEY
 
-from .conftest import MIGRATIONS
+from .conftest import MIGRATIONS, psql_file
 
 SEED_OBJECTS = [
     "ip_asset_embeddings", "idx_asset_id", "idx_owner_id", "idx_embedding_cosine", "similar_assets",
@@ -47,11 +45,6 @@ def events(url):
 def exists(url, name):
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name]).fetchone()[0]
-
-
-def psql_file(url, path):
-    subprocess.run([str(bin_path() / "psql"), url, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
-                   check=True, capture_output=True)
 
 
 def test_migrate_creates_every_object_of_the_seed_schema(db_url):

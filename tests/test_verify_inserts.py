@@ -9,17 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvkit import Migrator
 from pgvkit.inserts import LOAD_TAG, SmokeFailed, load, smoke, synthetic, unload
 from pgvkit.verify import VerificationFailed, verify
 
 from .conftest import run_cli
-
-
-@pytest.fixture
-def migrated(db_url):
-    Migrator(db_url, "migrations", echo=lambda _: None).migrate()
-    return db_url
 
 
 def count(url, where="true"):

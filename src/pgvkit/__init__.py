@@ -10,6 +10,7 @@ The workflow, one notebook cell per step::
 """
 
 from .backups import backup, restore
+from .doctor import Diagnosis, Finding, doctor, explain
 from .db import Target, connect, mask_url, resolve, server_info, sqlalchemy_url
 from .embedded import EmbeddedServer
 from .errors import (
@@ -45,6 +46,10 @@ __all__ = [
     "Plan",
     "backup",
     "restore",
+    "doctor",
+    "explain",
+    "Diagnosis",
+    "Finding",
     "PgvkitError",
     "ConfigError",
     "ConnectionFailed",

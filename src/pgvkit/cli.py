@@ -11,6 +11,8 @@ import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+import psycopg
+
 from . import backups as backup_mod
 from .db import Target, connect, resolve, server_info
 from .display import echo_to
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("history", "the migration event log, newest first", "pgvkit history --json")
     add("verify", "check the schema, indexes, grants and vector-store health (exit 2 on any fail)",
         "pgvkit verify --json")
+    dr = add("doctor", "diagnose why migrations, connections, extension or index builds fail, with fixes",
+             "pgvkit doctor   or   pgvkit doctor --error 'type \"vector\" does not exist'")
+    dr.add_argument("--error", metavar="MESSAGE", help="explain an error message instead of examining the database")
     add("smoke", "insert test rows, read back, search, fire the trigger, then roll back (leaves 0 rows)",
         "pgvkit smoke")
     ld = add("load", "bulk-load tagged synthetic embeddings with binary COPY", "pgvkit load --rows 10000")
@@ -155,12 +160,28 @@ def _db(args, out) -> int:
     return 0
 
 
+def _doctor(args, out) -> int:
+    from .doctor import Diagnosis, doctor, explain
+
+    if args.error:
+        report = Diagnosis("the error message given", explain(args.error))
+        if not report.findings:
+            out("pgvkit does not know this message; run pgvkit doctor to examine the database itself")
+            return 1
+    else:
+        report = doctor(getattr(args, "database_url", None), migrations_dir=getattr(args, "migrations", None))
+    _print_json(report.to_dict()) if getattr(args, "json", False) else out(str(report))
+    return report.exit_code
+
+
 def run(args) -> int:
     as_json = getattr(args, "json", False)
     # progress goes to stderr when stdout carries JSON
     echo = echo_to(sys.stderr if as_json else sys.stdout)
     if args.command == "db":
         return _db(args, echo)
+    if args.command == "doctor":
+        return _doctor(args, echo)
     target = _target(args)
     if not as_json:
         echo(f"database: {target.masked} ({target.source})")
@@ -253,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     except PgvkitError as exc:
         print(f"pgvkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except psycopg.Error as exc:  # a server error pgvkit did not anticipate: one line, no traceback
+        message = " ".join((exc.diag.message_primary or str(exc)).split())
+        print(f"pgvkit: error: {message} (run pgvkit doctor for a diagnosis)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pgvkit: interrupted", file=sys.stderr)
         return 130

@@ -37,7 +37,7 @@ from .errors import (
 from .migrations import Migration, read_migrations
 from .sqlfile import SQLFile, Statement
 
-__all__ = ["Migrator", "StatusReport", "Plan", "LOCK_KEY", "parse_version"]
+__all__ = ["Migrator", "StatusReport", "Plan", "LOCK_KEY", "parse_version", "objects_present"]
 
 LOCK_KEY = (int.from_bytes(b"pgvk", "big"), 1)  # (classid, objid) of the advisory lock
 
@@ -573,6 +573,14 @@ def _entries(migrations: list[Migration], rows: dict) -> list[dict]:
             )
     entries.sort(key=lambda e: int(e["version"]))
     return entries
+
+
+def objects_present(conn, migration: Migration) -> tuple[list[str], list[str]]:
+    """The objects a migration creates, split into (present, missing) names."""
+    present, missing = [], []
+    for obj in (s.creates for s in migration.up.statements if s.creates):
+        (present if _object_exists(conn, obj) else missing).append(obj[2])
+    return present, missing
 
 
 def _object_exists(conn, obj: tuple[str, str | None, str]) -> bool:

@@ -1,0 +1,237 @@
+"""pgvkit doctor: each troubleshooting case of the seed README reproduced on a real server,
+diagnosed, and (where the fix is SQL) fixed by running exactly the fix it prints."""
+
+import json
+import re
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgvkit.doctor import doctor, explain, hnsw_build_bytes, ivfflat_build_bytes
+from pgvkit.inserts import load
+
+from .conftest import MIGRATIONS, PASSWORD, as_role, free_port, psql_file, run_cli
+
+
+def run_fix(url: str, fix: str) -> None:
+    """Run the SQL statements of a printed fix, as the admin a fix addresses would."""
+    statements = fix.split("; (")[0].removeprefix("as a superuser: ").removeprefix("as the schema owner: ")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements.rstrip(";").split("; "):
+            conn.execute(statement)
+
+
+def test_a_fresh_database_says_the_migrations_did_not_run_and_to_migrate(db_url):
+    report = doctor(db_url, migrations_dir=MIGRATIONS)
+    assert not report.ok and report.exit_code == 2
+    assert report["extension"].status == "fail" and report["extension"].fix.startswith("pgvkit migrate")
+    assert "migrations didn't run" in report["migrations"].what
+    assert "empty data directory" in report["migrations"].why
+    assert report["migrations"].fix == "pgvkit migrate"
+
+
+def test_a_migrated_database_has_no_problems(migrated):
+    report = doctor(migrated, migrations_dir=MIGRATIONS)
+    assert report.ok, str(report)
+    assert report["migrations"].status == "pass" and report["search_path"].status == "pass"
+    # the seed builds its IVFFlat index on an empty table: a warning, not a failure
+    assert [f.area for f in report.problems] == ["ivfflat data"]
+    assert "0 rows" in report["ivfflat data"].what
+
+
+def test_objects_without_history_are_told_to_baseline_and_baseline_clears_it(db_url):
+    psql_file(db_url, MIGRATIONS / "001_init_vector_store.sql")  # what the docker init did
+    report = doctor(db_url, migrations_dir=MIGRATIONS)
+    assert report["migrations"].status == "fail" and report["migrations"].fix == "pgvkit baseline 001"
+    assert run_cli("baseline", "001", "--database-url", db_url).returncode == 0
+    assert doctor(db_url, migrations_dir=MIGRATIONS)["migrations"].status == "pass"
+
+
+def test_a_schema_made_part_way_by_hand_is_named_and_migrate_completes_it(db_url):
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE EXTENSION vector")
+        conn.execute("CREATE TABLE ip_asset_embeddings (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+                     " asset_id varchar(255) NOT NULL UNIQUE, owner_id varchar(255) NOT NULL,"
+                     " embedding vector(768) NOT NULL, metadata jsonb DEFAULT '{}'::jsonb,"
+                     " created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now())")
+    finding = doctor(db_url, migrations_dir=MIGRATIONS)["migrations"]
+    assert "ran part-way" in finding.what and "idx_embedding_cosine" in finding.what
+    assert run_cli("migrate", "--database-url", db_url).returncode == 0
+    assert doctor(db_url, migrations_dir=MIGRATIONS)["migrations"].status == "pass"
+
+
+def test_a_role_that_may_not_create_the_extension_is_told_what_a_superuser_must_run(make_database, make_role):
+    role = make_role(PASSWORD)
+    url = make_database(owner=role)
+    report = doctor(as_role(url, role, PASSWORD), migrations_dir=MIGRATIONS)
+    finding = report["extension"]
+    assert finding.status == "fail" and "may not create it" in finding.what
+    with psycopg.connect(as_role(url, role, PASSWORD)) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CREATE EXTENSION vector")  # the diagnosis is true
+    with psycopg.connect(url, autocommit=True) as conn:  # the superuser runs the printed fix
+        conn.execute(re.search(r'-c "(.*?)"', finding.fix).group(1))
+    assert doctor(as_role(url, role, PASSWORD), migrations_dir=MIGRATIONS)["extension"].status == "pass"
+
+
+def test_type_vector_does_not_exist_because_of_the_search_path_is_found_and_fixed(make_database, make_role):
+    role = make_role(PASSWORD)
+    url = make_database(owner=role)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA extensions")
+        conn.execute("CREATE EXTENSION vector SCHEMA extensions")
+    app = as_role(url, role, PASSWORD)
+    with psycopg.connect(app) as conn, pytest.raises(psycopg.errors.UndefinedObject, match='type "vector" does not exist'):
+        conn.execute("SELECT '[1,2,3]'::vector")
+    finding = doctor(app, migrations_dir=MIGRATIONS)["search_path"]
+    assert finding.status == "fail" and "schema extensions" in finding.what and "lacks USAGE" in finding.what
+    run_fix(url, finding.fix)
+    with psycopg.connect(app) as conn:
+        assert conn.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector").fetchone()[0] > 0
+    assert doctor(app, migrations_dir=MIGRATIONS)["search_path"].status == "pass"
+
+
+def test_no_create_on_schema_public_is_named_with_the_grant_that_fixes_it(db_url, make_role):
+    role = make_role(PASSWORD)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+            sql.Identifier(conn.info.dbname), sql.Identifier(role)))
+    app = as_role(db_url, role, PASSWORD)
+    report = doctor(app, migrations_dir=MIGRATIONS)
+    finding = report["privileges"]
+    assert finding.status == "fail" and "schema public" in finding.what
+    failed = run_cli("migrate", "--database-url", app)
+    assert failed.returncode == 2 and "permission denied for schema public" in failed.stderr
+    run_fix(db_url, finding.fix)
+    assert doctor(app, migrations_dir=MIGRATIONS)["privileges"].status == "pass"
+    assert run_cli("migrate", "--database-url", app).returncode == 0
+
+
+def test_a_table_owned_by_someone_else_is_named(migrated, make_role):
+    role = make_role(PASSWORD)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+            sql.Identifier(conn.info.dbname), sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT CREATE, USAGE ON SCHEMA public, pgvkit TO {}").format(sql.Identifier(role)))
+    finding = doctor(as_role(migrated, role, PASSWORD), migrations_dir=MIGRATIONS)["privileges"]
+    assert finding.status == "fail" and "owned by jarvis" in finding.what and "must be owner" in finding.why
+
+
+def load_random(url: str, rows: int) -> None:
+    """Rows of uniform random floats: incompressible, stored out of line like real embeddings."""
+    from pgvector.psycopg import register_vector
+
+    vectors = np.random.default_rng(7).random((rows, 768), dtype=np.float32)
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        with conn.cursor().copy("COPY t (e) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["vector"])
+            for v in vectors:
+                copy.write_row([v])
+
+
+def test_an_ivfflat_rebuild_that_will_not_fit_maintenance_work_mem_is_caught_and_the_fix_works(migrated):
+    load(migrated, 3000, progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET maintenance_work_mem = '1MB'").format(
+            sql.Identifier(conn.info.dbname)))
+    finding = doctor(migrated, migrations_dir=MIGRATIONS)["index memory"]
+    assert finding.status == "fail" and "maintenance_work_mem is 1 MB" in finding.what
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="memory required"):
+            conn.execute("REINDEX INDEX idx_embedding_cosine")
+        conn.execute(finding.fix.split(";")[0])
+        conn.execute("REINDEX INDEX idx_embedding_cosine")
+
+
+@pytest.mark.parametrize("lists", [10, 1000])
+def test_the_ivfflat_memory_estimate_is_what_pgvector_demands_and_enough(db_url, lists):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+        conn.execute("CREATE TABLE t (e vector(768))")
+    load_random(db_url, 3000)
+    create = sql.SQL("CREATE INDEX ON t USING ivfflat (e vector_cosine_ops) WITH (lists = {})").format(sql.Literal(lists))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        max_samples = conn.execute("SELECT pg_relation_size('t') / 8192 * 291").fetchone()[0]
+        estimate_mb = ivfflat_build_bytes(lists, 768, 3000, max_samples) / 2**20
+        conn.execute("SET maintenance_work_mem = '1MB'")
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as err:
+            conn.execute(create)
+        demanded_mb = int(re.search(r"memory required is (\d+) MB", str(err.value)).group(1))
+        assert estimate_mb >= demanded_mb - 1  # covers the sampling stage's demand
+
+        def build_with(mb: int) -> None:
+            conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{mb}MB")))
+            conn.execute(create)
+            conn.execute("DROP INDEX t_e_idx")
+
+        build_with(int(estimate_mb) + 1)  # enough for the whole build, k-means included
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            build_with(int(estimate_mb * 0.8))  # and within 20% of what it takes
+
+
+def test_the_hnsw_estimate_grows_with_rows_and_m():
+    assert hnsw_build_bytes(50_000, 768) == pytest.approx(50_000 * (4 * 768 + 8) * 1.3, rel=0.01)
+    assert hnsw_build_bytes(50_000, 768, m=32) > hnsw_build_bytes(50_000, 768)
+
+
+def test_an_idle_transaction_holding_the_table_is_named_with_its_pid(migrated):
+    with psycopg.connect(migrated) as holder:
+        holder.execute("SELECT count(*) FROM ip_asset_embeddings")  # idle in transaction now
+        finding = doctor(migrated, migrations_dir=MIGRATIONS)["locks"]
+        assert finding.status == "warn" and f"process {holder.info.backend_pid}" in finding.what
+        assert f"pg_terminate_backend({holder.info.backend_pid})" in finding.fix
+    assert doctor(migrated, migrations_dir=MIGRATIONS)["locks"].status == "pass"
+
+
+def test_an_invalid_index_is_reported_by_the_doctor_too(migrated):
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
+                     " SELECT 'a' || g, 'same', array_fill(0.1, ARRAY[768])::vector FROM generate_series(1, 2) g")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_owner_unique ON ip_asset_embeddings (owner_id)")
+    finding = doctor(migrated, migrations_dir=MIGRATIONS)["invalid indexes"]
+    assert finding.status == "fail" and "idx_owner_unique" in finding.what
+
+
+def test_nothing_listening_a_missing_database_and_a_bad_scheme_are_findings_not_tracebacks(admin_url):
+    refused = doctor(f"postgresql://app:{PASSWORD}@127.0.0.1:{free_port()}/jarvis")
+    assert refused["connection"].status == "fail" and "nothing is listening" in refused["connection"].what
+    assert PASSWORD not in json.dumps(refused.to_dict()) and PASSWORD not in str(refused)
+    missing = doctor(psycopg.conninfo.make_conninfo(admin_url, dbname="no_such_db"))
+    assert missing["connection"].fix.startswith("createdb -O <role> no_such_db")
+    scheme = doctor("mysql://root@localhost/jarvis")
+    assert "not PostgreSQL" in scheme["connection"].what
+
+
+def test_a_wrong_password_is_diagnosed_without_showing_it(tcp_server, app_database):
+    wrong = app_database["url"].replace(PASSWORD, PASSWORD + "x")
+    proc = run_cli("doctor", "--database-url", wrong)
+    assert proc.returncode == 2
+    assert "rejected the password" in proc.stdout and PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_real_server_errors_are_explained(migrated):
+    with psycopg.connect(migrated) as conn:
+        with pytest.raises(psycopg.Error) as dims:
+            conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding) VALUES ('a', 'o', '[1,2,3]')")
+    [finding] = explain(dims.value)
+    assert finding.area == "data" and "vector of 3 dimensions was written to a vector(768) column" in finding.what
+    assert explain("ERROR:  memory required is 18 MB, maintenance_work_mem is 1 MB")[0].fix.startswith(
+        "SET maintenance_work_mem = '18MB'")
+    assert explain("something pgvkit has never seen") == []
+
+
+def test_the_cli_doctor_exit_codes_json_and_error_explainer(make_database, migrated):
+    fresh = run_cli("doctor", "--database-url", make_database(), "--json")
+    assert fresh.returncode == 2
+    data = json.loads(fresh.stdout)
+    assert data["ok"] is False and {"area", "status", "what", "why", "fix"} <= set(data["findings"][0])
+    healthy = run_cli("doctor", "--database-url", migrated)
+    assert healthy.returncode == 0 and "WARN  ivfflat data" in healthy.stdout
+    explained = run_cli("doctor", "--error", 'ERROR:  type "vector" does not exist')
+    assert explained.returncode == 2 and "search_path" in explained.stdout
+    unknown = run_cli("doctor", "--error", "disk on fire")
+    assert unknown.returncode == 1 and "does not know" in unknown.stdout
