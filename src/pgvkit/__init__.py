@@ -10,7 +10,7 @@ The workflow, one notebook cell per step::
 """
 
 from .backups import backup, restore
-from .doctor import Diagnosis, Finding, doctor, explain
+from .doctor import Diagnosis, Finding, explain
 from .db import Target, connect, mask_url, resolve, server_info, sqlalchemy_url
 from .embedded import EmbeddedServer
 from .errors import (
@@ -46,7 +46,6 @@ __all__ = [
     "Plan",
     "backup",
     "restore",
-    "doctor",
     "explain",
     "Diagnosis",
     "Finding",
