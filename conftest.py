@@ -10,12 +10,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from pgvkit.db import mask_url
 from pgvkit.embedded import EmbeddedServer
+from pgvkit.scratch import fresh_database
 
-NOTEBOOK_DB = "pgvkit_notebooks"
+NOTEBOOK_DB = "pgvkit_notebooks"  # notebooks/regenerate.py uses the same name and URL shape
 _session = {}
 
 
@@ -48,11 +48,7 @@ def pytest_configure(config):
     """Notebooks (pytest --nbval) run in kernels that inherit this process's environment:
     give them a fresh database through DATABASE_URL, as a user's shell would."""
     if getattr(config.option, "nbval", False) and not hasattr(config, "workerinput"):
-        admin = session_admin_url()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(NOTEBOOK_DB)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(NOTEBOOK_DB)))
-        os.environ["DATABASE_URL"] = psycopg.conninfo.make_conninfo(admin, dbname=NOTEBOOK_DB)
+        os.environ["DATABASE_URL"] = fresh_database(session_admin_url(), NOTEBOOK_DB)
         os.environ.setdefault("PGVKIT_HOME", tempfile.mkdtemp(prefix="pgvkit-nb-home-"))
 
 

@@ -161,10 +161,10 @@ def _db(args, out) -> int:
 
 
 def _doctor(args, out) -> int:
-    from .doctor import Diagnosis, doctor, explain
+    from .doctor import doctor, explain
 
     if args.error:
-        report = Diagnosis("the error message given", explain(args.error))
+        report = explain(args.error)
         if not report.findings:
             out("pgvkit does not know this message; run pgvkit doctor to examine the database itself")
             return 1

@@ -23,6 +23,7 @@ from .verify import APP_ROLE, ROWS_PER_LIST, check_grants, check_invalid_indexes
 __all__ = [
     "Finding",
     "Diagnosis",
+    "DiagnosisFailed",
     "doctor",
     "explain",
     "ivfflat_build_bytes",
@@ -37,6 +38,15 @@ class Finding:
     what: str
     why: str = ""
     fix: str = ""
+
+
+class DiagnosisFailed(PgvkitError):
+    """At least one finding is a failure; the diagnosis is attached."""
+
+    def __init__(self, diagnosis: Diagnosis):
+        self.diagnosis = diagnosis
+        failed = [f for f in diagnosis.findings if f.status == "fail"]
+        super().__init__("; ".join(f"{f.area}: {f.what} (fix: {f.fix})" for f in failed))
 
 
 @dataclass(repr=False)
@@ -81,8 +91,27 @@ class Diagnosis(Table):
     def to_dict(self) -> dict:
         return {"target": self.target, "ok": self.ok, "findings": self.rows()}
 
-    def __getitem__(self, area: str) -> Finding:
-        return next(f for f in self.findings if f.area == area)
+    def __getitem__(self, key: str | int) -> Finding:
+        """The first finding of an area (or by position)."""
+        if isinstance(key, int):
+            return self.findings[key]
+        return next(f for f in self.findings if f.area == key)
+
+    def __iter__(self):
+        return iter(self.findings)
+
+    def __len__(self) -> int:
+        return len(self.findings)
+
+    def raise_for_failures(self) -> Diagnosis:
+        """Raise DiagnosisFailed if any finding fails (a notebook cell then fails too)."""
+        if not self.ok:
+            raise DiagnosisFailed(self)
+        return self
+
+    def only(self, *areas: str) -> Diagnosis:
+        """The findings of some areas, still rendered as a report (for a notebook cell)."""
+        return Diagnosis(self.target, [f for f in self.findings if f.area in areas])
 
     def __contains__(self, area: str) -> bool:
         return any(f.area == area for f in self.findings)
@@ -209,7 +238,7 @@ _EXPLAIN = [
 ]
 
 
-def explain(error: BaseException | str) -> list[Finding]:
+def explain(error: BaseException | str) -> Diagnosis:
     """The findings a known error message points to (empty when it is not one pgvkit knows)."""
     text = " ".join(str(error).split())
     found = []
@@ -218,7 +247,7 @@ def explain(error: BaseException | str) -> list[Finding]:
         if m:
             groups = m.groups()
             found.append(Finding(area, "fail", what.format(*groups), why, fix.format(*groups)))
-    return found
+    return Diagnosis("the error message given", found)
 
 
 # -- the diagnosis ------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""The notebooks run headless through papermill with their parameters, as a scheduled job
+would: the parameters cell drives them, and a wrong state fails the run."""
+
+from pathlib import Path
+
+import papermill
+import psycopg
+import pytest
+
+from .conftest import ROOT
+
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def run(name: str, tmp_path: Path, **parameters) -> Path:
+    out = tmp_path / name
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
+                               progress_bar=False, kernel_name="python3")
+    return out
+
+
+def rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0]
+
+
+def test_every_notebook_has_a_parameters_cell_naming_the_database():
+    import nbformat
+
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        first_code = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert "parameters" in first_code.metadata.get("tags", []), path.name
+        assert "database_url = None" in first_code.source, path.name
+
+
+def test_migrate_verify_and_inserts_run_in_sequence_on_the_database_given_as_a_parameter(db_url, tmp_path,
+                                                                                          pgvkit_home):
+    run("01_migrate.ipynb", tmp_path, database_url=db_url, take_backup=False)
+    run("02_verify.ipynb", tmp_path, database_url=db_url)
+    run("03_test_inserts.ipynb", tmp_path, database_url=db_url, load_rows=300, cleanup=False)
+    assert rows(db_url) == 300  # the parameter took effect
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
+                     " VALUES ('real-1', 'team', array_fill(0.1, ARRAY[768])::vector)")
+    run("03_test_inserts.ipynb", tmp_path, database_url=db_url, load_rows=100, cleanup=True)
+    assert rows(db_url) == 1  # cleanup removed every loaded row and nothing else
+
+
+def test_the_verify_notebook_fails_on_a_database_that_was_never_migrated(db_url, tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        run("02_verify.ipynb", tmp_path, database_url=db_url)
+    assert "ip_asset_embeddings" in str(err.value)
+
+
+def test_the_plan_only_run_of_the_migrate_notebook_changes_nothing(db_url, tmp_path, pgvkit_home):
+    run("01_migrate.ipynb", tmp_path, database_url=db_url, take_backup=False, apply=False)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('ip_asset_embeddings')").fetchone()[0] is None
+
+
+def test_the_troubleshooting_notebook_diagnoses_without_scratch_databases(migrated, tmp_path):
+    out = run("05_troubleshooting.ipynb", tmp_path, database_url=migrated, scratch=False)
+    assert "nothing is listening where the URL points" in out.read_text()
