@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import psycopg
 import pytest
+from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from pgvkit.inserts import LOAD_TAG, SmokeFailed, load, smoke, synthetic, unload
@@ -120,8 +121,14 @@ def test_load_then_unload_removes_exactly_the_loaded_rows(migrated):
     with psycopg.connect(migrated) as conn:
         conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
                      " VALUES ('real', 'team', array_fill(0.1, ARRAY[768])::vector)")
-    result = load(migrated, 1234, batch=500, progress=False)
+    result = load(migrated, 1234, progress=False, jobs=3)
     assert result.rows == 1234 and result.rows_per_second > 0
+    expected, _ = synthetic(1234, 768)
+    with psycopg.connect(migrated) as conn:
+        register_vector(conn)
+        stored = conn.execute("SELECT embedding FROM ip_asset_embeddings WHERE asset_id = %s",
+                              [f"{LOAD_TAG}0-0777"]).fetchone()[0]
+    assert np.array_equal(stored.to_numpy(), expected[777])  # bit-exact through the binary COPY
     assert count(migrated, f"owner_id LIKE '{LOAD_TAG}%'") == 1234
     assert unload(migrated) == 1234
     assert count(migrated) == 1 and count(migrated, "asset_id = 'real'") == 1

@@ -19,7 +19,7 @@ from .db import connect
 from .display import Table
 from .errors import PgvkitError
 
-__all__ = ["smoke", "SmokeReport", "SmokeFailed", "load", "unload", "LoadResult", "synthetic",
+__all__ = ["smoke", "SmokeReport", "SmokeFailed", "load", "unload", "LoadResult", "synthetic", "Synthetic",
            "column_dimension", "LOAD_TAG"]
 
 LOAD_TAG = "pgvkit-load-"  # owner_id prefix of every loaded row, so unload removes exactly them
@@ -150,21 +150,40 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", raise_on_failure: boo
     return report
 
 
-def synthetic(rows: int, dim: int = 768, *, clusters: int = 50, spread: float = 0.35, queries: int = 0,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Clustered, normalised embeddings like a real image model's (not uniform noise, on which
-    nearest-neighbour recall means nothing), plus held-out queries drawn near the same clusters."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+class Synthetic:
+    """A source of embeddings shaped like a real image model's: clustered, each cluster spread
+    mostly along a few directions of its own (real embeddings have a low intrinsic dimension),
+    normalised. Uniform noise would make every point nearly equidistant, and nearest-neighbour
+    recall meaningless. Each `draw` gives new points from the same clusters, so queries drawn
+    later are "fresh" but near the data."""
 
-    def draw(n):
-        which = rng.integers(0, clusters, size=n)
-        # noise of norm ~spread around a unit centre: cosine to the centre ~ 1/sqrt(1 + spread^2)
-        x = centres[which] + rng.standard_normal(size=(n, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
+    def __init__(self, dim: int = 768, *, clusters: int = 50, spread: float = 0.35, intrinsic: int = 16,
+                 seed: int = 0):
+        self.dim, self.spread = dim, spread
+        self.rng = np.random.default_rng(seed)
+        centres = self.rng.standard_normal(size=(clusters, dim), dtype=np.float32)
+        self.centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
+        basis = self.rng.standard_normal(size=(clusters, intrinsic, dim), dtype=np.float32)
+        self.basis = basis / np.linalg.norm(basis, axis=2, keepdims=True)
+
+    def draw(self, n: int) -> np.ndarray:
+        which = self.rng.integers(0, len(self.centres), size=n)
+        x = self.centres[which].copy()
+        intrinsic = self.basis.shape[1]
+        for c in np.unique(which):
+            rows = np.flatnonzero(which == c)
+            z = self.rng.standard_normal(size=(len(rows), intrinsic), dtype=np.float32)
+            x[rows] += (z @ self.basis[c]) * np.float32(self.spread / np.sqrt(intrinsic))
+        # a little isotropic noise on top, as any model has
+        x += self.rng.standard_normal(size=x.shape, dtype=np.float32) * np.float32(0.1 * self.spread / np.sqrt(self.dim))
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    return draw(rows), draw(queries)
+
+def synthetic(rows: int, dim: int = 768, *, clusters: int = 50, spread: float = 0.35, queries: int = 0,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` embeddings and `queries` held-out query vectors from one `Synthetic` source."""
+    source = Synthetic(dim, clusters=clusters, spread=spread, seed=seed)
+    return source.draw(rows), source.draw(queries)
 
 
 @dataclass
@@ -181,30 +200,26 @@ class LoadResult:
         return f"loaded {self.rows} rows tagged {self.tag}* in {self.seconds:.2f}s ({self.rows_per_second:,.0f} rows/s)"
 
 
-def load(url: str, rows: int, *, table: str = "ip_asset_embeddings", batch: int = 5000, seed: int = 0,
-         clusters: int = 50, progress: bool = True) -> LoadResult:
-    """Bulk-load synthetic rows with binary COPY, tagged so `unload` removes exactly them."""
+def load(url: str, rows: int, *, table: str = "ip_asset_embeddings", seed: int = 0, clusters: int = 50,
+         progress: bool = True, jobs: int | None = None) -> LoadResult:
+    """Bulk-load synthetic rows with binary COPY over `jobs` connections (default: every core of
+    a local server), tagged so `unload` removes exactly them; all rows commit or none."""
     from tqdm.auto import tqdm
+
+    from .bulk import Column, copy_arrays
 
     tag = f"{LOAD_TAG}{seed}-"
     with connect(url) as conn:
-        register_vector(conn)
         dim = column_dimension(conn, table)
-        data, _ = synthetic(rows, dim, clusters=clusters, seed=seed)
-        copy_sql = sql.SQL("COPY {} (asset_id, owner_id, embedding) FROM STDIN WITH (FORMAT BINARY)").format(
-            sql.Identifier(table))
-        start = time.perf_counter()
-        bar = tqdm(total=rows, unit="rows", desc="COPY", disable=not progress)
-        with conn.cursor() as cur:
-            for lo in range(0, rows, batch):
-                with cur.copy(copy_sql) as copy:  # one COPY per batch: progress and bounded memory
-                    copy.set_types(["text", "text", "vector"])
-                    for i in range(lo, min(lo + batch, rows)):
-                        copy.write_row((f"{tag}{i}", f"{tag}owner-{i % 100}", data[i]))
-                bar.update(min(batch, rows - lo))
-        conn.commit()
-        bar.close()
-        return LoadResult(rows, time.perf_counter() - start, tag)
+    data, _ = synthetic(rows, dim, clusters=clusters, seed=seed)
+    numbers = np.char.zfill(np.arange(rows).astype("S"), len(str(max(rows - 1, 0))))
+    columns = [Column("asset_id", np.char.add(tag.encode(), numbers)),
+               Column("owner_id", np.char.add(f"{tag}owner-".encode(), np.char.zfill((np.arange(rows) % 100).astype("S"), 2))),
+               Column("embedding", data)]
+    start = time.perf_counter()
+    with tqdm(total=rows, unit="rows", desc="COPY", disable=not progress) as bar:
+        copy_arrays(url, sql.Identifier(table), columns, jobs=jobs, progress=bar.update)
+    return LoadResult(rows, time.perf_counter() - start, tag)
 
 
 def unload(url: str, *, table: str = "ip_asset_embeddings") -> int:
