@@ -27,7 +27,7 @@ def test_a_fresh_migration_verifies_with_only_health_warnings(migrated):
     assert report.ok and report.exit_code == 0
     assert report["index idx_embedding_cosine"].detail.startswith("ivfflat on embedding vector_cosine_ops, lists=100")
     assert report["columns"].status == "pass" and "vector(768)" in report["columns"].detail
-    assert report["ivfflat.probes"].status == "warn" and "ALTER DATABASE" in report["ivfflat.probes"].fix
+    assert report["search settings"].status == "warn" and "ALTER DATABASE" in report["search settings"].fix
     assert report["ivfflat lists"].status == "warn"
     assert "<table>" in report._repr_html_() and "index idx_asset_id" in str(report)
 

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from .db import connect
 
-__all__ = ["Column", "encode", "copy_arrays", "default_jobs"]
+__all__ = ["Column", "encode", "copy_arrays", "default_jobs", "read_vectors"]
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _TRAILER = (-1).to_bytes(2, "big", signed=True)
@@ -127,3 +127,15 @@ def copy_arrays(url: str, table: sql.Composable, columns: Sequence[Column], *, j
         for c in conns:
             c.close()  # an uncommitted connection rolls back on close
     return n
+
+
+def read_vectors(conn, query: sql.Composable, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of a query returning (bigint, vector(dim)) rows, NULL-free, read as one
+    binary COPY and decoded in one numpy pass."""
+    copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT BINARY)").format(query)
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        data = b"".join(bytes(block) for block in copy)
+    start = len(_HEADER) + int.from_bytes(data[15:19], "big")  # signature, flags, extension area
+    dtype = _row_dtype([Column("id", np.zeros(0, np.int64)), Column("v", np.zeros((0, dim), np.float32))])
+    rows = np.frombuffer(data[start:-len(_TRAILER)], dtype=dtype)
+    return rows["val0"].astype(np.int64), rows["val1"].astype(np.float32)

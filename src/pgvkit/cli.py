@@ -99,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--rows", type=int, required=True, help="how many rows")
     ld.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
     add("unload", "delete every row pgvkit load inserted (owner_id prefix pgvkit-load-)", "pgvkit unload")
+    tu = add("tune", "sweep IVFFlat/HNSW settings on a scratch copy, recommend the cheapest meeting a recall target",
+             "pgvkit tune --target-recall 0.95 --rows 20000 --write-migration")
+    tu.add_argument("--target-recall", type=float, default=0.95, metavar="R", help="recall@k to reach (default 0.95)")
+    tu.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
+    tu.add_argument("--rows", type=int, help="workload size (default: the whole table, or 20000 synthetic)")
+    tu.add_argument("--queries", type=int, default=200, help="held-out queries (default 200, plus as many fresh)")
+    tu.add_argument("--source", choices=["auto", "table", "synthetic"], default="auto",
+                    help="the live table's vectors (auto: when it has >= 1000 rows) or synthetic ones")
+    tu.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tu.add_argument("--write-migration", action="store_true",
+                    help="write the recommendation as the next numbered migration (and its down file)")
     bk = add("backup", "write a pg_dump custom-format backup to .pgvkit/backups/", "pgvkit backup")
     bk.add_argument("--dir", metavar="DIR", help="where to write it (default .pgvkit/backups)")
     rs = add("restore", "restore a backup file over the database", "pgvkit restore .pgvkit/backups/jarvis-....dump --yes")
@@ -174,6 +185,33 @@ def _doctor(args, out) -> int:
     return report.exit_code
 
 
+def _tune(args, target: Target, echo, as_json: bool) -> int:
+    from . import tuning
+
+    if not 0 < args.target_recall <= 1:
+        raise PgvkitError("--target-recall must be between 0 and 1, e.g. --target-recall 0.95")
+    if args.k < 1 or args.queries < 2 or (args.rows is not None and args.rows < args.k + 1):
+        raise PgvkitError("--k and --queries must be positive and --rows larger than k, e.g. --k 10 --rows 20000")
+    _, result, rec = tuning.tune(target.url, target=args.target_recall, k=args.k, rows=args.rows,
+                                 queries=args.queries, source=args.source, seed=args.seed,
+                                 progress=not as_json, echo=echo)
+    written = None
+    if args.write_migration and rec.met:
+        written = tuning.write_migration(target.url, rec, getattr(args, "migrations", None))
+    if as_json:
+        _print_json({"sweep": result.to_dict(), "recommendation": rec.to_dict(),
+                     "migration": [str(p) for p in written] if written else None})
+    else:
+        echo(str(result))
+        echo("")
+        echo(("recommended: " if rec.met else "NOT MET: ") + rec.message)
+        if written:
+            echo(f"wrote {written[0]} and {written[1].name}; apply with: pgvkit plan, then pgvkit migrate")
+        elif args.write_migration:
+            echo("no migration written: nothing met the target")
+    return 0 if rec.met else 1
+
+
 def run(args) -> int:
     as_json = getattr(args, "json", False)
     # progress goes to stderr when stdout carries JSON
@@ -225,6 +263,8 @@ def run(args) -> int:
         _print_json({"rows": result.rows, "seconds": result.seconds, "rows_per_second": result.rows_per_second,
                      "tag": result.tag}) if as_json else echo(str(result))
         return 0
+    if args.command == "tune":
+        return _tune(args, target, echo, as_json)
     if args.command == "unload":
         from .inserts import unload
 

@@ -22,11 +22,12 @@ EXPECTED_COLUMNS = {
     "created_at": "timestamp with time zone",
     "updated_at": "timestamp with time zone",
 }
-# name -> (access method, column, operator class or None)
+# name -> (access method(s), column, operator class or None); the vector index may be IVFFlat
+# (the seed) or HNSW (what pgvkit tune may recommend)
 EXPECTED_INDEXES = {
     "idx_asset_id": ("btree", "asset_id", None),
     "idx_owner_id": ("btree", "owner_id", None),
-    "idx_embedding_cosine": ("ivfflat", "embedding", "vector_cosine_ops"),
+    "idx_embedding_cosine": ("ivfflat|hnsw", "embedding", "vector_cosine_ops"),
 }
 APP_ROLE = "jarvis"
 ROWS_PER_LIST = 50  # pgvector's k-means samples 50 rows per list
@@ -139,8 +140,8 @@ def check_index(conn, table: str, name: str, method: str, column: str, opclass: 
         return Check(f"index {name}", "fail", "missing", "pgvkit migrate (it creates the index)")
     am, valid, col, opc, options = rows[0]
     problems = []
-    if am != method:
-        problems.append(f"access method {am}, expected {method}")
+    if am not in method.split("|"):
+        problems.append(f"access method {am}, expected {method.replace('|', ' or ')}")
     if col != column:
         problems.append(f"on {col}, expected {column}")
     if opclass and opc != opclass:
@@ -260,13 +261,28 @@ def check_invalid_indexes(conn, table: str) -> Check:
     return Check("invalid indexes", "pass", "none")
 
 
-def check_probes(conn) -> Check:
+def check_probes(conn, table: str = "ip_asset_embeddings", k: int = 10) -> Check:
+    """The query-time setting of each vector index the table has: ivfflat.probes = 1 (the
+    default) searches one list; hnsw.ef_search below k returns fewer than k rows."""
     conn.execute("SELECT '[1]'::vector")  # loads pgvector so its settings exist in this session
-    probes = conn.execute("SELECT current_setting('ivfflat.probes', true)").fetchone()[0]
-    if probes in (None, "", "1"):
-        return Check("ivfflat.probes", "warn", "probes = 1 (the default): each query searches 1 list, recall is poor",
-                     f"ALTER DATABASE {conn.info.dbname} SET ivfflat.probes = 10; (or run pgvkit tune)")
-    return Check("ivfflat.probes", "pass", f"probes = {probes}")
+    methods = {r[0] for r in _q(conn, "SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                                      " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = to_regclass(%s)",
+                                [_qualified(conn, table)])}
+    details = []
+    if "ivfflat" in methods:
+        probes = conn.execute("SELECT current_setting('ivfflat.probes', true)").fetchone()[0]
+        if probes in (None, "", "1"):
+            return Check("search settings", "warn",
+                         "ivfflat.probes = 1 (the default): each query searches 1 list, recall is poor",
+                         f"ALTER DATABASE {conn.info.dbname} SET ivfflat.probes = 10; (or run pgvkit tune)")
+        details.append(f"ivfflat.probes = {probes}")
+    if "hnsw" in methods:
+        ef = int(conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone()[0] or 40)
+        if ef < k:
+            return Check("search settings", "warn", f"hnsw.ef_search = {ef} < k = {k}: queries return fewer than {k} rows",
+                         f"ALTER DATABASE {conn.info.dbname} SET hnsw.ef_search = {max(40, k)}; (or run pgvkit tune)")
+        details.append(f"hnsw.ef_search = {ef}")
+    return Check("search settings", "pass", ", ".join(details) or "no vector index")
 
 
 def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768, migrations_dir=None) -> Report:
@@ -285,7 +301,7 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768
                               check_invalid_indexes(conn, table)]
             if ext.status != "fail":
                 report.checks += [check_ivfflat_data(conn, table), check_zero_vectors(conn, table),
-                                  check_index_used(conn, table, dimension), check_probes(conn)]
+                                  check_index_used(conn, table, dimension), check_probes(conn, table)]
     report.checks.append(check_history(url, migrations_dir))
     return report
 

@@ -1,0 +1,184 @@
+"""Index tuning against a real server: ground truth, sweeps, the recommendation, and the
+migration it writes (applied, verified, rolled back)."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from pgvkit.errors import PgvkitError
+from pgvkit.inserts import load
+from pgvkit.tuning import (IndexNotUsed, SCHEMA, WORKLOAD, Config, build, cleanup, exact_knn, prepare, recall_at_k,
+                           recommend, require_index, tune, write_migration)
+from pgvkit.verify import verify
+
+from .conftest import MIGRATIONS, ROOT, run_cli
+
+SMALL_GRID = {"ivfflat_lists": [55], "probes": [1, 4, 16], "hnsw": [(16, 64)], "ef_search": [10, 40]}
+
+
+def brute_force(vectors, queries, k, ids, exclude=None):
+    """The obvious O(n) reference: float64 cosine distance to every vector, sorted."""
+    out = []
+    for i, q in enumerate(queries):
+        d = [(1 - float(np.dot(q, v)) / (np.linalg.norm(q) * np.linalg.norm(v)), int(ids[j]))
+             for j, v in enumerate(vectors.astype(np.float64)) if exclude is None or ids[j] != exclude[i]]
+        out.append([j for _, j in sorted(d)[:k]])
+    return out
+
+
+def scratch_exists(url) -> bool:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT to_regclass(%s)", [f"{SCHEMA}.{WORKLOAD}"]).fetchone()[0] is not None
+
+
+def test_exact_knn_is_the_brute_force_answer_with_and_without_self_exclusion():
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    ids = rng.permutation(np.arange(1000, 1300))
+    queries = vectors[:25] + 0.01 * rng.standard_normal((25, 16)).astype(np.float32)
+    truth = exact_knn(vectors, queries, 7, ids=ids, chunk=8)
+    assert truth.ids.tolist() == brute_force(vectors, queries, 7, ids)
+    own = exact_knn(vectors, vectors[:25], 7, ids=ids, exclude=ids[:25])
+    assert own.ids.tolist() == brute_force(vectors, vectors[:25], 7, ids, exclude=ids[:25])
+    assert not any(ids[i] in own.ids[i] for i in range(25))
+    assert np.all(np.diff(truth.distances, axis=1) >= 0)
+
+
+def test_recall_counts_overlap_and_treats_exact_ties_as_right():
+    truth = exact_knn(np.eye(4, dtype=np.float32), np.array([[1, 0.2, 0, 0]], np.float32), 2)
+    assert truth.ids[0, 0] == 0
+    plain, _ = recall_at_k(truth, [[0, truth.ids[0, 1]]])
+    assert plain.tolist() == [1.0]
+    # vectors 2 and 3 are equidistant from the query: either is a right second neighbour
+    tied = exact_knn(np.eye(4, dtype=np.float32), np.array([[1, 0, 0, 0]], np.float32), 2)
+    other = 5 - tied.ids[0, 1]  # the tie partner (2 <-> 3)
+    plain, tolerant = recall_at_k(tied, [[0, other]], [[0.0, float(tied.distances[0, 1])]])
+    assert plain.tolist() == [0.5] and tolerant.tolist() == [1.0]
+
+
+def test_the_table_source_holds_each_query_out_of_its_own_results(migrated):
+    load(migrated, 1500, progress=False)
+    workload = prepare(migrated, queries=20, echo=lambda _: None)
+    try:
+        assert workload.source == "table" and workload.rows == 1500
+        truth = exact_knn(workload.vectors, workload.queries, 10, ids=workload.ids, exclude=workload.query_ids)
+        assert not any(q in row for q, row in zip(workload.query_ids, truth.ids))
+        assert set(workload.query_ids).isdisjoint(workload.fresh_query_ids)
+    finally:
+        cleanup(migrated)
+    assert not scratch_exists(migrated)
+
+
+def test_a_sweep_recommends_a_configuration_meeting_the_target(migrated):
+    _, result, rec = tune(migrated, target=0.9, rows=3000, queries=60, grid=SMALL_GRID, progress=False,
+                          echo=lambda _: None)
+    assert rec.met and rec.point.recall_low >= 0.9 and rec.point.index_used
+    cheaper = [p for p in result.points if p.index_used and p.recall_low >= 0.9 and p.p95_ms < rec.point.p95_ms]
+    assert cheaper == []
+    assert {b["index"] for b in result.builds} == {"ivfflat(lists=55)", "hnsw(m=16, ef_construction=64)"}
+    assert all(b["maintenance_work_mem"].endswith("MB") for b in result.builds)
+    assert not scratch_exists(migrated)  # candidates are built on the scratch copy, which is gone
+
+
+def test_a_target_nothing_meets_is_reported_and_no_migration_is_written(migrated, tmp_path):
+    grid = {"ivfflat_lists": [55], "probes": [1], "hnsw": [], "ef_search": []}
+    _, result, rec = tune(migrated, target=0.999, rows=3000, queries=60, grid=grid, progress=False,
+                          echo=lambda _: None)
+    assert not rec.met and rec.point is None and "nothing reached" in rec.message
+    assert "ivfflat(lists=55)" in rec.message
+    with pytest.raises(PgvkitError, match="no configuration met the target"):
+        write_migration(migrated, rec, tmp_path)
+
+
+def test_the_explain_guard_refuses_a_query_shape_the_index_cannot_serve(migrated):
+    workload = prepare(migrated, source="synthetic", rows=2000, queries=5, echo=lambda _: None)
+    try:
+        with psycopg.connect(migrated, autocommit=True) as conn:
+            register_vector(conn)
+            config = Config("hnsw", (("m", 8), ("ef_construction", 32)))
+            build(migrated, conn, config, workload.rows, workload.dims, progress=False)
+            table = sql.Identifier(SCHEMA, WORKLOAD)
+            cosine = sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %(q)s LIMIT 10").format(table)
+            require_index(conn, cosine, {"q": workload.queries[0]}, config.index_name)
+            l2 = sql.SQL("SELECT id FROM {} ORDER BY embedding <-> %(q)s LIMIT 10").format(table)
+            with pytest.raises(IndexNotUsed, match="<=> for vector_cosine_ops"):
+                require_index(conn, l2, {"q": workload.queries[0]}, config.index_name)
+    finally:
+        cleanup(migrated)
+
+
+def test_the_written_migration_applies_verifies_and_rolls_back_to_the_old_index(migrated, tmp_path):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    proc = run_cli("tune", "--target-recall", "0.9", "--rows", "3000", "--queries", "60", "--json",
+                   "--write-migration", "--database-url", migrated, "--migrations", str(migrations), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["recommendation"]["met"] and len(data["migration"]) == 2
+    choice = data["recommendation"]["choice"]
+    method = choice["index"].split("(")[0]
+    param, value = choice["setting"].split("=")
+
+    assert run_cli("migrate", "--database-url", migrated, "--migrations", str(migrations)).returncode == 0
+    with psycopg.connect(migrated) as conn:
+        am = conn.execute("SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
+                          " WHERE c.relname = 'idx_embedding_cosine'").fetchone()[0]
+        conn.execute("SELECT '[1]'::vector")
+        setting = conn.execute("SELECT current_setting(%s)", [param]).fetchone()[0]
+    assert am == method and setting == value  # a new session sees the database-level setting
+    report = verify(migrated, migrations_dir=migrations)
+    assert report.ok, str(report)
+    assert report["index idx_embedding_cosine"].detail.startswith(method)
+
+    rollback = run_cli("rollback", "--to", "1", "--yes", "--database-url", migrated, "--migrations", str(migrations))
+    assert rollback.returncode == 0, rollback.stderr
+    with psycopg.connect(migrated) as conn:
+        definition = conn.execute("SELECT pg_get_indexdef('idx_embedding_cosine'::regclass)").fetchone()[0]
+        settings = conn.execute("SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting"
+                                " WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                                " AND setrole = 0").fetchone()
+        leftovers = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'idx_embedding_cosine_%'").fetchone()
+    assert "USING ivfflat (embedding vector_cosine_ops) WITH (lists='100')" in definition
+    assert leftovers[0] == 0
+    assert settings is None or param not in settings[0]  # the database setting is back to the default
+    assert verify(migrated, migrations_dir=migrations).ok
+
+
+def test_a_killed_tune_leaves_a_scratch_table_the_next_run_removes(migrated):
+    code = ("import sys; from pgvkit.tuning import tune; "
+            f"tune({migrated!r}, rows=20000, queries=20, source='synthetic', progress=False, "
+            "echo=lambda line: print(line, flush=True))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        if line.startswith("building"):
+            break  # the scratch table is full and an index build is running
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert scratch_exists(migrated)
+    _, _, rec = tune(migrated, target=0.5, rows=2000, queries=20, grid={**SMALL_GRID, "hnsw": []},
+                     progress=False, echo=lambda _: None)
+    assert rec.met and not scratch_exists(migrated)
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 0  # live table untouched
+
+
+def test_recommend_prefers_the_lowest_p95_among_points_meeting_the_target():
+    from pgvkit.tuning import Point, SweepResult
+
+    slow = Point(Config("hnsw", (("m", 16),)), "hnsw.ef_search", 80, True, recall=0.99, recall_low=0.98, p95_ms=2.0)
+    fast = Point(Config("ivfflat", (("lists", 10),)), "ivfflat.probes", 4, True, recall=0.97, recall_low=0.96,
+                 p95_ms=1.0)
+    short = Point(Config("ivfflat", (("lists", 10),)), "ivfflat.probes", 1, True, recall=0.9, recall_low=0.88,
+                  p95_ms=0.5)
+    unused = Point(Config("ivfflat", (("lists", 10),)), "ivfflat.probes", 16, False, recall=1.0, recall_low=1.0,
+                   p95_ms=0.1)
+    rec = recommend(SweepResult("w", 10, [slow, fast, short, unused]), 0.95)
+    assert rec.point is fast and rec.met
