@@ -29,7 +29,9 @@ def main() -> None:
     choice = rec.point
     report({
         "benchmark": "tune (full default sweep)", "workload": workload.describe(), "cores": os.cpu_count(),
-        "wall_s": round(wall, 1), "builds": [{k: v for k, v in b.items() if k != "notices"} for b in result.builds],
+        "wall_s": round(wall, 1),
+        "builds": [{**{k: v for k, v in b.items() if k != "notices"}, "build_s": round(b["build_s"], 1)}
+                   for b in result.builds],
         "points_measured": sum(p.index_used for p in result.points), "points": len(result.points),
         "recommendation": rec.to_dict()["choice"], "met": rec.met,
         "fresh_query_recall": round(choice.fresh_recall, 4) if choice else None,

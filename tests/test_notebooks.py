@@ -1,13 +1,14 @@
 """The notebooks run headless through papermill with their parameters, as a scheduled job
 would: the parameters cell drives them, and a wrong state fails the run."""
 
+import shutil
 from pathlib import Path
 
 import papermill
 import psycopg
 import pytest
 
-from .conftest import ROOT
+from .conftest import MIGRATIONS, ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -61,3 +62,16 @@ def test_the_plan_only_run_of_the_migrate_notebook_changes_nothing(db_url, tmp_p
 def test_the_troubleshooting_notebook_diagnoses_without_scratch_databases(migrated, tmp_path):
     out = run("05_troubleshooting.ipynb", tmp_path, database_url=migrated, scratch=False)
     assert "nothing is listening where the URL points" in out.read_text()
+
+
+def test_the_tuning_notebook_writes_applies_and_verifies_its_migration(migrated, tmp_path):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    run("04_index_tuning.ipynb", tmp_path, database_url=migrated, rows=3000, queries=50, ivfflat_lists=[55],
+        probes=[1, 4], hnsw=[[16, 64]], ef_search=[20, 40], migrations_dir=str(migrations),
+        write_migration=True, apply_migration=True)
+    written = sorted(p.name for p in migrations.glob("002_*"))
+    assert written == ["002_tune_idx_embedding_cosine.down.sql", "002_tune_idx_embedding_cosine.sql"]
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT status FROM pgvkit.schema_migrations WHERE version = 2").fetchone() == ("applied",)
+        assert conn.execute("SELECT to_regclass('pgvkit.tune_workload')").fetchone()[0] is None

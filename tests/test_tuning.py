@@ -182,3 +182,22 @@ def test_recommend_prefers_the_lowest_p95_among_points_meeting_the_target():
                    p95_ms=0.1)
     rec = recommend(SweepResult("w", 10, [slow, fast, short, unused]), 0.95)
     assert rec.point is fast and rec.met
+
+
+def test_filtered_recall_is_measured_with_iterative_scans_off_and_on(migrated):
+    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40]}
+    workload, result, rec = tune(migrated, target=0.9, rows=4000, queries=40, grid=grid, filter_owner="owner-03",
+                                 progress=False, echo=lambda _: None)
+    assert "filtered on owner_id = owner-03 (5.0% of rows)" in workload.describe()
+    off, relaxed = [p for p in result.points if p.iterative is not None]
+    assert (off.iterative, relaxed.iterative) == ("off", "relaxed_order")
+    # 5% of rows pass the filter: without iterative scans most of ef_search=40 candidates are filtered away
+    assert "got fewer than 10 rows" in off.note and off.recall < 0.5
+    assert relaxed.recall >= 0.9 and "fewer than" not in relaxed.note and relaxed.index_used
+    assert rec.point.iterative is None  # the recommendation is for the unfiltered query
+
+
+def test_a_filter_naming_no_owner_is_refused_with_the_owners_that_exist(migrated):
+    with pytest.raises(PgvkitError, match="owner-00 .. owner-19"):
+        prepare(migrated, source="synthetic", rows=1000, queries=5, filter_owner="nobody", echo=lambda _: None)
+    cleanup(migrated)

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--source", choices=["auto", "table", "synthetic"], default="auto",
                     help="the live table's vectors (auto: when it has >= 1000 rows) or synthetic ones")
     tu.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tu.add_argument("--filter-owner", metavar="OWNER_ID",
+                    help="also measure filtered recall (WHERE owner_id = OWNER_ID) with iterative scans off and on")
     tu.add_argument("--write-migration", action="store_true",
                     help="write the recommendation as the next numbered migration (and its down file)")
     bk = add("backup", "write a pg_dump custom-format backup to .pgvkit/backups/", "pgvkit backup")
@@ -194,6 +196,7 @@ def _tune(args, target: Target, echo, as_json: bool) -> int:
         raise PgvkitError("--k and --queries must be positive and --rows larger than k, e.g. --k 10 --rows 20000")
     _, result, rec = tuning.tune(target.url, target=args.target_recall, k=args.k, rows=args.rows,
                                  queries=args.queries, source=args.source, seed=args.seed,
+                                 filter_owner=args.filter_owner,
                                  progress=not as_json, echo=echo)
     written = None
     if args.write_migration and rec.met:

@@ -81,6 +81,8 @@ class Workload:
     query_ids: np.ndarray | None = None  # table source: each query's own row, excluded from its results
     fresh_query_ids: np.ndarray | None = None
     table: str = "ip_asset_embeddings"
+    owners: np.ndarray | None = None  # owner_id of every row (str)
+    filter_owner: str | None = None  # also measure queries WHERE owner_id = this
 
     @property
     def rows(self) -> int:
@@ -92,8 +94,17 @@ class Workload:
 
     def describe(self) -> str:
         what = f"a sample of {self.table}" if self.source == "table" else "synthetic clustered embeddings"
-        return (f"{self.rows:,} x {self.dims} vectors ({what}), {len(self.queries)} queries"
+        text = (f"{self.rows:,} x {self.dims} vectors ({what}), {len(self.queries)} queries"
                 f" + {len(self.fresh_queries)} fresh ones, k = {self.k}, cosine distance")
+        if self.filter_owner is not None:
+            share = float(np.mean(self.owners == self.filter_owner))
+            text += f"; filtered on owner_id = {self.filter_owner} ({share:.1%} of rows)"
+        return text
+
+    def filtered_truth(self) -> GroundTruth:
+        """Exact neighbours among the rows of filter_owner only."""
+        mask = self.owners == self.filter_owner
+        return exact_knn(self.vectors[mask], self.queries, self.k, ids=self.ids[mask], exclude=self.query_ids)
 
 
 SCRATCH = sql.Identifier(SCHEMA, WORKLOAD)
@@ -107,7 +118,7 @@ def cleanup(url: str) -> None:
 
 def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries: int = 200, k: int = 10,
             seed: int = 0, table: str = "ip_asset_embeddings", spread: float = 0.6,
-            echo: Echo | None = None) -> Workload:
+            filter_owner: str | None = None, echo: Echo | None = None) -> Workload:
     """The workload in numpy and in the scratch table pgvkit.tune_workload.
 
     source "auto" uses the live table when it holds >= 1,000 rows, else synthetic vectors."""
@@ -132,21 +143,24 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
                               "(or load data first)")
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
-        conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, embedding vector({}) NOT NULL)").format(
-            SCRATCH, sql.Literal(dims)))
+        # no index on owner_id: filtered queries must go through the vector index under test
+        conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, owner_id text, embedding vector({}) NOT NULL)")
+                     .format(SCRATCH, sql.Literal(dims)))
         if source == "table":
             n = min(rows or live_rows, live_rows)
             echo(f"sampling {n:,} of {live_rows:,} rows of {table} into {SCHEMA}.{WORKLOAD}")
             conn.execute(sql.SQL("SELECT setseed(%s)"), [((seed % 1000) / 1000.0)])
             conn.execute(sql.SQL(
-                "INSERT INTO {} SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0"
+                "INSERT INTO {} SELECT id, owner_id, embedding FROM {} WHERE vector_norm(embedding) > 0"
                 " ORDER BY random() LIMIT {}").format(SCRATCH, sql.Identifier(table), sql.Literal(n)))
             ids, vectors = read_vectors(conn, sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(
                 SCRATCH), dims)
             rng = np.random.default_rng(seed)
             picked = rng.choice(len(ids), size=2 * queries, replace=False)
             qi, fi = picked[:queries], picked[queries:]
-            workload = Workload(ids, vectors, vectors[qi], vectors[fi], "table", k, ids[qi], ids[fi], table)
+            owners = np.array([r[0] for r in conn.execute(
+                sql.SQL("SELECT owner_id FROM {} ORDER BY id").format(SCRATCH))], dtype=object)
+            workload = Workload(ids, vectors, vectors[qi], vectors[fi], "table", k, ids[qi], ids[fi], table, owners)
         else:
             n = rows or 20_000
             echo(f"generating {n:,} synthetic {dims}-d embeddings into {SCHEMA}.{WORKLOAD}")
@@ -154,9 +168,16 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
             synth = Synthetic(dims, clusters=max(20, n // 250), spread=spread, seed=seed)
             vectors = synth.draw(n)
             ids = np.arange(1, n + 1, dtype=np.int64)
-            copy_arrays(url, SCRATCH, [Column("id", ids), Column("embedding", vectors)])
-            workload = Workload(ids, vectors, synth.draw(queries), synth.draw(queries), "synthetic", k, table=table)
+            owners = np.char.add(b"owner-", np.char.zfill((ids % 20).astype("S"), 2))  # 20 owners, 5% each
+            copy_arrays(url, SCRATCH, [Column("id", ids), Column("owner_id", owners), Column("embedding", vectors)])
+            workload = Workload(ids, vectors, synth.draw(queries), synth.draw(queries), "synthetic", k, table=table,
+                                owners=owners.astype(str).astype(object))
         conn.execute(sql.SQL("ANALYZE {}").format(SCRATCH))
+    if filter_owner is not None:
+        if not np.any(workload.owners == filter_owner):
+            raise PgvkitError(f"no row of the workload has owner_id = {filter_owner!r}; pick an owner that exists"
+                              + (" (synthetic owners are owner-00 .. owner-19)" if workload.source == "synthetic" else ""))
+        workload.filter_owner = filter_owner
     return workload
 
 
@@ -183,13 +204,16 @@ def exact_knn(vectors: np.ndarray, queries: np.ndarray, k: int, *, ids: np.ndarr
     q = _normalise(queries)
     if exclude is not None:
         order = np.argsort(ids)
-        positions = order[np.searchsorted(ids, exclude, sorter=order)]
+        slots = np.clip(np.searchsorted(ids, exclude, sorter=order), 0, len(ids) - 1)
+        positions = order[slots]
+        present = ids[positions] == exclude  # a query's own row may be outside a filtered base
     out_ids = np.empty((len(q), k), dtype=ids.dtype)
     out_d = np.empty((len(q), k), dtype=np.float64)
     for lo in range(0, len(q), chunk):
         sims = q[lo:lo + chunk] @ base.T
         if exclude is not None:
-            sims[np.arange(len(sims)), positions[lo:lo + chunk]] = -np.inf
+            rows_ = np.flatnonzero(present[lo:lo + chunk])
+            sims[rows_, positions[lo:lo + chunk][rows_]] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         top_sims = np.take_along_axis(sims, top, axis=1)
         order_k = np.argsort(-top_sims, axis=1, kind="stable")
@@ -251,6 +275,7 @@ class Point:
     recall_tolerant: float = float("nan")
     fresh_recall: float = float("nan")  # the second query set
     recall_low: float = float("nan")  # lower end of the 95% confidence interval of the mean
+    iterative: str | None = None  # set for filtered points: the iterative_scan mode measured
     p50_ms: float = float("nan")
     p95_ms: float = float("nan")
     p99_ms: float = float("nan")
@@ -263,7 +288,10 @@ class Point:
         def r(x: float, digits: int = 2):
             return None if math.isnan(x) else round(x, digits)
 
-        return {"index": self.config.label, "setting": f"{self.search_param}={self.search_value}",
+        setting = f"{self.search_param}={self.search_value}"
+        if self.iterative is not None:
+            setting += f", filtered, iterative_scan={self.iterative}"
+        return {"index": self.config.label, "setting": setting,
                 "recall": r(self.recall, 4), "p5": r(self.recall_p5, 3), "fresh": r(self.fresh_recall, 4),
                 "p50 ms": r(self.p50_ms), "p95 ms": r(self.p95_ms), "p99 ms": r(self.p99_ms), "qps": r(self.qps, 0),
                 "build s": r(self.build_s), "size MB": round(self.size_bytes / 2**20, 1),
@@ -397,10 +425,11 @@ def build(url: str, conn, config: Config, rows: int, dims: int, *, progress: boo
     return {"index": config.label, "build_s": seconds, "size_bytes": size, "notices": notices, **settings}
 
 
-def _query(k: int, exclude_self: bool) -> sql.Composable:
+def _query(k: int, exclude_self: bool, filtered: bool = False) -> sql.Composable:
     limit = k + 1 if exclude_self else k
-    return sql.SQL("SELECT id, embedding <=> %(q)s AS distance FROM {} ORDER BY embedding <=> %(q)s LIMIT {}").format(
-        sql.Identifier(SCHEMA, WORKLOAD), sql.Literal(limit))
+    where = sql.SQL(" WHERE owner_id = %(owner)s") if filtered else sql.SQL("")
+    return sql.SQL("SELECT id, embedding <=> %(q)s AS distance FROM {}{} ORDER BY embedding <=> %(q)s LIMIT {}").format(
+        SCRATCH, where, sql.Literal(limit))
 
 
 def plan_index(conn, query: sql.Composable, params: dict) -> tuple[str | None, str]:
@@ -430,16 +459,18 @@ def require_index(conn, query: sql.Composable, params: dict, index: str) -> None
             "operator class (<=> for vector_cosine_ops)")
 
 
-def measure(conn, workload: Workload, queries: np.ndarray, exclude: np.ndarray | None) -> tuple[list, list, np.ndarray]:
+def measure(conn, workload: Workload, queries: np.ndarray, exclude: np.ndarray | None,
+            filtered: bool = False) -> tuple[list, list, np.ndarray]:
     """Run each query once (prepared, binary); ids, distances and latencies in ms."""
-    query = _query(workload.k, exclude is not None)
+    query = _query(workload.k, exclude is not None, filtered)
+    extra = {"owner": workload.filter_owner} if filtered else {}
     found_ids, found_d, lat = [], [], []
     with conn.cursor(binary=True) as cur:
-        cur.execute(query, {"q": queries[0]}, prepare=True)  # warm the prepared statement and cache
+        cur.execute(query, {"q": queries[0], **extra}, prepare=True)  # warm the prepared statement and cache
         cur.fetchall()
         for i, q in enumerate(queries):
             t = time.perf_counter()
-            cur.execute(query, {"q": q}, prepare=True)
+            cur.execute(query, {"q": q, **extra}, prepare=True)
             rows = cur.fetchall()
             lat.append((time.perf_counter() - t) * 1000)
             if exclude is not None:
@@ -458,6 +489,7 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                                exclude=workload.query_ids)
     fresh_truth = fresh_truth or exact_knn(workload.vectors, workload.fresh_queries, workload.k, ids=workload.ids,
                                            exclude=workload.fresh_query_ids)
+    filtered_truth = workload.filtered_truth() if workload.filter_owner is not None else None
     configs = [Config("ivfflat", (("lists", lists),)) for lists in grid["ivfflat_lists"]]
     configs += [Config("hnsw", (("m", m), ("ef_construction", efc))) for m, efc in grid["hnsw"]]
     result = SweepResult(workload.describe(), workload.k)
@@ -494,9 +526,51 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                 point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
                 point.qps = 1000.0 / float(lat.mean())
                 result.points.append(point)
+            if workload.filter_owner is not None and values:
+                result.points += _filtered_points(conn, workload, config, param, values[len(values) // 2],
+                                                  filtered_truth, built)
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(SCHEMA, config.index_name)))
             conn.execute(sql.SQL("RESET {}").format(sql.SQL(param)))
     return result
+
+
+def _filtered_points(conn, workload: Workload, config: Config, param: str, value: int, truth: GroundTruth,
+                     built: dict) -> list[Point]:
+    """Filtered queries (WHERE owner_id = ...) through the index, with pgvector 0.8's iterative
+    scans off and on: off, the index hands back its usual candidates and the filter leaves
+    fewer than k; relaxed_order keeps scanning until k rows pass the filter."""
+    points = []
+    scan = f"{config.method}.iterative_scan"
+    conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(param), sql.Literal(value)))
+    for mode in ("off", "relaxed_order"):
+        conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(scan), sql.Literal(mode)))
+        point = Point(config, param, value, False, build_s=built["build_s"], size_bytes=built["size_bytes"],
+                      iterative=mode)
+        shape = _query(workload.k, workload.query_ids is not None, True)
+        params = {"q": workload.queries[0], "owner": workload.filter_owner}
+        used, top = plan_index(conn, shape, params)
+        forced = used != config.index_name
+        if forced:  # a selective filter on a small table: the planner scans and sorts instead
+            conn.execute("SET enable_seqscan = off")
+            used, top = plan_index(conn, shape, params)
+        if used != config.index_name:
+            point.note = f"EXPLAIN shows {top}, not the index; not counted"
+        else:
+            point.index_used = True
+            ids, dists, lat = measure(conn, workload, workload.queries, workload.query_ids, filtered=True)
+            plain, _ = recall_at_k(truth, ids, dists)
+            point.recall, point.recall_p5 = float(plain.mean()), float(np.percentile(plain, 5))
+            point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
+            point.qps = 1000.0 / float(lat.mean())
+            short = sum(len(r) < workload.k for r in ids)
+            notes = [f"{short} of {len(ids)} queries got fewer than {workload.k} rows"] if short else []
+            if forced:
+                notes.append("the planner prefers a scan for this filter here: measured with enable_seqscan = off")
+            point.note = "; ".join(notes)
+        conn.execute("RESET enable_seqscan")
+        points.append(point)
+    conn.execute(sql.SQL("RESET {}").format(sql.SQL(scan)))
+    return points
 
 
 class _tune_lock:
@@ -552,7 +626,7 @@ def recommend(result: SweepResult, target: float = 0.95) -> Recommendation:
     whose mean recall@k on the held-out queries meets the target with 95% confidence (the
     lower end of the interval of the mean, not just the mean: a few hundred queries are a
     sample, and the choice must hold on queries nobody measured)."""
-    counted = [p for p in result.points if p.index_used]
+    counted = [p for p in result.points if p.index_used and p.iterative is None]
     meets = sorted((p for p in counted if p.recall_low >= target), key=lambda p: (p.p95_ms, p.build_s, p.size_bytes))
     if meets:
         best = meets[0]
@@ -657,14 +731,15 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
 # -- all of it ------------------------------------------------------------------------------------
 
 def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None, queries: int = 200,
-         source: str = "auto", grid: dict | None = None, seed: int = 0, progress: bool = True,
-         echo: Echo | None = None) -> tuple[Workload, SweepResult, Recommendation]:
+         source: str = "auto", grid: dict | None = None, seed: int = 0, filter_owner: str | None = None,
+         progress: bool = True, echo: Echo | None = None) -> tuple[Workload, SweepResult, Recommendation]:
     """prepare, ground truth, sweep, recommend; the scratch table is dropped at the end, also on
     errors and interrupts (and by the next run if the process was killed)."""
     echo = echo or echo_to()
     cleanup(url)
     try:
-        workload = prepare(url, source=source, rows=rows, queries=queries, k=k, seed=seed, echo=echo)
+        workload = prepare(url, source=source, rows=rows, queries=queries, k=k, seed=seed, filter_owner=filter_owner,
+                           echo=echo)
         echo(f"workload: {workload.describe()}")
         start = time.perf_counter()
         truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
@@ -691,7 +766,7 @@ def plot_tradeoff(result: SweepResult, target: float = 0.95, recommendation: Rec
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    counted = [p for p in result.points if p.index_used]
+    counted = [p for p in result.points if p.index_used and p.iterative is None]
     for label in dict.fromkeys(p.config.label for p in counted):
         pts = [p for p in counted if p.config.label == label]
         ax.plot([p.p95_ms for p in pts], [p.recall for p in pts], "o-", label=label, alpha=0.8)
