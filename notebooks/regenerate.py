@@ -1,9 +1,10 @@
 """Re-execute the notebooks in place so their committed outputs are real and current.
 
-    .venv/bin/python notebooks/regenerate.py [NOTEBOOK ...]
+    .venv/bin/python notebooks/regenerate.py
 
-Runs them in order against a fresh database on a throwaway embedded server, named and
-reached exactly as `pytest --nbval` does (see the root conftest.py), so the outputs compare.
+Runs all of them, in order (each starts from the state the previous ones left, as under
+`pytest --nbval`), against a fresh database on a throwaway embedded server, named and reached
+exactly as the tests do (see the root conftest.py), so the outputs compare.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pgvkit.embedded import EmbeddedServer  # noqa: E402
 from pgvkit.scratch import fresh_database  # noqa: E402
 
 
-def main(names: list[str]) -> int:
-    paths = [HERE / n for n in names] if names else sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
+def main() -> int:
+    paths = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
     home = Path(tempfile.mkdtemp(prefix="pgvkit-regen-"))
     server = EmbeddedServer(home / "server").start()
     try:
@@ -46,4 +47,4 @@ def main(names: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -329,14 +329,16 @@ class SweepResult(Table):
 
 def default_grid(rows: int, k: int) -> dict:
     """IVFFlat lists at rows/1000 and sqrt(rows) (pgvector's guidance below and above 1M rows)
-    with probes from 1 up to a fifth of the lists; HNSW at pgvector's defaults and a denser
-    graph, each swept over ef_search from k upwards."""
+    with probes from 1 to 64; HNSW at pgvector's defaults and a denser graph, each swept over
+    ef_search from 2k upwards."""
     lists = sorted({max(1, round(rows / 1000)), max(1, round(math.sqrt(rows)))})
     return {
         "ivfflat_lists": lists,
         "probes": [1, 2, 4, 8, 16, 32, 64],
         "hnsw": [(16, 64), (24, 100)],
-        "ef_search": sorted({max(k, 10), 20, 40, 80, 160}),
+        # from 2k up: at ef_search = k the search has no slack, and its recall swings between
+        # query sets (0.988 held-out, 0.948 fresh in one 20k-row run)
+        "ef_search": [2 * k, 4 * k, 8 * k, 16 * k],
     }
 
 
