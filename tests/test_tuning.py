@@ -201,3 +201,16 @@ def test_a_filter_naming_no_owner_is_refused_with_the_owners_that_exist(migrated
     with pytest.raises(PgvkitError, match="owner-00 .. owner-19"):
         prepare(migrated, source="synthetic", rows=1000, queries=5, filter_owner="nobody", echo=lambda _: None)
     cleanup(migrated)
+
+
+def test_the_migration_number_skips_versions_the_database_has_applied(migrated, tmp_path):
+    """A version recorded in the history but absent from the directory is not reused."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    with psycopg.connect(migrated) as conn:
+        conn.execute("INSERT INTO pgvkit.schema_migrations (version, name, checksum, status, transactional)"
+                     " VALUES (7, 'elsewhere', 'x', 'applied', true)")
+    _, _, rec = tune(migrated, target=0.5, rows=2000, queries=20, grid={**SMALL_GRID, "hnsw": []}, progress=False,
+                     echo=lambda _: None)
+    up, down = write_migration(migrated, rec, migrations)
+    assert (up.name, down.name) == ("008_tune_idx_embedding_cosine.sql", "008_tune_idx_embedding_cosine.down.sql")

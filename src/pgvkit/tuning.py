@@ -689,9 +689,13 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
     if recommendation.point is None:
         raise PgvkitError("no configuration met the target, so there is no migration to write; "
                           "lower --target-recall or widen the sweep")
+    from . import history
+
     directory = Path(migrations_dir or default_migrations_dir())
     existing = read_migrations(directory)
-    version = (max((m.version for m in existing), default=0)) + 1
+    with connect(url) as conn:
+        recorded = history.applied(conn)  # a version applied here whose file is gone is still taken
+    version = max([m.version for m in existing] + list(recorded), default=0) + 1
     name = f"{version:03d}_tune_{index}"
     p = recommendation.point
     with connect(url) as conn:
