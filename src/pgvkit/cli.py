@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure filtered recall (WHERE owner_id = OWNER_ID) with iterative scans off and on")
     tu.add_argument("--write-migration", action="store_true",
                     help="write the recommendation as the next numbered migration (and its down file)")
+    add("lab", "start JupyterLab on notebooks/ against the kit's database (extra flags go to jupyter lab)",
+        "pgvkit lab --no-browser --port 8899")
+    rn = add("run", "execute notebooks headless (papermill); executed copies and an HTML report in .pgvkit/runs/",
+             "pgvkit run notebooks/02_verify.ipynb   or   pgvkit run notebooks/04_index_tuning.ipynb -p rows 100000")
+    rn.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="notebooks to run in order (default: all)")
+    rn.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="set a notebook parameter (a Python literal, else text); repeatable")
     bk = add("backup", "write a pg_dump custom-format backup to .pgvkit/backups/", "pgvkit backup")
     bk.add_argument("--dir", metavar="DIR", help="where to write it (default .pgvkit/backups)")
     rs = add("restore", "restore a backup file over the database", "pgvkit restore .pgvkit/backups/jarvis-....dump --yes")
@@ -215,6 +222,65 @@ def _tune(args, target: Target, echo, as_json: bool) -> int:
     return 0 if rec.met else 1
 
 
+def _lab(args, echo) -> int:
+    """JupyterLab whose kernels reach the same database as this command: DATABASE_URL and
+    PGVKIT_HOME are exported to them. Applies nothing; Ctrl-C stops the lab, not the server."""
+    import os
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    from .embedded import default_home, project_root
+
+    target = _target(args)  # starts the embedded server, or checks the URL below
+    with connect(target.url) as conn:
+        info = server_info(conn)
+    home = default_home()
+    chosen = any(a.split("=")[0] in ("--notebook-dir", "--ServerApp.root_dir") for a in args.extra)
+    notebooks = (project_root() or Path.cwd()) / "notebooks"
+    if not chosen and not notebooks.is_dir():
+        raise PgvkitError("no notebooks/ here; run pgvkit lab inside the pgvkit checkout")
+    echo(f"database: {target.masked} ({target.source}), PostgreSQL {info['server_version']}, "
+         f"pgvector {info['vector_version'] or 'not created yet (01_migrate creates it)'}")
+    env = {**os.environ, "DATABASE_URL": target.url, "PGVKIT_HOME": str(home)}
+    cmd = [str(Path(sys.executable).with_name("jupyter")), "lab"] + ([] if chosen else [f"--notebook-dir={notebooks}"])
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    cmd += args.extra
+    echo("starting JupyterLab on notebooks/ (Ctrl-C stops it; the embedded server keeps running, "
+         "pgvkit db stop stops it)")
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGTERM)  # JupyterLab shuts its kernels down on SIGTERM, without asking
+        proc.wait()
+        echo("JupyterLab stopped")
+        return 0
+
+
+def _run(args, echo, as_json: bool) -> int:
+    from .runs import default_notebooks, parse_parameters, run_notebooks
+
+    params = parse_parameters(args.parameter)
+    notebooks = args.notebooks or default_notebooks()
+    if not notebooks:
+        raise PgvkitError("no notebooks given and none under ./notebooks; name one, e.g. notebooks/02_verify.ipynb")
+    url = getattr(args, "database_url", None)
+    result = run_notebooks(notebooks, params, database_url=resolve(url).url if url else None, echo=echo)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        echo(str(result))
+        echo(f"report: {result.report}")
+    if not result.ok:
+        bad = next(r for r in result.results if r.status == "failed")
+        print(f"pgvkit: error: {bad.notebook} failed at cell {bad.cell}: {bad.error} (see {result.report})",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
 def run(args) -> int:
     as_json = getattr(args, "json", False)
     # progress goes to stderr when stdout carries JSON
@@ -223,6 +289,10 @@ def run(args) -> int:
         return _db(args, echo)
     if args.command == "doctor":
         return _doctor(args, echo)
+    if args.command == "run":
+        return _run(args, echo, as_json)
+    if args.command == "lab":
+        return _lab(args, echo)
     target = _target(args)
     if not as_json:
         echo(f"database: {target.masked} ({target.source})")
@@ -311,7 +381,10 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # pgvkit lab passes them to jupyter lab
     try:
         return run(args)
     except PgvkitError as exc:

