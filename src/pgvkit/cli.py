@@ -223,8 +223,9 @@ def _tune(args, target: Target, echo, as_json: bool) -> int:
 
 
 def _lab(args, echo) -> int:
-    """JupyterLab whose kernels reach the same database as this command: DATABASE_URL and
-    PGVKIT_HOME are exported to them. Applies nothing; Ctrl-C stops the lab, not the server."""
+    """JupyterLab whose kernels reach the same database as this command (PGVKIT_HOME, and
+    DATABASE_URL when one was given, are exported to them). Applies nothing; Ctrl-C stops the
+    lab, not the server."""
     import os
     import signal
     import subprocess
@@ -242,7 +243,11 @@ def _lab(args, echo) -> int:
         raise PgvkitError("no notebooks/ here; run pgvkit lab inside the pgvkit checkout")
     echo(f"database: {target.masked} ({target.source}), PostgreSQL {info['server_version']}, "
          f"pgvector {info['vector_version'] or 'not created yet (01_migrate creates it)'}")
-    env = {**os.environ, "DATABASE_URL": target.url, "PGVKIT_HOME": str(home)}
+    env = {**os.environ, "PGVKIT_HOME": str(home)}
+    if target.is_embedded:  # kernels find the same embedded server through PGVKIT_HOME
+        env.pop("DATABASE_URL", None)
+    else:
+        env["DATABASE_URL"] = target.url
     cmd = [str(Path(sys.executable).with_name("jupyter")), "lab"] + ([] if chosen else [f"--notebook-dir={notebooks}"])
     if os.geteuid() == 0:
         cmd.append("--allow-root")
