@@ -150,3 +150,12 @@ def test_synthetic_embeddings_are_clustered_and_normalised():
     uniform = np.random.default_rng(1).normal(size=(2000, 64))
     uniform /= np.linalg.norm(uniform, axis=1, keepdims=True)
     assert nearest.mean() > 0.8 > np.sort(uniform @ uniform.T, axis=1)[:, -2].mean()
+
+
+def test_reports_become_dataframes_coloured_by_status(migrated):
+    report = verify(migrated)
+    frame = report.to_frame()
+    assert list(frame.columns) == ["name", "status", "detail", "fix"] and len(frame) == len(report.checks)
+    assert set(frame["status"]) <= {"pass", "warn", "fail"}
+    html = report.styled().to_html()
+    assert "#fff3cd" in html and "#d4edda" in html  # warn and pass rows keep their colours

@@ -84,6 +84,23 @@ class Table:
     def __repr__(self) -> str:
         return str(self)
 
+    def to_frame(self):
+        """The rows as a pandas DataFrame (for filtering, sorting, plotting, exporting)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=list(self.columns))
+
+    def styled(self):
+        """The DataFrame with rows coloured by status (pass / warn / fail and the like)."""
+        frame = self.to_frame()
+        key = self.colour_by
+
+        def colour(row):
+            c = _COLOURS.get(str(row.get(key))) if key else None
+            return [f"background-color: {c}" if c else ""] * len(row)
+
+        return frame.style.apply(colour, axis=1).set_caption(self.title).hide(axis="index")
+
 
 @contextlib.contextmanager
 def step(message: str, echo: Echo | None = None) -> Iterator[None]:
