@@ -91,7 +91,8 @@ def test_bad_files_are_refused_before_anything_is_applied(db_url, migrations_dir
 def test_rollback_without_yes_is_refused_and_changes_nothing(db_url):
     assert run_cli("migrate", "--database-url", db_url).returncode == 0
     assert_clean_error(run_cli("rollback", "--to", "0", "--database-url", db_url), "--yes")
-    done = run_cli("rollback", "--to", "0", "--yes", "--json", "--database-url", db_url)
+    done = run_cli("rollback", "--to", "0", "--yes", "--json", "--database-url", db_url,
+                   "--confirm-database", psycopg.conninfo.conninfo_to_dict(db_url)["dbname"])
     assert done.returncode == 0 and json.loads(done.stdout) == {"rolled_back": ["001_init_vector_store"]}
 
 
@@ -105,9 +106,11 @@ def test_backup_then_restore_brings_back_rolled_back_data(db_url, pgvkit_home):
     assert made.returncode == 0, made.stderr
     path = json.loads(made.stdout)["backup"]
     assert path.startswith(str(pgvkit_home / "backups")) and len(list((pgvkit_home / "backups").iterdir())) == 2
-    assert run_cli("rollback", "--to", "0", "--yes", "--database-url", db_url).returncode == 0
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    assert run_cli("rollback", "--to", "0", "--yes", "--database-url", db_url,
+                   "--confirm-database", name).returncode == 0
     assert_clean_error(run_cli("restore", path, "--database-url", db_url), "--yes")
-    restored = run_cli("restore", path, "--yes", "--database-url", db_url)
+    restored = run_cli("restore", path, "--yes", "--database-url", db_url, "--confirm-database", name)
     assert restored.returncode == 0, restored.stderr
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT asset_id FROM ip_asset_embeddings").fetchall() == [("a-1",)]

@@ -138,7 +138,8 @@ def test_the_written_migration_applies_verifies_and_rolls_back_to_the_old_index(
     assert report.ok, str(report)
     assert report["index idx_embedding_cosine"].detail.startswith(method)
 
-    rollback = run_cli("rollback", "--to", "1", "--yes", "--database-url", migrated, "--migrations", str(migrations))
+    rollback = run_cli("rollback", "--to", "1", "--yes", "--database-url", migrated, "--migrations", str(migrations),
+                       "--confirm-database", psycopg.conninfo.conninfo_to_dict(migrated)["dbname"])
     assert rollback.returncode == 0, rollback.stderr
     with psycopg.connect(migrated) as conn:
         definition = conn.execute("SELECT pg_get_indexdef('idx_embedding_cosine'::regclass)").fetchone()[0]

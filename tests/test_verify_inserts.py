@@ -138,7 +138,9 @@ def test_load_and_unload_from_the_cli(migrated):
     proc = run_cli("load", "--rows", "300", "--json", "--database-url", migrated)
     assert proc.returncode == 0, proc.stderr
     assert count(migrated) == 300
-    assert run_cli("unload", "--database-url", migrated).returncode == 0 and count(migrated) == 0
+    name = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
+    assert run_cli("unload", "--yes", "--database-url", migrated, "--confirm-database", name).returncode == 0
+    assert count(migrated) == 0
 
 
 def test_synthetic_embeddings_are_clustered_and_normalised():

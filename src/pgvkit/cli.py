@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb = add("rollback", "run down files newest first down to version N", "pgvkit rollback --to 0 --yes")
     rb.add_argument("--to", required=True, metavar="N", help="keep migrations <= N applied (0: undo all)")
     rb.add_argument("--yes", action="store_true", help="confirm: this may drop data")
+    rb.add_argument("--confirm-database", metavar="NAME",
+                    help="the target database's name, typed back (needed for any database but the embedded one)")
     add("history", "the migration event log, newest first", "pgvkit history --json")
     add("verify", "check the schema, indexes, grants and vector-store health (exit 2 on any fail)",
         "pgvkit verify --json")
@@ -98,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     ld = add("load", "bulk-load tagged synthetic embeddings with binary COPY", "pgvkit load --rows 10000")
     ld.add_argument("--rows", type=int, required=True, help="how many rows")
     ld.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
-    add("unload", "delete every row pgvkit load inserted (owner_id prefix pgvkit-load-)", "pgvkit unload")
+    ul = add("unload", "delete every row pgvkit load inserted (owner_id prefix pgvkit-load-)", "pgvkit unload --yes")
+    ul.add_argument("--yes", action="store_true", help="confirm: deletes rows")
+    ul.add_argument("--confirm-database", metavar="NAME",
+                    help="the target database's name, typed back (needed for any database but the embedded one)")
     tu = add("tune", "sweep IVFFlat/HNSW settings on a scratch copy, recommend the cheapest meeting a recall target",
              "pgvkit tune --target-recall 0.95 --rows 20000 --write-migration")
     tu.add_argument("--target-recall", type=float, default=0.95, metavar="R", help="recall@k to reach (default 0.95)")
@@ -124,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs = add("restore", "restore a backup file over the database", "pgvkit restore .pgvkit/backups/jarvis-....dump --yes")
     rs.add_argument("file")
     rs.add_argument("--yes", action="store_true", help="confirm: objects in the dump are replaced")
+    rs.add_argument("--confirm-database", metavar="NAME",
+                    help="the target database's name, typed back (needed for any database but the embedded one)")
     return parser
 
 
@@ -137,6 +144,24 @@ def _migrator(args, target: Target, echo) -> Migrator:
         if hasattr(args, name):
             kwargs[name] = getattr(args, name)
     return Migrator(target.url, getattr(args, "migrations", None), echo=echo, **kwargs)
+
+
+def _guard(args, target: Target, what: str) -> None:
+    """Destructive commands: --yes always; on any database but the embedded default, also its
+    name typed back with --confirm-database, so a DATABASE_URL pointing at production cannot be
+    wiped by a command meant for a test database."""
+    from .errors import ConfirmationRequired
+
+    if not args.yes:
+        raise ConfirmationRequired(f"{what} on {target.masked}; add --yes to go ahead")
+    if target.is_embedded:
+        return
+    with connect(target.url) as conn:
+        name = conn.info.dbname
+    if args.confirm_database != name:
+        given = f" (given: {args.confirm_database})" if args.confirm_database else ""
+        raise ConfirmationRequired(f"{what} on {target.masked}, which is not the embedded database; "
+                                   f"type its name back to go ahead: --confirm-database {name}{given}")
 
 
 def _print_json(data) -> None:
@@ -306,7 +331,8 @@ def run(args) -> int:
         _print_json({"backup": str(path)}) if as_json else echo(f"backup written: {path}")
         return 0
     if args.command == "restore":
-        backup_mod.restore(target.url, args.file, yes=args.yes)
+        _guard(args, target, f"restore replaces every object in {args.file}")
+        backup_mod.restore(target.url, args.file, yes=True)
         echo(f"restored {args.file}")
         return 0
     if args.command == "history":
@@ -346,6 +372,7 @@ def run(args) -> int:
     if args.command == "unload":
         from .inserts import unload
 
+        _guard(args, target, "unload deletes every row pgvkit load tagged")
         n = unload(target.url)
         _print_json({"deleted": n}) if as_json else echo(f"deleted {n} loaded rows")
         return 0
@@ -377,7 +404,11 @@ def run(args) -> int:
         migrator.repair(args.version, args.reason)
         return 0
     if args.command == "rollback":
-        undone = migrator.rollback(args.to, yes=args.yes)
+        plan = migrator.rollback_plan(args.to)
+        if plan.steps:
+            _guard(args, target, f"rollback to {args.to} runs {', '.join(s['version'] for s in plan.steps)} "
+                                 "down files and may drop data (back up first: pgvkit backup)")
+        undone = migrator.rollback(args.to, yes=True)
         if as_json:
             _print_json({"rolled_back": undone})
         return 0

@@ -222,6 +222,7 @@ class Migrator:
         done = []
         with self.lock(), connect(self.url, autocommit=True) as conn:
             conn.add_notice_handler(self._notice)
+            _abort_when_client_dies(conn)
             history.ensure(conn)
             rows = history.applied(conn)  # re-read under the lock
             self._check_consistency(migrations, rows)
@@ -623,6 +624,14 @@ def _object_exists(conn, obj: tuple[str, str | None, str]) -> bool:
             [name, schema, schema],
         ).fetchone()[0]
     return False
+
+
+def _abort_when_client_dies(conn) -> None:
+    """If this process is killed mid-statement, let the server notice within a second and roll
+    the migration back, instead of finishing a long statement for nobody while holding its
+    locks (client_connection_check_interval, PostgreSQL 14+; older servers lack it)."""
+    if conn.info.server_version >= 140000:
+        conn.execute("SET client_connection_check_interval = '1s'")
 
 
 def _advisory_holder(conn) -> tuple[int | None, str | None]:

@@ -294,12 +294,13 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768
         tbl = check_table(conn, table)
         report.checks.append(tbl)
         if tbl.status == "pass":
-            report.checks.append(check_columns(conn, table, dimension))
+            cols = check_columns(conn, table, dimension)
+            report.checks.append(cols)
             for name, spec in EXPECTED_INDEXES.items():
                 report.checks.append(check_index(conn, table, name, *spec))
             report.checks += [check_trigger(conn, table), check_view(conn), check_grants(conn, table),
                               check_invalid_indexes(conn, table)]
-            if ext.status != "fail":
+            if ext.status != "fail" and cols.status == "pass":  # the health checks read the embedding column
                 report.checks += [check_ivfflat_data(conn, table), check_zero_vectors(conn, table),
                                   check_index_used(conn, table, dimension), check_probes(conn, table)]
     report.checks.append(check_history(url, migrations_dir))

@@ -1,0 +1,181 @@
+"""Faults and guards against a real server: killed and cut-off migrations leave nothing behind,
+destructive commands need the database's name typed back, hostile names stay names, and the
+application role cannot change the schema."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgvkit.doctor import doctor
+from pgvkit.inserts import load, smoke, unload
+from pgvkit.verify import verify
+
+from .conftest import MIGRATIONS, PASSWORD, ROOT, as_role, run_cli
+
+# Long only while the table slow_gate exists: the test opens the gate for the run it kills
+# and closes it for the re-run.
+SLEEP = "SELECT pg_sleep(CASE WHEN to_regclass('public.slow_gate') IS NULL THEN 0 ELSE 30 END);"
+SLOW_TRANSACTIONAL = f"""
+CREATE TABLE slow_made (id int);
+{SLEEP}
+"""
+SLOW_AUTOCOMMIT = f"""
+-- pgvkit:no-transaction
+CREATE TABLE IF NOT EXISTS slow_made (id int);
+{SLEEP}
+CREATE INDEX CONCURRENTLY IF NOT EXISTS slow_made_id ON slow_made (id);
+"""
+
+
+def gate(url: str, open_: bool) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.slow_gate ()" if open_ else "DROP TABLE public.slow_gate")
+
+
+def wait_for_sleep(url: str, proc: subprocess.Popen) -> int:
+    """The pid of the backend running the migration's pg_sleep, once it is running."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            row = conn.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(CASE%'"
+                               " AND state = 'active' AND datname = current_database()").fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.1)
+    raise AssertionError("the migration never reached its pg_sleep")
+
+
+def migrate_in_background(url: str, directory) -> subprocess.Popen:
+    gate(url, True)
+    return subprocess.Popen([sys.executable, "-m", "pgvkit", "migrate", "--database-url", url,
+                             "--migrations", str(directory)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def history(url):
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT version, status FROM pgvkit.schema_migrations").fetchall())
+
+
+def exists(url, name):
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT to_regclass(%s)", [name]).fetchone()[0] is not None
+
+
+@pytest.fixture
+def slow(migrations_dir):
+    def make(text):
+        return migrations_dir({"001_init_vector_store.sql": (MIGRATIONS / "001_init_vector_store.sql").read_text(),
+                               "002_slow.sql": text})
+    return make
+
+
+def test_sigkill_mid_transactional_migration_leaves_nothing_and_the_rerun_applies_it_once(db_url, slow):
+    directory = slow(SLOW_TRANSACTIONAL)
+    proc = migrate_in_background(db_url, directory)
+    wait_for_sleep(db_url, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not exists(db_url, "slow_made") and 2 not in history(db_url)
+    gate(db_url, False)
+    start = time.monotonic()
+    rerun = run_cli("migrate", "--database-url", db_url, "--migrations", str(directory), timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    # the killed session's server side rolled back within seconds (client_connection_check_interval),
+    # not after its 30 s sleep: until then its uncommitted CREATE TABLE would block the re-run
+    assert time.monotonic() - start < 20
+    assert history(db_url)[2] == "applied" and exists(db_url, "slow_made")
+
+
+def test_sigkill_mid_autocommit_migration_shows_running_and_the_rerun_completes_it(db_url, slow):
+    directory = slow(SLOW_AUTOCOMMIT)
+    proc = migrate_in_background(db_url, directory)
+    wait_for_sleep(db_url, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert history(db_url)[2] == "running"
+    gate(db_url, False)
+    status = run_cli("status", "--database-url", db_url, "--migrations", str(directory))
+    assert status.returncode == 1 and "running" in status.stdout
+    rerun = run_cli("migrate", "--database-url", db_url, "--migrations", str(directory), timeout=120)
+    assert rerun.returncode == 0 and "resuming" in rerun.stdout
+    with psycopg.connect(db_url) as conn:
+        indexes = conn.execute("SELECT indexrelid::regclass::text, indisvalid FROM pg_index"
+                               " WHERE indrelid = 'slow_made'::regclass").fetchall()
+    assert indexes == [("slow_made_id", True)] and history(db_url)[2] == "applied"
+
+
+def test_a_terminated_backend_is_one_clear_line_no_partial_state_and_a_rerun_completes(db_url, slow):
+    directory = slow(SLOW_TRANSACTIONAL)
+    proc = migrate_in_background(db_url, directory)
+    pid = wait_for_sleep(db_url, proc)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("pgvkit: error: ") and "Traceback" not in err, err
+    assert "terminat" in lines[-1]
+    assert not exists(db_url, "slow_made") and 2 not in history(db_url)
+    gate(db_url, False)
+    assert run_cli("migrate", "--database-url", db_url, "--migrations", str(directory),
+                   timeout=120).returncode == 0
+    assert history(db_url)[2] == "applied"
+
+
+def test_destructive_commands_need_yes_and_the_database_name_typed_back(migrated):
+    load(migrated, 20, progress=False)
+    name = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
+    for args in (["unload", "--yes"], ["rollback", "--to", "0", "--yes"],
+                 ["unload", "--yes", "--confirm-database", "jarvis"]):
+        proc = run_cli(*args, "--database-url", migrated)
+        assert proc.returncode == 2 and f"--confirm-database {name}" in proc.stderr, proc.stderr
+    assert run_cli("unload", "--database-url", migrated, "--confirm-database", name).returncode == 2  # no --yes
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 20  # nothing happened
+    assert history(migrated)[1] == "applied"
+    ok = run_cli("unload", "--yes", "--confirm-database", name, "--database-url", migrated)
+    assert ok.returncode == 0 and "deleted 20" in ok.stdout
+
+
+HOSTILE = ['x"; DROP TABLE canary; --', "canary; DROP TABLE canary", "Robert'); DROP TABLE canary;--"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_table_names_are_names_not_sql(migrated, name):
+    with psycopg.connect(migrated) as conn:
+        conn.execute("CREATE TABLE canary (id int)")
+    assert verify(migrated, table=name)["table"].status == "fail"
+    assert smoke(migrated, table=name, raise_on_failure=False).ok is False
+    with pytest.raises(psycopg.Error):
+        unload(migrated, table=name)
+    assert "does not exist" in doctor(migrated, table=name, migrations_dir=MIGRATIONS)["migrations"].what \
+        or doctor(migrated, table=name, migrations_dir=MIGRATIONS)["migrations"].status == "pass"
+    assert exists(migrated, "canary")
+    with psycopg.connect(migrated) as conn:  # a table really named so is found, and only it
+        conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(name)))
+    assert verify(migrated, table=name)["table"].status == "pass" and exists(migrated, "canary")
+
+
+def test_the_application_role_may_use_the_table_but_not_change_it(migrated, make_role):
+    role = make_role(PASSWORD)
+    with psycopg.connect(migrated) as conn:
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ip_asset_embeddings TO {0};"
+                             " GRANT SELECT ON similar_assets TO {0}").format(sql.Identifier(role)))
+    app = as_role(migrated, role, PASSWORD)
+    with psycopg.connect(app) as conn:
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
+                     " VALUES ('a', 'o', array_fill(0.1, ARRAY[768])::vector)")
+        assert conn.execute("SELECT count(*) FROM similar_assets").fetchone()[0] >= 0
+    for ddl in ("DROP TABLE ip_asset_embeddings", "ALTER TABLE ip_asset_embeddings ADD COLUMN x int",
+                "CREATE INDEX ON ip_asset_embeddings (asset_id)", "TRUNCATE ip_asset_embeddings",
+                "DROP INDEX idx_embedding_cosine", "DELETE FROM pgvkit.schema_migrations"):
+        with psycopg.connect(app) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(ddl)
+    assert verify(migrated)["columns"].status == "pass"
