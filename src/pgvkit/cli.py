@@ -405,6 +405,8 @@ def run(args) -> int:
         return 0
     if args.command == "rollback":
         plan = migrator.rollback_plan(args.to)
+        if plan.steps and not args.yes and not as_json:
+            echo(str(plan))  # what would run and drop, before refusing
         if plan.steps:
             _guard(args, target, f"rollback to {args.to} runs {', '.join(s['version'] for s in plan.steps)} "
                                  "down files and may drop data (back up first: pgvkit backup)")
