@@ -146,6 +146,19 @@ def migrated(db_url):
     return db_url
 
 
+def leave_invalid_index(url: str, name: str) -> None:
+    """What a failed CREATE UNIQUE INDEX CONCURRENTLY leaves: an INVALID index named `name`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
+                     " SELECT 'dup-' || g, 'same owner', array_fill(0.1, ARRAY[768])::vector FROM generate_series(1, 2) g")
+        try:
+            conn.execute(sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY {} ON ip_asset_embeddings (owner_id)").format(
+                sql.Identifier(name)))
+        except psycopg.errors.UniqueViolation:
+            return
+    raise AssertionError("the concurrent build was expected to fail")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

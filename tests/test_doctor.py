@@ -12,7 +12,7 @@ from psycopg import sql
 from pgvkit.doctor import doctor, explain, hnsw_build_bytes, ivfflat_build_bytes
 from pgvkit.inserts import load
 
-from .conftest import MIGRATIONS, PASSWORD, as_role, free_port, psql_file, run_cli
+from .conftest import MIGRATIONS, PASSWORD, as_role, free_port, leave_invalid_index, psql_file, run_cli
 
 
 def run_fix(url: str, fix: str) -> None:
@@ -187,11 +187,7 @@ def test_an_idle_transaction_holding_the_table_is_named_with_its_pid(migrated):
 
 
 def test_an_invalid_index_is_reported_by_the_doctor_too(migrated):
-    with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
-                     " SELECT 'a' || g, 'same', array_fill(0.1, ARRAY[768])::vector FROM generate_series(1, 2) g")
-        with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_owner_unique ON ip_asset_embeddings (owner_id)")
+    leave_invalid_index(migrated, "idx_owner_unique")
     finding = doctor(migrated, migrations_dir=MIGRATIONS)["invalid indexes"]
     assert finding.status == "fail" and "idx_owner_unique" in finding.what
 

@@ -76,12 +76,17 @@ def slow(migrations_dir):
     return make
 
 
-def test_sigkill_mid_transactional_migration_leaves_nothing_and_the_rerun_applies_it_once(db_url, slow):
-    directory = slow(SLOW_TRANSACTIONAL)
-    proc = migrate_in_background(db_url, directory)
-    wait_for_sleep(db_url, proc)
+def kill_mid_sleep(url: str, directory) -> None:
+    """Start `pgvkit migrate`, SIGKILL it while the migration sleeps."""
+    proc = migrate_in_background(url, directory)
+    wait_for_sleep(url, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_sigkill_mid_transactional_migration_leaves_nothing_and_the_rerun_applies_it_once(db_url, slow):
+    directory = slow(SLOW_TRANSACTIONAL)
+    kill_mid_sleep(db_url, directory)
     assert not exists(db_url, "slow_made") and 2 not in history(db_url)
     gate(db_url, False)
     start = time.monotonic()
@@ -95,10 +100,7 @@ def test_sigkill_mid_transactional_migration_leaves_nothing_and_the_rerun_applie
 
 def test_sigkill_mid_autocommit_migration_shows_running_and_the_rerun_completes_it(db_url, slow):
     directory = slow(SLOW_AUTOCOMMIT)
-    proc = migrate_in_background(db_url, directory)
-    wait_for_sleep(db_url, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_mid_sleep(db_url, directory)
     assert history(db_url)[2] == "running"
     gate(db_url, False)
     status = run_cli("status", "--database-url", db_url, "--migrations", str(directory))

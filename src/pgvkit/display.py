@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["Echo", "echo_to", "text_table", "html_table", "step", "Table"]
+__all__ = ["Echo", "echo_to", "text_table", "html_table", "step", "Table", "Checklist"]
 
 Echo = Callable[[str], None]
 
@@ -100,6 +100,21 @@ class Table:
             return [f"background-color: {c}" if c else ""] * len(row)
 
         return frame.style.apply(colour, axis=1).set_caption(self.title).hide(axis="index")
+
+
+class Checklist(Table):
+    """A Table of items that each have a status: any "fail" makes it not ok (exit code 2)."""
+
+    def items(self) -> list:  # pragma: no cover - overridden
+        return []
+
+    @property
+    def ok(self) -> bool:
+        return not any(i.status == "fail" for i in self.items())
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 2
 
 
 @contextlib.contextmanager

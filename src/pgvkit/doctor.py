@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from .db import Target, connect, resolve, server_info
-from .display import Table
+from .display import Checklist
 from .errors import ConnectionFailed, PgvkitError
 from .verify import APP_ROLE, ROWS_PER_LIST, check_grants, check_invalid_indexes
 
@@ -50,7 +50,7 @@ class DiagnosisFailed(PgvkitError):
 
 
 @dataclass(repr=False)
-class Diagnosis(Table):
+class Diagnosis(Checklist):
     target: str  # masked, safe to show
     findings: list[Finding] = field(default_factory=list)
     columns = ("area", "status", "what", "why", "fix")
@@ -64,13 +64,8 @@ class Diagnosis(Table):
         fails = sum(f.status == "fail" for f in problems)
         return f"Doctor on {self.target}: {fails} problem(s), {len(problems) - fails} warning(s)"
 
-    @property
-    def ok(self) -> bool:
-        return not any(f.status == "fail" for f in self.findings)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 2
+    def items(self) -> list:
+        return self.findings
 
     @property
     def problems(self) -> list[Finding]:

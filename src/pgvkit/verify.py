@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from psycopg import sql
 
 from .db import connect
-from .display import Table
+from .display import Checklist
 from .errors import PgvkitError
 
 __all__ = ["Check", "Report", "VerificationFailed", "verify", "EXPECTED_COLUMNS", "EXPECTED_INDEXES"]
@@ -54,7 +54,7 @@ class VerificationFailed(PgvkitError):
 
 
 @dataclass(repr=False)
-class Report(Table):
+class Report(Checklist):
     database: str
     table: str
     checks: list[Check] = field(default_factory=list)
@@ -66,13 +66,8 @@ class Report(Table):
         counts = {s: sum(c.status == s for c in self.checks) for s in ("pass", "warn", "fail")}
         return f"Verification of {self.table} on {self.database}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
-    @property
-    def ok(self) -> bool:
-        return not any(c.status == "fail" for c in self.checks)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 2
+    def items(self) -> list:
+        return self.checks
 
     def rows(self) -> list[dict]:
         return [asdict(c) for c in self.checks]
