@@ -2,6 +2,7 @@
 destructive commands need the database's name typed back, hostile names stay names, and the
 application role cannot change the schema."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -181,3 +182,65 @@ def test_the_application_role_may_use_the_table_but_not_change_it(migrated, make
         with psycopg.connect(app) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(ddl)
     assert verify(migrated)["columns"].status == "pass"
+
+
+CONCURRENT_FILES = {
+    "002_owner_index.sql": "-- pgvkit:no-transaction\n"
+                           "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_created ON ip_asset_embeddings (created_at);\n",
+    "003_note.sql": "COMMENT ON TABLE ip_asset_embeddings IS 'image embeddings';\n",
+}
+
+
+@pytest.mark.slow
+def test_sixteen_concurrent_migrators_twenty_rounds_record_each_migration_exactly_once(make_database,
+                                                                                      migrations_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    directory = migrations_dir({"001_init_vector_store.sql": (MIGRATIONS / "001_init_vector_store.sql").read_text(),
+                                **CONCURRENT_FILES})
+    rounds = int(os.environ.get("PGVKIT_CONCURRENCY_ROUNDS", "20"))
+    outcomes = {"applied": 0, "lock timeout": 0}
+    for _ in range(rounds):
+        url = make_database()
+        with ThreadPoolExecutor(16) as pool:
+            procs = list(pool.map(lambda _: run_cli("migrate", "--database-url", url, "--migrations", str(directory),
+                                                    "--lock-wait", "120"), range(16)))
+        for p in procs:
+            assert p.returncode == 0 or (p.returncode == 2 and "pgvkit migration lock" in p.stderr), p.stderr
+            outcomes["applied" if p.returncode == 0 else "lock timeout"] += 1
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT version, status FROM pgvkit.schema_migrations ORDER BY 1").fetchall() == [
+                (1, "applied"), (2, "applied"), (3, "applied")]
+            applies = conn.execute("SELECT version, count(*) FROM pgvkit.migration_events WHERE event = 'apply'"
+                                   " GROUP BY 1 ORDER BY 1").fetchall()
+            assert applies == [(1, 1), (2, 1), (3, 1)]
+            assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+    assert outcomes["applied"] + outcomes["lock timeout"] == 16 * rounds
+
+
+def test_no_command_writes_or_prints_the_password(app_database, pgvkit_home, tmp_path):
+    """Every command, with a DATABASE_URL that holds a password: no output, file, backup name,
+    run report or history row contains it."""
+    with psycopg.connect(app_database["admin"], autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    env = {"DATABASE_URL": app_database["url"], "PGVKIT_HOME": str(pgvkit_home)}
+    name = app_database["db"]
+    commands = [["status"], ["plan"], ["migrate", "--backup"], ["history"], ["verify"], ["smoke"], ["doctor"],
+                ["load", "--rows", "50"], ["unload", "--yes", "--confirm-database", name], ["backup"],
+                ["tune", "--rows", "1200", "--queries", "10", "--json"], ["run", "notebooks/02_verify.ipynb"],
+                ["status", "--json"], ["rollback", "--to", "0"],
+                ["status", "--database-url", app_database["url"].replace(PASSWORD, PASSWORD + "-wrong")]]
+    seen = []
+    for args in commands:
+        proc = run_cli(*args, env=env, timeout=300)
+        seen.append(proc.stdout + proc.stderr)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+    files = [p for p in pgvkit_home.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".dump" for p in files) and any(p.name == "report.html" for p in files)
+    seen += [p.read_bytes().decode("utf-8", "replace") for p in files]
+    seen += [p.read_text() for p in (ROOT / "notebooks").glob("*.ipynb")]
+    with psycopg.connect(app_database["admin"]) as conn:
+        seen += [str(r) for r in conn.execute("SELECT * FROM pgvkit.migration_events").fetchall()]
+        seen += [str(r) for r in conn.execute("SELECT * FROM pgvkit.schema_migrations").fetchall()]
+    leaks = [text for text in seen if PASSWORD in text]
+    assert leaks == [] and len(seen) > len(commands)
