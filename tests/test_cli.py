@@ -150,6 +150,7 @@ def test_the_embedded_server_listens_on_its_socket_only(tmp_path):
         with psycopg.connect(server.url()) as conn:
             assert conn.execute("SHOW listen_addresses").fetchone() == ("",)
             assert conn.execute("SHOW unix_socket_permissions").fetchone() == ("0700",)
+        assert (server.pgdata.stat().st_mode & 0o777) == 0o700  # the data directory: its owner only
     finally:
         server.destroy()
 

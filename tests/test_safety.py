@@ -275,3 +275,35 @@ def test_an_index_build_out_of_memory_keeps_the_old_index_and_resumes_once_fixed
         after = conn.execute("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                              " WHERE c.relname LIKE 'idx_embedding_cosine%'").fetchall()
     assert after == [("idx_embedding_cosine", True)] and history(db_url)[2] == "applied"
+
+
+def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(tmp_path):
+    from pgvkit import Migrator
+    from pgvkit.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "own").start()  # its own server: this test stops it
+    try:
+        url = server.url()
+        Migrator(url, MIGRATIONS, echo=lambda _: None).migrate()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP INDEX idx_embedding_cosine")  # plain table: the load runs long enough to interrupt
+        proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", url],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not conn.execute("SELECT count(*) FROM pg_stat_progress_copy WHERE tuples_processed > 0"
+                                   ).fetchone()[0]:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+        server.stop()  # mid-COPY
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith("pgvkit: error: ")
+        assert "Traceback" not in err
+        server.start()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 0  # all or nothing
+        assert run_cli("load", "--rows", "2000", "--database-url", url).returncode == 0
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 2000
+    finally:
+        server.destroy()
