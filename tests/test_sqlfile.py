@@ -55,7 +55,7 @@ def test_concurrent_index_in_a_transactional_file_is_refused_with_the_fix():
 
 
 def test_no_transaction_directive_allows_concurrent_index():
-    f = parse_sql("-- pgvkit:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);", "004_idx.sql")
+    f = parse_sql("-- pgvkit:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (x);", "004_idx.sql")
     assert not f.transactional
     assert f.statements[0].needs_autocommit
 
@@ -104,3 +104,22 @@ def test_split_then_join_preserves_every_statement(parts):
     assert [s.sql for s in again] == [s.sql for s in split]
     for original, got in zip(statements, split):
         assert original.endswith(got.sql)  # only leading comments may be left off
+
+
+@pytest.mark.parametrize("statement, needle", [
+    ("INSERT INTO t VALUES (1);", "changes data"),
+    ("UPDATE t SET x = 1;", "changes data"),
+    ("CREATE TABLE t2 (id int);", "add IF NOT EXISTS"),
+    ("DROP INDEX CONCURRENTLY i;", "add IF EXISTS"),
+    ("CREATE INDEX CONCURRENTLY i2 ON t (x);", "add IF NOT EXISTS"),
+])
+def test_a_no_transaction_file_must_be_safe_to_resume_from_its_top(statement, needle):
+    text = f"-- pgvkit:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (x);\n{statement}\n"
+    with pytest.raises(MigrationFileError, match=needle) as err:
+        parse_sql(text, "005_mixed.sql")
+    assert "005_mixed.sql:3" in str(err.value)
+
+
+def test_a_no_transaction_file_that_needs_no_autocommit_is_refused():
+    with pytest.raises(MigrationFileError, match="remove the directive"):
+        parse_sql("-- pgvkit:no-transaction\nCREATE TABLE IF NOT EXISTS t (id int);\n", "006_plain.sql")

@@ -176,7 +176,38 @@ def parse_sql(text: str, path: Path | str = "<sql>") -> SQLFile:
                 f"{_first_words(st.sql)} cannot run inside a transaction; "
                 "put it in its own file whose first line is: -- pgvkit:no-transaction",
             )
+        if not transactional:
+            _check_repeatable(path, st)
+    if not transactional and not any(st.needs_autocommit for st in statements):
+        raise MigrationFileError(path, "is marked -- pgvkit:no-transaction but nothing in it needs that; "
+                                       "remove the directive so the file runs in one transaction, all or nothing")
     return SQLFile(path, text, checksum(text), directives, tuple(statements))
+
+
+_DATA_CHANGES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.CopyStmt, ast.TruncateStmt, ast.MergeStmt)
+_GUARDED = {  # node type -> (attribute that makes it repeatable, the clause to add)
+    ast.CreateStmt: ("if_not_exists", "IF NOT EXISTS"),
+    ast.IndexStmt: ("if_not_exists", "IF NOT EXISTS"),
+    ast.CreateExtensionStmt: ("if_not_exists", "IF NOT EXISTS"),
+    ast.CreateSchemaStmt: ("if_not_exists", "IF NOT EXISTS"),
+    ast.DropStmt: ("missing_ok", "IF EXISTS"),
+    ast.RenameStmt: ("missing_ok", "IF EXISTS"),
+}
+
+
+def _check_repeatable(path, st: Statement) -> None:
+    """A no-transaction file is not atomic: a run that stops part-way is resumed from its first
+    statement, so every statement must be safe to run twice (Flyway refuses such mixing outright;
+    pgvkit allows it when each step is idempotent)."""
+    where = f"{path}:{st.line}"
+    if isinstance(st.node, _DATA_CHANGES):
+        raise MigrationFileError(where, f"{_first_words(st.sql)} changes data in a no-transaction file, which is "
+                                        "re-run from the top when resumed (the change would apply twice); "
+                                        "move it to a transactional migration")
+    guard = _GUARDED.get(type(st.node))
+    if guard and not getattr(st.node, guard[0], False):
+        raise MigrationFileError(where, f"{_first_words(st.sql)} in a no-transaction file must be safe to re-run "
+                                        f"when the file is resumed; add {guard[1]}")
 
 
 def read_sql_file(path: Path | str) -> SQLFile:
