@@ -1,9 +1,14 @@
 """Migration files on disk: names, numbers, down files."""
 
+import re
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgvkit.errors import ConfigError, MigrationFileError
 from pgvkit.migrations import read_migrations
+from pgvkit.sqlfile import DIRECTIVES, parse_sql
 
 
 def test_migrations_are_read_in_numeric_order_with_their_down_files(migrations_dir):
@@ -57,3 +62,42 @@ def test_the_shipped_migration_parses_and_has_its_rollback():
     kinds = [s.kind for s in m.up.statements]
     assert kinds.count("IndexStmt") == 3 and "ViewStmt" in kinds and "CreateTrigStmt" in kinds
     assert [s.kind for s in m.down.statements][-1] == "DropStmt"
+
+
+# -- properties -------------------------------------------------------------------------------
+
+name_chars = st.text(st.sampled_from("0123456789_-.abcXYZ é;'\" "), min_size=1, max_size=24)
+# mostly near-misses of NNN_name: a number, a separator, then anything
+stems = st.builds(lambda n, sep, rest: n + sep + rest, st.from_regex(r"\d{1,4}", fullmatch=True) | name_chars,
+                  st.sampled_from(["_", "-", "", "__"]), name_chars)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stem=stems)
+def test_any_file_name_is_either_a_migration_or_refused_with_the_naming_rule(tmp_path_factory, stem):
+    directory = tmp_path_factory.mktemp("names")
+    name = f"{stem}.sql"
+    if "/" in name or name in (".sql",):
+        return
+    (directory / name).write_text("SELECT 1;\n")
+    valid = re.fullmatch(r"(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.sql", name)
+    try:
+        migrations = read_migrations(directory)
+    except MigrationFileError as exc:
+        assert not valid or ".down" in name, name
+        assert "NNN_name.sql" in str(exc) or "down file" in str(exc)
+        return
+    assert valid, f"{name} was accepted"
+    [m] = migrations
+    assert (m.version, m.name) == (int(valid[1]), valid[2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(directive=st.from_regex(r"[a-z][a-z-]{0,20}", fullmatch=True))
+def test_an_unknown_directive_is_refused_naming_its_line(directive):
+    text = f"-- a comment\n-- pgvkit:{directive}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (x);\n"
+    if directive in DIRECTIVES:
+        assert not parse_sql(text, "007_x.sql").transactional
+        return
+    with pytest.raises(MigrationFileError, match=r"007_x\.sql:2: unknown directive"):
+        parse_sql(text, "007_x.sql")
