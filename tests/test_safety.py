@@ -247,29 +247,35 @@ def test_no_command_writes_or_prints_the_password(app_database, pgvkit_home, tmp
 
 
 SWAP_INDEX = """-- pgvkit:no-transaction
-SET maintenance_work_mem = '{memory}';
+SET {setting};
 CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_embedding_cosine_next ON ip_asset_embeddings
     USING ivfflat (embedding vector_cosine_ops) WITH (lists = 100);
 DROP INDEX CONCURRENTLY IF EXISTS idx_embedding_cosine;
 ALTER INDEX IF EXISTS idx_embedding_cosine_next RENAME TO idx_embedding_cosine;
 RESET maintenance_work_mem;
+RESET statement_timeout;
 """
 
 
-def test_an_index_build_out_of_memory_keeps_the_old_index_and_resumes_once_fixed(db_url, migrations_dir):
+@pytest.mark.parametrize("pressure, message", [
+    ("maintenance_work_mem = '1MB'", "memory required is"),
+    ("statement_timeout = '50ms'", "statement timeout"),
+])
+def test_an_index_build_under_pressure_keeps_the_old_index_and_resumes_once_fixed(db_url, migrations_dir,
+                                                                                  pressure, message):
     directory = migrations_dir({"001_init_vector_store.sql": (MIGRATIONS / "001_init_vector_store.sql").read_text(),
-                                "002_swap.sql": SWAP_INDEX.format(memory="1MB")})
+                                "002_swap.sql": SWAP_INDEX.format(setting=pressure)})
     args = ["--database-url", db_url, "--migrations", str(directory)]
     assert run_cli("migrate", "--target", "1", *args).returncode == 0
     load(db_url, 3000, progress=False)
     failed = run_cli("migrate", *args)
-    assert failed.returncode == 2 and "memory required is" in failed.stderr and "Traceback" not in failed.stderr
+    assert failed.returncode == 2 and message in failed.stderr and "Traceback" not in failed.stderr
     with psycopg.connect(db_url) as conn:
         indexes = dict(conn.execute("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c"
                                     " ON c.oid = i.indexrelid WHERE c.relname LIKE 'idx_embedding_cosine%'"))
     assert indexes["idx_embedding_cosine"] is True  # the old index still serves queries
     assert history(db_url)[2] == "failed"
-    (directory / "002_swap.sql").write_text(SWAP_INDEX.format(memory="256MB"))  # the fix
+    (directory / "002_swap.sql").write_text(SWAP_INDEX.format(setting="maintenance_work_mem = '256MB'"))  # the fix
     assert run_cli("migrate", *args).returncode == 0
     with psycopg.connect(db_url) as conn:
         after = conn.execute("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
