@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from pgvkit.embedded import EmbeddedServer
+from pgvkit.scratch import fresh_database
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +33,6 @@ def admin_url() -> str:
     return session_admin_url()
 
 
-def _with_db(url: str, dbname: str) -> str:
-    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
-
-
 @pytest.fixture
 def make_database(admin_url, make_role):
     """Factory for fresh databases (owner optional); all are dropped after the test, before
@@ -44,13 +41,8 @@ def make_database(admin_url, make_role):
 
     def make(owner: str | None = None) -> str:
         name = f"pgvkit_t{os.getpid()}_{next(_counter)}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-            if owner:
-                query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
-            conn.execute(query)
         created.append(name)
-        return _with_db(admin_url, name)
+        return fresh_database(admin_url, name, owner=owner)
 
     yield make
     with psycopg.connect(admin_url, autocommit=True) as conn:

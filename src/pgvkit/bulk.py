@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from psycopg import sql
 
-from .db import connect
+from .db import connect, is_local
 
 __all__ = ["Column", "encode", "copy_arrays", "default_jobs", "read_vectors"]
 
@@ -80,11 +80,7 @@ def encode(columns: Sequence[Column], lo: int = 0, hi: int | None = None, *, hea
 
 def default_jobs(url: str) -> int:
     """Connections to load with: every core of a server on this machine, else two."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(url)
-    local = not params.get("host") or params["host"].startswith("/") or params["host"] in ("localhost", "127.0.0.1")
-    return max(1, os.cpu_count() or 1) if local else 2
+    return max(1, os.cpu_count() or 1) if is_local(url) else 2
 
 
 def copy_arrays(url: str, table: sql.Composable, columns: Sequence[Column], *, jobs: int | None = None,

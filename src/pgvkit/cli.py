@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 import psycopg
 
 from . import backups as backup_mod
-from .db import Target, connect, resolve, server_info
+from .db import Target, connect, require_database_name, resolve, server_info
 from .display import echo_to
 from .embedded import EmbeddedServer
 from .errors import PgvkitError
@@ -154,14 +154,7 @@ def _guard(args, target: Target, what: str) -> None:
 
     if not args.yes:
         raise ConfirmationRequired(f"{what} on {target.masked}; add --yes to go ahead")
-    if target.is_embedded:
-        return
-    with connect(target.url) as conn:
-        name = conn.info.dbname
-    if args.confirm_database != name:
-        given = f" (given: {args.confirm_database})" if args.confirm_database else ""
-        raise ConfirmationRequired(f"{what} on {target.masked}, which is not the embedded database; "
-                                   f"type its name back to go ahead: --confirm-database {name}{given}")
+    require_database_name(target, args.confirm_database, what, "--confirm-database {name}")
 
 
 def _print_json(data) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import conninfo as _conninfo
 
-from .errors import ConfigError, ConnectionFailed
+from .errors import ConfigError, ConfirmationRequired, ConnectionFailed
 
 __all__ = [
     "Target",
@@ -21,6 +21,8 @@ __all__ = [
     "psycopg_url",
     "sqlalchemy_url",
     "server_info",
+    "is_local",
+    "require_database_name",
 ]
 
 _SCHEME = re.compile(r"^(postgres(?:ql)?)(\+\w+)?://", re.IGNORECASE)
@@ -170,3 +172,23 @@ def server_info(conn: psycopg.Connection) -> dict:
         "vector_available": row[5],
         "superuser": row[6],
     }
+
+
+def is_local(url: str) -> bool:
+    """Whether the server runs on this machine (Unix socket or loopback)."""
+    host = _conninfo.conninfo_to_dict(psycopg_url(url)).get("host") or ""
+    return not host or host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")
+
+
+def require_database_name(target: Target, given: str | None, what: str, how: str) -> None:
+    """Guard a step that drops or deletes: the embedded default may go ahead; any other database
+    only when its name was typed back (`how` says where, with {name} in it), so a URL still
+    pointing at production cannot be wiped by a command meant for a test database."""
+    if target.is_embedded:
+        return
+    with connect(target.url) as conn:
+        name = conn.info.dbname
+    if given != name:
+        typed = f" (given: {given})" if given else ""
+        raise ConfirmationRequired(f"{what} on {target.masked}, which is not the embedded database; "
+                                   f"type its name back to go ahead: {how.format(name=name)}{typed}")

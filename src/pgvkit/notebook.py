@@ -3,8 +3,7 @@ point JupySQL's %sql at the same database."""
 
 from __future__ import annotations
 
-from .db import Target, connect, resolve, server_info, sqlalchemy_url
-from .errors import ConfirmationRequired
+from .db import Target, connect, require_database_name, resolve, server_info, sqlalchemy_url
 
 __all__ = ["open_target", "describe", "sql_engine", "confirm_destructive"]
 
@@ -38,13 +37,7 @@ def sql_engine(target: Target):
 
 
 def confirm_destructive(target: Target, confirm_database: str | None, what: str) -> None:
-    """Guard a step that drops or deletes: the embedded default may go ahead; any other database
-    only when its name was typed back in the notebook's parameters (so running all cells of a
-    notebook pointed at production cannot wipe it)."""
-    if target.is_embedded:
-        return
-    with connect(target.url) as conn:
-        name = conn.info.dbname
-    if confirm_database != name:
-        raise ConfirmationRequired(f"{what} on {target.masked} needs its name typed back: set the parameter "
-                                   f"confirm_database = {name!r} (it is {confirm_database!r})")
+    """Guard a notebook step that drops or deletes: off the embedded default, the database's name
+    must be set in the notebook's confirm_database parameter (running all cells of a notebook
+    pointed at production cannot wipe it)."""
+    require_database_name(target, confirm_database, what, "set the parameter confirm_database = '{name}'")

@@ -30,7 +30,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from .bulk import Column, copy_arrays, read_vectors
-from .db import connect
+from .db import connect, is_local
 from .display import Echo, Table, echo_to
 from .doctor import hnsw_build_bytes, ivfflat_build_bytes
 from .errors import PgvkitError
@@ -342,16 +342,9 @@ def default_grid(rows: int, k: int) -> dict:
     }
 
 
-def _server_is_local(url: str) -> bool:
-    from psycopg.conninfo import conninfo_to_dict
-
-    host = conninfo_to_dict(url).get("host") or ""
-    return not host or host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")
-
-
 def spare_memory(url: str) -> int:
     """Bytes a build may take: half the available memory of a server on this machine, else 1 GB."""
-    if _server_is_local(url):
+    if is_local(url):
         try:
             for line in Path("/proc/meminfo").read_text().splitlines():
                 if line.startswith("MemAvailable:"):
@@ -371,7 +364,7 @@ def build_settings(url: str, config: Config, rows: int, dims: int) -> dict:
     workers run (measured: 32 s -> 16 s for HNSW on 50k x 768, 2 cores)."""
     need = int(config.build_bytes(rows, dims) * 1.3)
     mem_mb = max(64, min(need, spare_memory(url)) // 2**20 + 1)
-    workers = max(1, (os.cpu_count() or 1) - 1) if _server_is_local(url) else 2
+    workers = max(1, (os.cpu_count() or 1) - 1) if is_local(url) else 2
     return {"maintenance_work_mem": f"{mem_mb}MB", "max_parallel_maintenance_workers": workers,
             "min_parallel_table_scan_size": "0"}
 
