@@ -313,3 +313,30 @@ def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(
             assert conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 2000
     finally:
         server.destroy()
+
+
+def test_a_killed_load_leaves_only_tagged_rows_and_unload_restores_the_table(migrated):
+    """SIGKILL of `pgvkit load` while its COPY streams: whatever it left is tagged, and unload
+    brings the table back to exactly what it was."""
+    from pgvkit.inserts import LOAD_TAG
+
+    with psycopg.connect(migrated) as conn:
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
+                     " VALUES ('real', 'team', array_fill(0.1, ARRAY[768])::vector)")
+    proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", migrated],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        while conn.execute("SELECT coalesce(sum(tuples_processed), 0) FROM pg_stat_progress_copy"
+                           " WHERE datname = current_database()").fetchone()[0] < 5000:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-COPY
+    proc.wait()
+    with psycopg.connect(migrated) as conn:
+        left = conn.execute("SELECT asset_id FROM ip_asset_embeddings WHERE owner_id NOT LIKE %s",
+                            [LOAD_TAG + "%"]).fetchall()
+    assert left == [("real",)]  # nothing untagged; tagged rows, if any, are the load's
+    unload(migrated)
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT asset_id, owner_id FROM ip_asset_embeddings").fetchall() == [("real", "team")]

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .migrations import Migration, read_migrations
 from .migrator import Migrator, Plan, StatusReport
+from .vectors import BadVector, as_vector, as_vectors, read_vector_file
 
 __all__ = [
     "resolve",
@@ -44,6 +45,9 @@ __all__ = [
     "Migrator",
     "StatusReport",
     "Plan",
+    "as_vector",
+    "as_vectors",
+    "read_vector_file",
     "backup",
     "restore",
     "explain",
@@ -62,4 +66,5 @@ __all__ = [
     "ExtensionPrivilegeError",
     "RollbackError",
     "ConfirmationRequired",
+    "BadVector",
 ]

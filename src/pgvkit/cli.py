@@ -95,10 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     dr = add("doctor", "diagnose why migrations, connections, extension or index builds fail, with fixes",
              "pgvkit doctor   or   pgvkit doctor --error 'type \"vector\" does not exist'")
     dr.add_argument("--error", metavar="MESSAGE", help="explain an error message instead of examining the database")
-    add("smoke", "insert test rows, read back, search, fire the trigger, then roll back (leaves 0 rows)",
-        "pgvkit smoke")
-    ld = add("load", "bulk-load tagged synthetic embeddings with binary COPY", "pgvkit load --rows 10000")
-    ld.add_argument("--rows", type=int, required=True, help="how many rows")
+    sm = add("smoke", "insert test rows, read back, search, fire the trigger, then roll back (leaves 0 rows)",
+             "pgvkit smoke   or   pgvkit smoke --embedding my_vector.npy")
+    sm.add_argument("--embedding", metavar="VECTOR",
+                    help="test with one of your vectors: a '[0.1, ...]' literal or a .npy/.json/.txt file")
+    ld = add("load", "bulk-load tagged embeddings (synthetic, or yours) with binary COPY",
+             "pgvkit load --rows 10000   or   pgvkit load --from vectors.npy")
+    source = ld.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rows", type=int, help="how many synthetic rows")
+    source.add_argument("--from", dest="from_file", metavar="FILE",
+                        help="your vectors: .npy (n x dim), .json (list of lists) or text (one [...] per line)")
     ld.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
     ul = add("unload", "delete every row pgvkit load inserted (owner_id prefix pgvkit-load-)", "pgvkit unload --yes")
     ul.add_argument("--yes", action="store_true", help="confirm: deletes rows")
@@ -144,6 +150,29 @@ def _migrator(args, target: Target, echo) -> Migrator:
         if hasattr(args, name):
             kwargs[name] = getattr(args, name)
     return Migrator(target.url, getattr(args, "migrations", None), echo=echo, **kwargs)
+
+
+def _column_dimension(url: str) -> int:
+    from .inserts import column_dimension
+
+    with connect(url) as conn:
+        return column_dimension(conn)
+
+
+def _vector_file(path: str, url: str):
+    from .vectors import read_vector_file
+
+    return read_vector_file(path, _column_dimension(url))
+
+
+def _embedding_argument(value: str | None, url: str):
+    """--embedding: a '[...]' literal as given (checked by smoke), or the one vector in a file."""
+    if value is None or value.lstrip().startswith("["):
+        return value
+    vectors = _vector_file(value, url)
+    if len(vectors) != 1:
+        raise PgvkitError(f"{value} holds {len(vectors)} vectors; --embedding takes one (use pgvkit load --from for many)")
+    return vectors[0]
 
 
 def _guard(args, target: Target, what: str) -> None:
@@ -348,15 +377,18 @@ def run(args) -> int:
     if args.command == "smoke":
         from .inserts import smoke
 
-        report = smoke(target.url, raise_on_failure=False)
+        report = smoke(target.url, embedding=_embedding_argument(args.embedding, target.url), raise_on_failure=False)
         _print_json(report.to_dict()) if as_json else echo(str(report))
         return 0 if report.ok else 2
     if args.command == "load":
         from .inserts import load
 
-        if args.rows < 1:
+        if args.from_file:
+            result = load(target.url, vectors=_vector_file(args.from_file, target.url), progress=not as_json)
+        elif args.rows < 1:
             raise PgvkitError("--rows must be a positive number of rows, e.g. --rows 10000")
-        result = load(target.url, args.rows, seed=args.seed, progress=not as_json)
+        else:
+            result = load(target.url, args.rows, seed=args.seed, progress=not as_json)
         _print_json({"rows": result.rows, "seconds": result.seconds, "rows_per_second": result.rows_per_second,
                      "tag": result.tag}) if as_json else echo(str(result))
         return 0

@@ -18,6 +18,7 @@ from psycopg import sql
 from .db import connect
 from .display import Table
 from .errors import PgvkitError
+from .vectors import as_vector, as_vectors
 
 __all__ = ["smoke", "SmokeReport", "SmokeFailed", "load", "unload", "LoadResult", "synthetic", "Synthetic",
            "column_dimension", "LOAD_TAG"]
@@ -74,11 +75,24 @@ def column_dimension(conn, table: str = "ip_asset_embeddings", column: str = "em
     return row[0]
 
 
-def smoke(url: str, *, table: str = "ip_asset_embeddings", raise_on_failure: bool = True) -> SmokeReport:
-    """Insert test rows, read them back, search by operator and view, fire the trigger; roll back."""
+def smoke(url: str, *, table: str = "ip_asset_embeddings", embedding=None,
+          raise_on_failure: bool = True) -> SmokeReport:
+    """Insert test rows, read them back, search by operator and view, fire the trigger; roll back.
+
+    `embedding` (optional): one of your model's vectors to test with (a list, numpy array or
+    ``'[...]'`` literal), checked against the column before anything is sent (BadVector if it
+    cannot go in); by default a random unit vector."""
     with connect(url) as conn:
         report = SmokeReport(conn.info.dbname)
         tbl = sql.Identifier(table)
+        given = None
+        if embedding is not None:
+            try:
+                dim = column_dimension(conn, table)
+            except PgvkitError:
+                pass  # reported as the setup step below
+            else:
+                given = as_vector(embedding, dim)
 
         def run(name, fn):
             if not report.ok:
@@ -95,9 +109,14 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", raise_on_failure: boo
                 dim = column_dimension(conn, table)
                 tag = f"pgvkit-smoke-{uuid.uuid4().hex[:8]}"
                 rng = np.random.default_rng(7)
-                base = rng.normal(size=dim).astype(np.float32)
-                vectors = [base, base + 0.01 * rng.normal(size=dim).astype(np.float32), -base]
-                vectors = [v / np.linalg.norm(v) for v in vectors]
+                if given is None:
+                    base = rng.normal(size=dim)
+                    base = (base / np.linalg.norm(base)).astype(np.float32)
+                else:
+                    base = given
+                noise = rng.normal(size=dim)
+                near = base + noise * (0.01 * np.linalg.norm(base) / np.linalg.norm(noise))
+                vectors = [base, near.astype(np.float32), -base]
                 ids = [f"{tag}-{i}" for i in range(3)]
 
                 def insert():
@@ -106,7 +125,7 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", raise_on_failure: boo
                             sql.SQL("INSERT INTO {} (asset_id, owner_id, embedding, metadata)"
                                     " VALUES (%s, %s, %s, '{{\"smoke\": true}}')").format(tbl),
                             [(i, tag, v) for i, v in zip(ids, vectors)])
-                    return f"3 rows of vector({dim})"
+                    return f"3 rows of vector({dim}){'' if given is None else ' from your embedding'}"
 
                 def read_back():
                     got = dict(conn.execute(sql.SQL("SELECT asset_id, embedding FROM {} WHERE owner_id = %s").format(tbl),
@@ -200,18 +219,28 @@ class LoadResult:
         return f"loaded {self.rows} rows tagged {self.tag}* in {self.seconds:.2f}s ({self.rows_per_second:,.0f} rows/s)"
 
 
-def load(url: str, rows: int, *, table: str = "ip_asset_embeddings", seed: int = 0, clusters: int = 50,
-         progress: bool = True, jobs: int | None = None) -> LoadResult:
-    """Bulk-load synthetic rows with binary COPY over `jobs` connections (default: every core of
-    a local server), tagged so `unload` removes exactly them; all rows commit or none."""
+def load(url: str, rows: int | None = None, *, vectors=None, table: str = "ip_asset_embeddings", seed: int = 0,
+         clusters: int = 50, progress: bool = True, jobs: int | None = None) -> LoadResult:
+    """Bulk-load `rows` synthetic embeddings, or your own `vectors` (a 2-D array or list of
+    vectors, checked against the column before anything is sent), with binary COPY over `jobs`
+    connections (default: every core of a local server). Rows are tagged so `unload` removes
+    exactly them; all rows commit or none."""
     from tqdm.auto import tqdm
 
     from .bulk import Column, copy_arrays
 
-    tag = f"{LOAD_TAG}{seed}-"
+    if (rows is None) == (vectors is None):
+        raise PgvkitError("load takes either rows (synthetic) or vectors (yours), not both or neither")
     with connect(url) as conn:
         dim = column_dimension(conn, table)
-    data, _ = synthetic(rows, dim, clusters=clusters, seed=seed)
+    if vectors is None:
+        if rows < 1:
+            raise PgvkitError(f"rows must be a positive number of rows, not {rows}; e.g. rows=10000")
+        data, _ = synthetic(rows, dim, clusters=clusters, seed=seed)
+        tag = f"{LOAD_TAG}{seed}-"
+    else:
+        data = as_vectors(vectors, dim)
+        rows, tag = len(data), f"{LOAD_TAG}own-"
     numbers = np.char.zfill(np.arange(rows).astype("S"), len(str(max(rows - 1, 0))))
     columns = [Column("asset_id", np.char.add(tag.encode(), numbers)),
                Column("owner_id", np.char.add(f"{tag}owner-".encode(), np.char.zfill((np.arange(rows) % 100).astype("S"), 2))),
