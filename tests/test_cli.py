@@ -1,13 +1,17 @@
 """The pgvkit command as users run it: separate processes, real servers, exit codes."""
 
 import json
+import re
+import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 
 from pgvkit.embedded import EmbeddedServer
 
-from .conftest import MIGRATIONS, PASSWORD, as_role, psql_file, run_cli
+from .conftest import MIGRATIONS, PASSWORD, as_role, free_port, psql_file, run_cli
 
 
 def assert_clean_error(proc, *needles):
@@ -48,10 +52,46 @@ def test_a_role_that_may_not_create_the_extension_is_told_what_a_superuser_must_
         assert conn.execute("SELECT count(*) FROM pgvkit.schema_migrations").fetchone()[0] == 0
 
 
-def test_a_wrong_password_is_one_line_without_the_password(app_database):
-    bad = app_database["url"].replace(PASSWORD, PASSWORD + "x")
+@pytest.fixture(scope="module")
+def not_postgres():
+    """A port on loopback where something else (a web server) answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+URL_MISTAKES = {
+    # what is wrong: (how the URL is made from the good one, what the one line must say)
+    "wrong password": (lambda u, r, d, p: u.replace(PASSWORD, PASSWORD + "x"), "the server rejected the password of app_"),
+    "missing database": (lambda u, r, d, p: u.replace(f"/{d}", "/no_such_db"), "database no_such_db does not exist"),
+    # over password logins the server will not say whether the role exists
+    "unknown role": (lambda u, r, d, p: u.replace(f"{r}:", "nobody_here:"), "or there is no role nobody_here"),
+    "bad port": (lambda u, r, d, p: re.sub(r":\d+/", f":{free_port()}/", u), "nothing is listening where the URL points"),
+    "bad host": (lambda u, r, d, p: re.sub(r"@[^/]+/", "@no-such-host.invalid:5432/", u), "no-such-host.invalid does not resolve"),
+    "not PostgreSQL": (lambda u, r, d, p: re.sub(r":\d+/", f":{p}/", u), "what answered there is not a PostgreSQL server"),
+    "not a postgres URL": (lambda u, r, d, p: u.replace("postgresql://", "mysql://"), "scheme 'mysql' is not PostgreSQL"),
+}
+
+
+@pytest.mark.parametrize("mistake", URL_MISTAKES)
+def test_every_common_database_url_mistake_is_one_line_saying_what_and_how_to_fix(app_database, not_postgres, mistake):
+    make, says = URL_MISTAKES[mistake]
+    bad = make(app_database["url"], app_database["role"], app_database["db"], not_postgres)
+    assert bad != app_database["url"]
     proc = run_cli("status", env={"DATABASE_URL": bad})
-    assert_clean_error(proc, "cannot connect", "password authentication failed")
+    assert_clean_error(proc, says)  # one line, exit 2, no traceback, no password
     assert PASSWORD + "x" not in proc.stderr
 
 

@@ -132,6 +132,35 @@ def test_a_terminated_backend_is_one_clear_line_no_partial_state_and_a_rerun_com
     assert history(db_url)[2] == "applied"
 
 
+@pytest.mark.parametrize("text, left", [(SLOW_TRANSACTIONAL, None), (SLOW_AUTOCOMMIT, "running")],
+                         ids=["transactional", "no-transaction"])
+def test_a_server_restarted_mid_migration_is_one_clear_line_and_a_rerun_completes(tmp_path, slow, text, left):
+    from pgvkit.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "own").start()  # its own server: this test restarts it
+    try:
+        url, directory = server.url(), slow(text)
+        proc = migrate_in_background(url, directory)
+        wait_for_sleep(url, proc)
+        server.stop()  # pg_ctl stop -m fast: every session is cut off mid-statement
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].startswith("pgvkit: error: ")
+        assert "002_slow" in err and server.url() not in err
+        server.start()
+        assert history(url).get(2) == left  # nothing of a transactional file; a no-transaction one says running
+        assert exists(url, "slow_made") == (left is not None)
+        gate(url, False)
+        rerun = run_cli("migrate", "--database-url", url, "--migrations", str(directory), timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        with psycopg.connect(url) as conn:
+            indexes = conn.execute("SELECT count(*) FILTER (WHERE NOT indisvalid), count(*) FROM pg_index"
+                                   " WHERE indrelid = 'slow_made'::regclass").fetchone()
+        assert history(url)[2] == "applied" and indexes == (0, 0 if left is None else 1)
+    finally:
+        server.destroy()
+
+
 def test_destructive_commands_need_yes_and_the_database_name_typed_back(migrated):
     load(migrated, 20, progress=False)
     name = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]

@@ -151,7 +151,12 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvk
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split())
         reason = re.sub(r"^connection failed: ", "", reason)
-        raise ConnectionFailed(mask_url(url), scrub(reason, url)) from None
+        from .doctor import explain  # the doctor knows what each connection failure means
+
+        reason = scrub(reason, url)
+        known = [f for f in explain(reason) if f.area == "connection"][:1]
+        what, fix = (known[0].what, known[0].fix) if known else (None, None)
+        raise ConnectionFailed(mask_url(url), reason, what, fix) from None
 
 
 def server_info(conn: psycopg.Connection) -> dict:

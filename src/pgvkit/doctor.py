@@ -203,9 +203,9 @@ _EXPLAIN = [
      "the server is not running, or host / port / socket directory is wrong",
      "start the server (embedded: pgvkit db start) or correct host and port in DATABASE_URL"),
     (r"password authentication failed for user \"?([\w.-]+)",
-     "connection", "the server rejected the password of {0}",
-     "wrong password in the URL, or the role has none",
-     "correct the password in DATABASE_URL (a superuser can reset it: ALTER ROLE {0} PASSWORD '...')"),
+     "connection", "the server rejected the password of {0} (or there is no role {0}: it does not say which)",
+     "wrong password or user name in the URL, or the role has no password",
+     "correct the user and password in DATABASE_URL (a superuser can reset it: ALTER ROLE {0} PASSWORD '...')"),
     (r'database "([\w.-]+)" does not exist',
      "connection", "database {0} does not exist on this server",
      "the URL names a database nobody created",
@@ -218,7 +218,11 @@ _EXPLAIN = [
      "connection", "the server's pg_hba.conf has no rule for client {0}",
      "PostgreSQL only accepts clients that pg_hba.conf lists",
      "add a host line for {0} to pg_hba.conf and SELECT pg_reload_conf(); (or connect from an allowed host)"),
-    (r"could not translate host name \"([^\"]+)\"",
+    (r"received invalid response to SSL negotiation|expected authentication request from server, but received",
+     "connection", "what answered there is not a PostgreSQL server",
+     "the port belongs to another service (a web server, a proxy, another database)",
+     "point DATABASE_URL at PostgreSQL's port (5432 unless the server says otherwise)"),
+    (r"could not translate host name \"([^\"]+)\"|failed to resolve host '([^']+)'",
      "connection", "host name {0} does not resolve",
      "a typo in the host, or DNS is not reachable from here",
      "correct the host in DATABASE_URL"),
@@ -240,7 +244,7 @@ def explain(error: BaseException | str) -> Diagnosis:
     for pattern, area, what, why, fix in _EXPLAIN:
         m = re.search(pattern, text, flags=re.IGNORECASE)
         if m:
-            groups = m.groups()
+            groups = [g for g in m.groups() if g is not None]  # alternatives leave None groups
             found.append(Finding(area, "fail", what.format(*groups), why, fix.format(*groups)))
     return Diagnosis("the error message given", found)
 

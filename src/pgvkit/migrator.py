@@ -443,7 +443,8 @@ class Migrator:
             self._log_failure(conn, m, exc)
             raise
         finally:
-            conn.execute("RESET lock_timeout")
+            if not conn.closed:  # else the error above says the connection was lost; keep it
+                conn.execute("RESET lock_timeout")
         conn.execute(
             "UPDATE pgvkit.schema_migrations SET status = 'applied', execution_ms = %s WHERE version = %s",
             [int((time.perf_counter() - start) * 1000), m.version],
