@@ -195,6 +195,16 @@ def test_the_embedded_server_listens_on_its_socket_only(tmp_path):
         server.destroy()
 
 
+def test_an_embedded_server_given_a_port_answers_on_loopback_only(tcp_server):
+    with psycopg.connect(tcp_server.socket_url(database="postgres")) as conn:
+        assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
+        networks = {r[0] for r in conn.execute("SELECT address FROM pg_hba_file_rules WHERE type = 'host'")}
+    assert networks <= {"127.0.0.1", "::1"}, networks
+    with socket.socket() as probe:  # another address of this machine: nothing listens there
+        probe.settimeout(5)
+        assert probe.connect_ex(("127.0.0.2", tcp_server.port)) != 0
+
+
 def test_non_superuser_migrates_once_the_extension_exists(make_database, make_role):
     role = make_role()
     url = make_database(owner=role)
