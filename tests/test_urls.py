@@ -67,3 +67,35 @@ def test_an_unreachable_server_is_one_line_without_the_password():
     text = str(info.value)
     assert "topsecret99" not in text and "\n" not in text
     assert "app:***@127.0.0.1" in text and "DATABASE_URL" in text
+
+
+users = st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True)
+hosts = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z]{2,6})?", fullmatch=True)
+any_password = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=20)
+
+
+@given(user=users, password=any_password, host=hosts, port=st.integers(1, 65535), dbname=users,
+       form=st.sampled_from(["url", "sqlalchemy", "keywords"]))
+def test_any_url_parses_to_its_parts_and_masks_its_password_whatever_it_holds(user, password, host, port,
+                                                                                dbname, form):
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from sqlalchemy.engine import make_url
+
+    secret = "PW-" + password
+    url = {
+        "url": f"postgresql://{user}:{quote(secret, safe='')}@{host}:{port}/{dbname}",
+        "sqlalchemy": f"postgresql+psycopg://{user}:{quote(secret, safe='')}@{host}:{port}/{dbname}",
+        "keywords": make_conninfo(user=user, password=secret, host=host, port=port, dbname=dbname),
+    }[form]
+    parts = {"user": user, "password": secret, "host": host, "port": str(port), "dbname": dbname}
+    assert conninfo_to_dict(psycopg_url(url)) == parts  # what libpq is given
+    via_sqlalchemy = make_url(sqlalchemy_url(url))  # what JupySQL is given
+    assert (via_sqlalchemy.username, via_sqlalchemy.password, via_sqlalchemy.host, via_sqlalchemy.port,
+            via_sqlalchemy.database) == (user, secret, host, port, dbname)
+    masked = mask_url(url)
+    assert secret not in masked and quote(secret, safe="") not in masked
+    assert {k: v for k, v in conninfo_to_dict(psycopg_url(masked)).items() if k != "password"} == {
+        k: v for k, v in parts.items() if k != "password"}  # masking leaves everything else intact
+    assert secret not in scrub(f"FATAL: password {secret} rejected", url)
