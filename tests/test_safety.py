@@ -195,22 +195,48 @@ def test_hostile_table_names_are_names_not_sql(migrated, name):
     assert verify(migrated, table=name)["table"].status == "pass" and exists(migrated, "canary")
 
 
-def test_the_application_role_may_use_the_table_but_not_change_it(migrated, make_role):
-    role = make_role(PASSWORD)
-    with psycopg.connect(migrated) as conn:
-        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ip_asset_embeddings TO {0};"
-                             " GRANT SELECT ON similar_assets TO {0}").format(sql.Identifier(role)))
-    app = as_role(migrated, role, PASSWORD)
-    with psycopg.connect(app) as conn:
-        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
-                     " VALUES ('a', 'o', array_fill(0.1, ARRAY[768])::vector)")
-        assert conn.execute("SELECT count(*) FROM similar_assets").fetchone()[0] >= 0
-    for ddl in ("DROP TABLE ip_asset_embeddings", "ALTER TABLE ip_asset_embeddings ADD COLUMN x int",
-                "CREATE INDEX ON ip_asset_embeddings (asset_id)", "TRUNCATE ip_asset_embeddings",
-                "DROP INDEX idx_embedding_cosine", "DELETE FROM pgvkit.schema_migrations"):
-        with psycopg.connect(app) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(ddl)
-    assert verify(migrated)["columns"].status == "pass"
+def test_migrations_run_by_the_owner_give_the_application_role_exactly_what_the_app_needs(tmp_path):
+    """A server laid out like production: a superuser who is not jarvis, an owner role that runs
+    the migrations, and jarvis as the application's login."""
+    from pgvkit import Migrator
+    from pgvkit.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "prod-like", user="postgres", database="postgres").start()
+    try:
+        with psycopg.connect(server.socket_url(database="postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE jarvis LOGIN PASSWORD {}").format(sql.Literal(PASSWORD)))
+            conn.execute("CREATE ROLE store_owner LOGIN")
+            conn.execute("CREATE DATABASE store OWNER store_owner")
+        with psycopg.connect(server.socket_url(database="store"), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")  # once, by the superuser: vector is not a trusted extension
+        owner = as_role(server.socket_url(database="store"), "store_owner")
+        Migrator(owner, MIGRATIONS, echo=lambda _: None).migrate()
+        app = as_role(server.socket_url(database="store"), "jarvis", PASSWORD)
+        with psycopg.connect(app) as conn:
+            grants = set(conn.execute(
+                "SELECT table_name, privilege_type FROM information_schema.role_table_grants"
+                " WHERE grantee = 'jarvis'").fetchall())
+            sequence = conn.execute("SELECT has_sequence_privilege('ip_asset_embeddings_id_seq', 'USAGE'),"
+                                    " has_sequence_privilege('ip_asset_embeddings_id_seq', 'UPDATE')").fetchone()
+            conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
+                         " VALUES ('a', 'o', array_fill(0.1, ARRAY[768])::vector)")
+            conn.execute("UPDATE ip_asset_embeddings SET metadata = '{}' WHERE asset_id = 'a'")
+            assert conn.execute("SELECT count(*) FROM similar_assets").fetchone()[0] == 0
+            conn.execute("DELETE FROM ip_asset_embeddings WHERE asset_id = 'a'")
+        assert grants == {("ip_asset_embeddings", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")} | {
+            ("similar_assets", "SELECT")}
+        assert sequence == (True, False)
+        for statement in ("DROP TABLE ip_asset_embeddings", "ALTER TABLE ip_asset_embeddings ADD COLUMN x int",
+                          "CREATE INDEX ON ip_asset_embeddings (asset_id)", "TRUNCATE ip_asset_embeddings",
+                          "DROP INDEX idx_embedding_cosine", "DROP VIEW similar_assets",
+                          "CREATE TABLE public.mine (id int)", "SELECT * FROM pgvkit.schema_migrations"):
+            with psycopg.connect(app) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        with psycopg.connect(owner) as conn:
+            assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'ip_asset_embeddings'"
+                                ).fetchone() == ("store_owner",)
+    finally:
+        server.destroy()
 
 
 CONCURRENT_FILES = {
