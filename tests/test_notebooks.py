@@ -38,13 +38,32 @@ def test_migrate_verify_and_inserts_run_in_sequence_on_the_database_given_as_a_p
                                                                                           pgvkit_home):
     run("01_migrate.ipynb", tmp_path, database_url=db_url, take_backup=False)
     run("02_verify.ipynb", tmp_path, database_url=db_url)
-    run("03_test_inserts.ipynb", tmp_path, database_url=db_url, load_rows=300, cleanup=False)
-    assert rows(db_url) == 300  # the parameter took effect
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    run("03_test_inserts.ipynb", tmp_path, database_url=db_url, load_rows=300)
+    assert rows(db_url) == 0  # by default the bulk load goes to a scratch database, dropped after
+    assert not scratch_databases(db_url)
+    run("03_test_inserts.ipynb", tmp_path, database_url=db_url, load_rows=300, cleanup=False, use_scratch=False,
+        confirm_database=name)
+    assert rows(db_url) == 300  # the parameters took effect
     with psycopg.connect(db_url) as conn:
         conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
                      " VALUES ('real-1', 'team', array_fill(0.1, ARRAY[768])::vector)")
-    run("03_test_inserts.ipynb", tmp_path, database_url=db_url, load_rows=100, cleanup=True)
+    run("03_test_inserts.ipynb", tmp_path, database_url=db_url, load_rows=100, cleanup=True, use_scratch=False,
+        confirm_database=name)
     assert rows(db_url) == 1  # cleanup removed every loaded row and nothing else
+
+
+def test_the_inserts_notebook_will_not_load_into_a_live_table_without_its_name_typed_back(migrated, tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        run("03_test_inserts.ipynb", tmp_path, database_url=migrated, load_rows=100, use_scratch=False,
+            confirm_database="jarvis")  # a name, but not this database's
+    assert "type its name back" in str(err.value)
+    assert rows(migrated) == 0
+
+
+def scratch_databases(url: str) -> list:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pgvkit_scratch_%'").fetchall()
 
 
 def test_the_verify_notebook_fails_on_a_database_that_was_never_migrated(db_url, tmp_path):
