@@ -34,7 +34,9 @@ def test_a_dropped_index_fails_the_run_naming_the_notebook_and_cell(migrated, pg
 
 
 def test_parameters_reach_the_notebook(migrated, pgvkit_home):
+    name = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
     proc = run_cli("run", "notebooks/03_test_inserts.ipynb", "-p", "load_rows", "50", "-p", "cleanup", "False",
+                   "-p", "use_scratch", "False", "-p", "confirm_database", name,
                    "--database-url", migrated, env={"PGVKIT_HOME": str(pgvkit_home)}, timeout=300)
     assert proc.returncode == 0, proc.stderr
     with psycopg.connect(migrated) as conn:

@@ -281,7 +281,7 @@ def test_no_command_writes_or_prints_the_password(app_database, pgvkit_home, tmp
     env = {"DATABASE_URL": app_database["url"], "PGVKIT_HOME": str(pgvkit_home)}
     name = app_database["db"]
     commands = [["status"], ["plan"], ["migrate", "--backup"], ["history"], ["verify"], ["smoke"], ["doctor"],
-                ["load", "--rows", "50"], ["unload", "--yes", "--confirm-database", name], ["backup"],
+                ["load", "--rows", "50", "--confirm-database", name], ["unload", "--yes", "--confirm-database", name], ["backup"],
                 ["tune", "--rows", "1200", "--queries", "10", "--json"], ["status", "--json"],
                 ["rollback", "--to", "0"],
                 ["status", "--database-url", app_database["url"].replace(PASSWORD, PASSWORD + "-wrong")],
@@ -353,7 +353,8 @@ def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(
         Migrator(url, MIGRATIONS, echo=lambda _: None).migrate()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DROP INDEX idx_embedding_cosine")  # plain table: the load runs long enough to interrupt
-        proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", url],
+        proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", url,
+                                 "--confirm-database", "jarvis"],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         with psycopg.connect(url, autocommit=True) as conn:
@@ -368,7 +369,7 @@ def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(
         server.start()
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 0  # all or nothing
-        assert run_cli("load", "--rows", "2000", "--database-url", url).returncode == 0
+        assert run_cli("load", "--rows", "2000", "--database-url", url, "--confirm-database", "jarvis").returncode == 0
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 2000
     finally:
@@ -383,7 +384,9 @@ def test_a_killed_load_leaves_only_tagged_rows_and_unload_restores_the_table(mig
     with psycopg.connect(migrated) as conn:
         conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"
                      " VALUES ('real', 'team', array_fill(0.1, ARRAY[768])::vector)")
-    proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", migrated],
+    name = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
+    proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", migrated,
+                             "--confirm-database", name],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     with psycopg.connect(migrated, autocommit=True) as conn:

@@ -164,7 +164,8 @@ def test_your_vectors_load_from_files_and_unload(migrated, tmp_path):
     (tmp_path / "lines.txt").write_text("\n".join(json.dumps(v.tolist()) for v in mine[:3]) + "\n\n")
     assert np.array_equal(read_vector_file(tmp_path / "one.json", 768), mine[:1])
     assert np.array_equal(read_vector_file(tmp_path / "lines.txt", 768), mine[:3])
-    proc = run_cli("load", "--from", str(tmp_path / "mine.npy"), "--json", "--database-url", migrated)
+    proc = run_cli("load", "--from", str(tmp_path / "mine.npy"), "--json", "--database-url", migrated,
+                   "--confirm-database", psycopg.conninfo.conninfo_to_dict(migrated)["dbname"])
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows"] == 300
     with psycopg.connect(migrated) as conn:
@@ -183,7 +184,8 @@ def test_your_vectors_load_from_files_and_unload(migrated, tmp_path):
 def test_a_bad_vector_file_is_one_line_naming_the_line_and_nothing_is_loaded(migrated, tmp_path, content, message):
     path = tmp_path / "vectors.txt"
     path.write_bytes(content)
-    proc = run_cli("load", "--from", str(path), "--database-url", migrated)
+    proc = run_cli("load", "--from", str(path), "--database-url", migrated,
+                   "--confirm-database", psycopg.conninfo.conninfo_to_dict(migrated)["dbname"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert identity_position(migrated) == (1, False)

@@ -131,10 +131,13 @@ def test_load_then_unload_removes_exactly_the_loaded_rows(migrated):
 
 
 def test_load_and_unload_from_the_cli(migrated):
-    proc = run_cli("load", "--rows", "300", "--json", "--database-url", migrated)
+    name = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
+    refused = run_cli("load", "--rows", "300", "--database-url", migrated)
+    assert refused.returncode == 2 and "--confirm-database " + name in refused.stderr
+    assert count(migrated) == 0  # a live table gets test rows only with its name typed back
+    proc = run_cli("load", "--rows", "300", "--json", "--database-url", migrated, "--confirm-database", name)
     assert proc.returncode == 0, proc.stderr
     assert count(migrated) == 300
-    name = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
     assert run_cli("unload", "--yes", "--database-url", migrated, "--confirm-database", name).returncode == 0
     assert count(migrated) == 0
 

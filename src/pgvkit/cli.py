@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--from", dest="from_file", metavar="FILE",
                         help="your vectors: .npy (n x dim), .json (list of lists) or text (one [...] per line)")
     ld.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
+    ld.add_argument("--confirm-database", metavar="NAME",
+                    help="the target database's name, typed back (needed for any database but the embedded one: "
+                         "test rows in a live table show up in the application's searches until unloaded)")
     ul = add("unload", "delete every row pgvkit load inserted (owner_id prefix pgvkit-load-)", "pgvkit unload --yes")
     ul.add_argument("--yes", action="store_true", help="confirm: deletes rows")
     ul.add_argument("--confirm-database", metavar="NAME",
@@ -383,6 +386,8 @@ def run(args) -> int:
     if args.command == "load":
         from .inserts import load
 
+        require_database_name(target, args.confirm_database, "load inserts test rows into the live table",
+                              "--confirm-database {name}")
         if args.from_file:
             result = load(target.url, vectors=_vector_file(args.from_file, target.url), progress=not as_json)
         elif args.rows < 1:
