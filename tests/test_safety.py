@@ -343,6 +343,18 @@ def test_an_index_build_under_pressure_keeps_the_old_index_and_resumes_once_fixe
     assert after == [("idx_embedding_cosine", True)] and history(db_url)[2] == "applied"
 
 
+def wait_until_streamed(url: str, proc: subprocess.Popen, rows: int) -> None:
+    """Until `rows` rows of a running load have reached the server, whether still in its COPY
+    or already committed (so a loader that commits as it goes is caught committing)."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute("SELECT (SELECT coalesce(sum(tuples_processed), 0) FROM pg_stat_progress_copy"
+                           " WHERE datname = current_database()) + (SELECT count(*) FROM ip_asset_embeddings)"
+                           ).fetchone()[0] < rows:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+
+
 def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(tmp_path):
     from pgvkit import Migrator
     from pgvkit.embedded import EmbeddedServer
@@ -356,13 +368,8 @@ def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(
         proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", url,
                                  "--confirm-database", "jarvis"],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        with psycopg.connect(url, autocommit=True) as conn:
-            while not conn.execute("SELECT count(*) FROM pg_stat_progress_copy WHERE tuples_processed > 0"
-                                   ).fetchone()[0]:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-                time.sleep(0.05)
-        server.stop()  # mid-COPY
+        wait_until_streamed(url, proc, 30000)
+        server.stop()  # mid-COPY, with 30% of the rows sent
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith("pgvkit: error: ")
         assert "Traceback" not in err
@@ -388,18 +395,16 @@ def test_a_killed_load_leaves_only_tagged_rows_and_unload_restores_the_table(mig
     proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", migrated,
                              "--confirm-database", name],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    with psycopg.connect(migrated, autocommit=True) as conn:
-        while conn.execute("SELECT coalesce(sum(tuples_processed), 0) FROM pg_stat_progress_copy"
-                           " WHERE datname = current_database()").fetchone()[0] < 5000:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # mid-COPY
+    wait_until_streamed(migrated, proc, 30000)
+    proc.send_signal(signal.SIGKILL)  # mid-COPY, with 30% of the rows sent
     proc.wait()
     with psycopg.connect(migrated) as conn:
-        left = conn.execute("SELECT asset_id FROM ip_asset_embeddings WHERE owner_id NOT LIKE %s",
-                            [LOAD_TAG + "%"]).fetchall()
-    assert left == [("real",)]  # nothing untagged; tagged rows, if any, are the load's
+        untagged = conn.execute("SELECT asset_id FROM ip_asset_embeddings WHERE owner_id NOT LIKE %s",
+                                [LOAD_TAG + "%"]).fetchall()
+        tagged = conn.execute("SELECT count(*) FROM ip_asset_embeddings WHERE owner_id LIKE %s",
+                              [LOAD_TAG + "%"]).fetchone()[0]
+    assert untagged == [("real",)]  # nothing of the load but tagged rows, whatever the moment of the kill
+    assert tagged == 0  # and killed before its commit, not even those: the connections commit together
     unload(migrated)
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT asset_id, owner_id FROM ip_asset_embeddings").fetchall() == [("real", "team")]
