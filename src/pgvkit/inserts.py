@@ -85,14 +85,6 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", embedding=None,
     with connect(url) as conn:
         report = SmokeReport(conn.info.dbname)
         tbl = sql.Identifier(table)
-        given = None
-        if embedding is not None:
-            try:
-                dim = column_dimension(conn, table)
-            except PgvkitError:
-                pass  # reported as the setup step below
-            else:
-                given = as_vector(embedding, dim)
 
         def run(name, fn):
             if not report.ok:
@@ -104,9 +96,13 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", embedding=None,
                 report.steps.append(Step(name, "fail", " ".join(str(exc).split()) or type(exc).__name__))
 
         try:
+            dim = column_dimension(conn, table)
+        except PgvkitError as exc:
+            report.steps.append(Step("setup", "fail", str(exc)))
+        else:
+            given = None if embedding is None else as_vector(embedding, dim)  # BadVector: nothing sent
             with conn.transaction():  # always rolled back below: the table keeps its rows
                 register_vector(conn)
-                dim = column_dimension(conn, table)
                 tag = f"pgvkit-smoke-{uuid.uuid4().hex[:8]}"
                 rng = np.random.default_rng(7)
                 if given is None:
@@ -162,8 +158,6 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", embedding=None,
                 run("similar_assets view", view)
                 run("updated_at trigger", trigger)
                 raise psycopg.Rollback()
-        except PgvkitError as exc:
-            report.steps.append(Step("setup", "fail", str(exc)))
     if raise_on_failure and not report.ok:
         raise SmokeFailed(report)
     return report
