@@ -3,6 +3,7 @@ diagnosed, and (where the fix is SQL) fixed by running exactly the fix it prints
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -11,6 +12,8 @@ from psycopg import sql
 
 from pgvkit.doctor import doctor, explain, hnsw_build_bytes, ivfflat_build_bytes
 from pgvkit.inserts import load
+from pgvkit.sqlfile import read_sql_file
+from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, PASSWORD, as_role, free_port, leave_invalid_index, psql_file, run_cli
 
@@ -190,6 +193,33 @@ def test_an_invalid_index_is_reported_by_the_doctor_too(migrated):
     leave_invalid_index(migrated, "idx_owner_unique")
     finding = doctor(migrated, migrations_dir=MIGRATIONS)["invalid indexes"]
     assert finding.status == "fail" and "idx_owner_unique" in finding.what
+
+
+def test_an_index_dropped_by_hand_is_a_doctor_finding_whose_fix_brings_it_back(migrated):
+    with psycopg.connect(migrated) as conn:
+        conn.execute("DROP INDEX idx_owner_id")
+    report = doctor(migrated, migrations_dir=MIGRATIONS)
+    finding = report["index idx_owner_id"]
+    assert finding.status == "fail" and finding.detail == "missing" and report.exit_code == 2
+    assert "dropped or changed by hand" in finding.why
+    # the history says 001 is applied, so migrate would do nothing: the fix names the statement
+    assert "pgvkit migrate will not re-create idx_owner_id" in finding.fix
+    path, line = re.search(r"the statement at (\S+):(\d+) ", finding.fix).groups()
+    statement = next(st for st in read_sql_file(Path(path)).statements if st.line == int(line))
+    with psycopg.connect(migrated) as conn:
+        conn.execute(statement.sql)
+    assert doctor(migrated, migrations_dir=MIGRATIONS)["index idx_owner_id"].status == "pass"
+
+
+def test_verify_and_doctor_report_the_same_check_of_the_schema(migrated):
+    with psycopg.connect(migrated) as conn:
+        conn.execute("DROP VIEW similar_assets")
+    seen_by_verify = verify(migrated, migrations_dir=MIGRATIONS)["view"]
+    seen_by_doctor = doctor(migrated, migrations_dir=MIGRATIONS)["view"]
+    assert type(seen_by_verify) is type(seen_by_doctor)
+    assert (seen_by_verify.status, seen_by_verify.detail) == (seen_by_doctor.status, seen_by_doctor.detail) \
+        == ("fail", "similar_assets missing")
+    assert seen_by_verify.fix == seen_by_doctor.fix and "001_init_vector_store.sql:" in seen_by_doctor.fix
 
 
 def test_nothing_listening_a_missing_database_and_a_bad_scheme_are_findings_not_tracebacks(admin_url):

@@ -235,7 +235,7 @@ def _doctor(args, out) -> int:
 
     if args.error:
         report = explain(args.error)
-        if not report.findings:
+        if not report.checks:
             out("pgvkit does not know this message; run pgvkit doctor to examine the database itself")
             return 1
     else:

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import conninfo as _conninfo
 
 from .errors import ConfigError, ConfirmationRequired, ConnectionFailed
+from .explain import explain
 
 __all__ = [
     "Target",
@@ -151,11 +152,9 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvk
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split())
         reason = re.sub(r"^connection failed: ", "", reason)
-        from .doctor import explain  # the doctor knows what each connection failure means
-
         reason = scrub(reason, url)
-        known = [f for f in explain(reason) if f.area == "connection"][:1]
-        what, fix = (known[0].what, known[0].fix) if known else (None, None)
+        known = [c for c in explain(reason) if c.name == "connection"][:1]  # what each failure means
+        what, fix = (known[0].detail, known[0].fix) if known else (None, None)
         raise ConnectionFailed(mask_url(url), reason, what, fix) from None
 
 

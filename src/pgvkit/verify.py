@@ -3,85 +3,20 @@ returning Check(name, status, detail, fix); `verify()` runs them all into a Repo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+import psycopg
+from pglast import ast
 from psycopg import sql
 
+from .checks import Check, Report, VerificationFailed, verification
 from .db import connect
-from .display import Checklist
 from .errors import PgvkitError
+from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
+from .sizing import ROWS_PER_LIST
 
-__all__ = ["Check", "Report", "VerificationFailed", "verify", "EXPECTED_COLUMNS", "EXPECTED_INDEXES"]
-
-EXPECTED_COLUMNS = {
-    "id": "bigint",
-    "asset_id": "character varying(255)",
-    "owner_id": "character varying(255)",
-    "embedding": "vector(768)",
-    "metadata": "jsonb",
-    "created_at": "timestamp with time zone",
-    "updated_at": "timestamp with time zone",
-}
-# name -> (access method(s), column, operator class or None); the vector index may be IVFFlat
-# (the seed) or HNSW (what pgvkit tune may recommend)
-EXPECTED_INDEXES = {
-    "idx_asset_id": ("btree", "asset_id", None),
-    "idx_owner_id": ("btree", "owner_id", None),
-    "idx_embedding_cosine": ("ivfflat|hnsw", "embedding", "vector_cosine_ops"),
-}
-APP_ROLE = "jarvis"
-ROWS_PER_LIST = 50  # pgvector's k-means samples 50 rows per list
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # pass / warn / fail
-    detail: str
-    fix: str = ""
-
-
-class VerificationFailed(PgvkitError):
-    """At least one check failed; the report is attached."""
-
-    def __init__(self, report: Report):
-        self.report = report
-        failed = [c for c in report.checks if c.status == "fail"]
-        super().__init__(
-            f"{len(failed)} check(s) failed: "
-            + "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in failed)
-        )
-
-
-@dataclass(repr=False)
-class Report(Checklist):
-    database: str
-    table: str
-    checks: list[Check] = field(default_factory=list)
-    columns = ("name", "status", "detail", "fix")
-    colour_by = "status"
-
-    @property
-    def title(self) -> str:
-        counts = {s: sum(c.status == s for c in self.checks) for s in ("pass", "warn", "fail")}
-        return f"Verification of {self.table} on {self.database}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-
-    def items(self) -> list:
-        return self.checks
-
-    def rows(self) -> list[dict]:
-        return [asdict(c) for c in self.checks]
-
-    def to_dict(self) -> dict:
-        return {"database": self.database, "table": self.table, "ok": self.ok, "checks": self.rows()}
-
-    def raise_for_failures(self) -> Report:
-        if not self.ok:
-            raise VerificationFailed(self)
-        return self
-
-    def __getitem__(self, name: str) -> Check:
-        return next(c for c in self.checks if c.name == name)
+__all__ = ["Check", "Report", "VerificationFailed", "Recreate", "verify", "schema_checks", "health_checks",
+           "EXPECTED_COLUMNS", "EXPECTED_INDEXES"]
 
 
 def _q(conn, query, params=()):
@@ -93,20 +28,20 @@ def check_extension(conn) -> Check:
                     " LEFT JOIN pg_extension e ON e.extname = a.name WHERE a.name = 'vector'")
     if not rows:
         return Check("extension", "fail", "pgvector is not installed on this server",
-                     "install pgvector on the server (https://github.com/pgvector/pgvector#installation)")
+                     fix="install pgvector on the server (https://github.com/pgvector/pgvector#installation)")
     installed, newest = rows[0]
     if installed is None:
         return Check("extension", "fail", f"vector extension not created in {conn.info.dbname} ({newest} available)",
-                     f'as a superuser: psql -d {conn.info.dbname} -c "CREATE EXTENSION vector;"')
+                     fix=f'as a superuser: psql -d {conn.info.dbname} -c "CREATE EXTENSION vector;"')
     if installed != newest:
         return Check("extension", "warn", f"vector {installed} installed, {newest} available",
-                     "ALTER EXTENSION vector UPDATE;")
+                     fix="ALTER EXTENSION vector UPDATE;")
     return Check("extension", "pass", f"vector {installed} (newest available)")
 
 
 def check_table(conn, table: str) -> Check:
     if _regclass(conn, table) is None:
-        return Check("table", "fail", f"{table} does not exist", "pgvkit migrate (or pgvkit doctor)")
+        return Check("table", "fail", f"{table} does not exist", fix="pgvkit migrate (or pgvkit doctor)")
     (count,) = _q(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))[0]
     return Check("table", "pass", f"{table} exists, {count} rows")
 
@@ -118,11 +53,12 @@ def check_columns(conn, table: str, dimension: int = 768) -> Check:
                     [_qualified(conn, table)]))
     wrong = [f"{c} is {found.get(c, 'missing')}, expected {t}" for c, t in expected.items() if found.get(c) != t]
     if wrong:
-        return Check("columns", "fail", "; ".join(wrong), "compare with migrations/001_init_vector_store.sql")
+        return Check("columns", "fail", "; ".join(wrong), fix="compare with migrations/001_init_vector_store.sql")
     return Check("columns", "pass", f"{len(expected)} columns as expected, embedding {expected['embedding']}")
 
 
-def check_index(conn, table: str, name: str, method: str, column: str, opclass: str | None) -> Check:
+def check_index(conn, table: str, name: str, method: str, column: str, opclass: str | None,
+                recreate: Recreate | None = None) -> Check:
     rows = _q(conn, """
         SELECT am.amname, i.indisvalid, a.attname, opc.opcname, c.reloptions
         FROM pg_index i
@@ -132,7 +68,7 @@ def check_index(conn, table: str, name: str, method: str, column: str, opclass: 
         LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[0]
         WHERE i.indrelid = to_regclass(%s) AND c.relname = %s""", [_qualified(conn, table), name])
     if not rows:
-        return Check(f"index {name}", "fail", "missing", "pgvkit migrate (it creates the index)")
+        return Check(f"index {name}", "fail", "missing", fix=(recreate or Recreate()).fix(name, "pgvkit migrate (it creates the index)"))
     am, valid, col, opc, options = rows[0]
     problems = []
     if am not in method.split("|"):
@@ -143,27 +79,27 @@ def check_index(conn, table: str, name: str, method: str, column: str, opclass: 
         problems.append(f"operator class {opc}, expected {opclass} (queries with <=> cannot use it)")
     if not valid:
         return Check(f"index {name}", "fail", "INVALID (a failed concurrent build left it)",
-                     f"DROP INDEX CONCURRENTLY {name}; then pgvkit migrate or REINDEX")
+                     fix=f"DROP INDEX CONCURRENTLY {name}; then pgvkit migrate or REINDEX")
     if problems:
-        return Check(f"index {name}", "fail", "; ".join(problems), "compare with migrations/001_init_vector_store.sql")
+        return Check(f"index {name}", "fail", "; ".join(problems), fix="compare with migrations/001_init_vector_store.sql")
     opts = f", {', '.join(options)}" if options else ""
     return Check(f"index {name}", "pass", f"{am} on {col}{' ' + opc if opclass else ''}{opts}, valid")
 
 
-def check_trigger(conn, table: str) -> Check:
+def check_trigger(conn, table: str, recreate: Recreate | None = None) -> Check:
     rows = _q(conn, "SELECT tgenabled FROM pg_trigger WHERE tgrelid = to_regclass(%s)"
-                    " AND tgname = 'update_ip_asset_embeddings_updated_at'", [_qualified(conn, table)])
+                    " AND tgname = %s", [_qualified(conn, table), TRIGGER])
     if not rows:
-        return Check("trigger", "fail", "update_ip_asset_embeddings_updated_at missing", "pgvkit migrate")
+        return Check("trigger", "fail", f"{TRIGGER} missing", fix=(recreate or Recreate()).fix(TRIGGER))
     if rows[0][0] == "D":
         return Check("trigger", "fail", "update_ip_asset_embeddings_updated_at is disabled",
-                     f"ALTER TABLE {table} ENABLE TRIGGER update_ip_asset_embeddings_updated_at;")
+                     fix=f"ALTER TABLE {table} ENABLE TRIGGER update_ip_asset_embeddings_updated_at;")
     return Check("trigger", "pass", "update_ip_asset_embeddings_updated_at keeps updated_at current")
 
 
-def check_view(conn) -> Check:
-    if _regclass(conn, "similar_assets") is None:
-        return Check("view", "fail", "similar_assets missing", "pgvkit migrate")
+def check_view(conn, recreate: Recreate | None = None) -> Check:
+    if _regclass(conn, VIEW) is None:
+        return Check("view", "fail", f"{VIEW} missing", fix=(recreate or Recreate()).fix(VIEW))
     return Check("view", "pass", "similar_assets exists")
 
 
@@ -177,7 +113,7 @@ def check_grants(conn, table: str, role: str = APP_ROLE) -> Check:
         missing.append("SELECT on similar_assets")
     if missing:
         return Check("grants", "fail", f"{role} lacks {', '.join(missing)}",
-                     f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}; GRANT SELECT ON similar_assets TO {role};")
+                     fix=f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}; GRANT SELECT ON similar_assets TO {role};")
     return Check("grants", "pass", f"{role} may read and write {table} and read similar_assets")
 
 
@@ -187,7 +123,7 @@ def check_history(url: str, migrations_dir) -> Check:
     report = Migrator(url, migrations_dir, echo=lambda _: None).status()
     if report.exit_code == 0:
         return Check("migrations", "pass", "history up to date")
-    return Check("migrations", "fail" if report.problems else "warn", report.summary, "pgvkit status, then pgvkit migrate")
+    return Check("migrations", "fail" if report.problems else "warn", report.summary, fix="pgvkit status, then pgvkit migrate")
 
 
 def check_ivfflat_data(conn, table: str) -> Check:
@@ -205,7 +141,7 @@ def check_ivfflat_data(conn, table: str) -> Check:
             worst.append(f"{name}: {lists} lists need >= {lists * ROWS_PER_LIST} rows, table has {count}")
     if worst:
         return Check("ivfflat lists", "warn", "; ".join(worst) + " (centroids from too few rows: recall collapses)",
-                     "load the data first, then REINDEX INDEX CONCURRENTLY the index (lists ~ rows/1000)")
+                     fix="load the data first, then REINDEX INDEX CONCURRENTLY the index (lists ~ rows/1000)")
     return Check("ivfflat lists", "pass", f"{count} rows for {len(rows)} IVFFlat index(es)")
 
 
@@ -213,7 +149,7 @@ def check_zero_vectors(conn, table: str) -> Check:
     (zeros,) = _q(conn, sql.SQL("SELECT count(*) FROM {} WHERE vector_norm(embedding) = 0").format(sql.Identifier(table)))[0]
     if zeros:
         return Check("zero vectors", "warn", f"{zeros} zero vectors: cosine distance is undefined, the index skips them",
-                     "fix the embedding pipeline; delete or re-embed those rows")
+                     fix="fix the embedding pipeline; delete or re-embed those rows")
     return Check("zero vectors", "pass", "none")
 
 
@@ -241,9 +177,9 @@ def check_index_used(conn, table: str, dimension: int = 768) -> Check:
     if forced:
         return Check("query plan", "warn",
                      f"the planner prefers a sequential scan at this table size; {forced} is usable (chosen with enable_seqscan off)",
-                     "nothing to do on a small table; on a large one run ANALYZE " + table)
+                     fix="nothing to do on a small table; on a large one run ANALYZE " + table)
     return Check("query plan", "fail", "ORDER BY embedding <=> $1 cannot use a vector index",
-                 "create the index with vector_cosine_ops (the operator class must match <=>)")
+                 fix="create the index with vector_cosine_ops (the operator class must match <=>)")
 
 
 def check_invalid_indexes(conn, table: str) -> Check:
@@ -252,7 +188,7 @@ def check_invalid_indexes(conn, table: str) -> Check:
     if rows:
         names = ", ".join(r[0] for r in rows)
         return Check("invalid indexes", "fail", f"{names} INVALID (left by a failed concurrent build)",
-                     "; ".join(f"DROP INDEX CONCURRENTLY {r[0]}" for r in rows) + "; then rebuild")
+                     fix="; ".join(f"DROP INDEX CONCURRENTLY {r[0]}" for r in rows) + "; then rebuild")
     return Check("invalid indexes", "pass", "none")
 
 
@@ -269,37 +205,94 @@ def check_probes(conn, table: str = "ip_asset_embeddings", k: int = 10) -> Check
         if probes in (None, "", "1"):
             return Check("search settings", "warn",
                          "ivfflat.probes = 1 (the default): each query searches 1 list, recall is poor",
-                         f"ALTER DATABASE {conn.info.dbname} SET ivfflat.probes = 10; (or run pgvkit tune)")
+                         fix=f"ALTER DATABASE {conn.info.dbname} SET ivfflat.probes = 10; (or run pgvkit tune)")
         details.append(f"ivfflat.probes = {probes}")
     if "hnsw" in methods:
         ef = int(conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone()[0] or 40)
         if ef < k:
             return Check("search settings", "warn", f"hnsw.ef_search = {ef} < k = {k}: queries return fewer than {k} rows",
-                         f"ALTER DATABASE {conn.info.dbname} SET hnsw.ef_search = {max(40, k)}; (or run pgvkit tune)")
+                         fix=f"ALTER DATABASE {conn.info.dbname} SET hnsw.ef_search = {max(40, k)}; (or run pgvkit tune)")
         details.append(f"hnsw.ef_search = {ef}")
     return Check("search settings", "pass", ", ".join(details) or "no vector index")
+
+
+def schema_checks(conn, table: str, dimension: int = 768, recreate: Recreate | None = None) -> list[Check]:
+    """The table's columns, its three indexes, the trigger and the view, as migration 001 made them."""
+    checks = [check_columns(conn, table, dimension)]
+    checks += [check_index(conn, table, name, *spec, recreate=recreate) for name, spec in EXPECTED_INDEXES.items()]
+    return checks + [check_trigger(conn, table, recreate), check_view(conn, recreate)]
+
+
+def health_checks(conn, table: str, dimension: int = 768) -> list[Check]:
+    """What makes searches good or bad on a correct schema: data for IVFFlat, zero vectors, the
+    query plan and the query-time setting."""
+    return [check_ivfflat_data(conn, table), check_zero_vectors(conn, table),
+            check_index_used(conn, table, dimension), check_probes(conn, table)]
 
 
 def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768, migrations_dir=None) -> Report:
     """Run every check; the report renders as a table and says pass / warn / fail with fixes."""
     with connect(url, autocommit=True) as conn:
-        report = Report(conn.info.dbname, table)
+        report = verification(conn.info.dbname, table)
         ext = check_extension(conn)
-        report.checks.append(ext)
         tbl = check_table(conn, table)
-        report.checks.append(tbl)
+        report.checks += [ext, tbl]
         if tbl.status == "pass":
-            cols = check_columns(conn, table, dimension)
-            report.checks.append(cols)
-            for name, spec in EXPECTED_INDEXES.items():
-                report.checks.append(check_index(conn, table, name, *spec))
-            report.checks += [check_trigger(conn, table), check_view(conn), check_grants(conn, table),
-                              check_invalid_indexes(conn, table)]
-            if ext.status != "fail" and cols.status == "pass":  # the health checks read the embedding column
-                report.checks += [check_ivfflat_data(conn, table), check_zero_vectors(conn, table),
-                                  check_index_used(conn, table, dimension), check_probes(conn, table)]
+            schema = schema_checks(conn, table, dimension, Recreate.read(conn, migrations_dir))
+            report.checks += schema + [check_grants(conn, table), check_invalid_indexes(conn, table)]
+            if ext.status != "fail" and schema[0].status == "pass":  # the health checks read the embedding column
+                report.checks += health_checks(conn, table, dimension)
     report.checks.append(check_history(url, migrations_dir))
     return report
+
+
+@dataclass
+class Recreate:
+    """How to bring back a schema object that is missing: pgvkit migrate while the migration that
+    creates it is pending; once the history says it is applied, migrate will not run it again,
+    so the fix is its statement, by hand."""
+
+    applied: dict[str, tuple[str, str]] = field(default_factory=dict)  # object -> (migration id, file:line)
+
+    @classmethod
+    def read(cls, conn, migrations_dir=None) -> Recreate:
+        """Which applied migration creates each object (from the files and the history)."""
+        from . import history
+        from .migrations import read_migrations
+
+        try:
+            migrations = read_migrations(migrations_dir)
+            rows = history.applied(conn)
+        except (PgvkitError, psycopg.errors.InsufficientPrivilege):  # the migrations check says why
+            return cls()
+        applied = {}
+        for m in migrations:
+            if m.version in rows and rows[m.version].status in ("applied", "baselined"):
+                for st in m.up.statements:
+                    name = _created_name(st.node)
+                    if name:
+                        applied[name] = (m.id, f"{m.path}:{st.line}")
+        return cls(applied)
+
+    def fix(self, name: str, pending: str = "pgvkit migrate") -> str:
+        if name not in self.applied:
+            return pending
+        migration, where = self.applied[name]
+        return (f"run the statement at {where} again (psql, or a new migration); pgvkit status shows "
+                f"{migration} applied, so pgvkit migrate will not re-create {name}")
+
+
+def _created_name(node) -> str | None:
+    """The name of the index, view, trigger or table a statement creates."""
+    if isinstance(node, ast.IndexStmt):
+        return node.idxname
+    if isinstance(node, ast.ViewStmt):
+        return node.view.relname
+    if isinstance(node, ast.CreateTrigStmt):
+        return node.trigname
+    if isinstance(node, ast.CreateStmt):
+        return node.relation.relname
+    return None
 
 
 def _regclass(conn, name: str):
