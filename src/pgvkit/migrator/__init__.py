@@ -1,0 +1,175 @@
+"""Migrations against one database, as yoyo separates them: read the files and the history into
+a status, plan what would run, then apply under a lock; baseline, repair and rollback beside.
+
+    migrator = Migrator(url)
+    migrations = migrator.read()        # files on disk, parsed; a bad file is refused here
+    migrator.status(migrations)         # applied / pending / drifted / failed / missing
+    migrator.plan(migrations)           # the SQL migrate would run
+    migrator.migrate(migrations)        # apply under the advisory lock
+
+`Migrator` is the façade the notebooks and the CLI use; each step lives in its own module:
+status (reading), plan, lock, apply, records (baseline / repair).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import history
+from ..db import connect, mask_url
+from ..display import Echo, echo_to, step
+from ..errors import ConfigError, ConfirmationRequired, PgvkitError
+from ..migrations import Migration, default_migrations_dir, read_migrations
+from .apply import Applier
+from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
+from .plan import Plan, apply_steps, check_down_files, rollback_steps, rollback_targets
+from .records import record_baseline, record_repair
+from .status import StatusReport, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
+
+__all__ = ["Migrator", "StatusReport", "Plan", "LOCK_KEY", "parse_version", "objects_present"]
+
+
+class Migrator:
+    """Migrations of one directory against one database."""
+
+    def __init__(self, url: str, migrations_dir: Path | str | None = None, *, lock_wait: float = 60.0,
+                 lock_timeout: str = "5s", retry_budget: float = 60.0, echo: Echo | None = None):
+        self.url = url
+        self.migrations_dir = migrations_dir
+        self.lock_wait = lock_wait
+        self.lock_timeout = lock_timeout
+        self.retry_budget = retry_budget
+        self.echo = echo or echo_to()
+
+    def __repr__(self) -> str:
+        return f"Migrator({mask_url(self.url)!r})"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self) -> list[Migration]:
+        """The migrations on disk, parsed; any bad file is refused before anything runs."""
+        return read_migrations(self.migrations_dir)
+
+    def status(self, migrations: list[Migration] | None = None) -> StatusReport:
+        """Applied / pending / drifted / failed / missing for every migration (read-only)."""
+        migrations = self.read() if migrations is None else migrations
+        with connect(self.url) as conn:
+            rows = history.applied(conn)
+            return StatusReport(conn.info.dbname, entries(migrations, rows), baseline_hint(conn, migrations, rows))
+
+    def plan(self, migrations: list[Migration] | None = None) -> Plan:
+        """A dry run: each migration migrate would run, its transaction mode and its SQL."""
+        migrations = self.read() if migrations is None else migrations
+        with connect(self.url) as conn:
+            rows = history.applied(conn)
+            database = conn.info.dbname
+        check_consistency(migrations, rows)
+        return Plan(database, apply_steps(pending(migrations, rows), rows))
+
+    def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
+        """A dry run of rollback: each down file that would run, newest first, and what it drops."""
+        migrations = self.read() if migrations is None else migrations
+        with connect(self.url) as conn:
+            rows = history.applied(conn)
+            database = conn.info.dbname
+        targets = rollback_targets(rows, parse_version(to))
+        return Plan(database, rollback_steps(targets, {m.version: m for m in migrations}), verb="roll back")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def lock(self):
+        """Hold the migration advisory lock on a connection of its own, waiting up to lock_wait."""
+        return migration_lock(self.url, self.lock_wait)
+
+    def _applier(self) -> Applier:
+        return Applier(self.url, lock_timeout=self.lock_timeout, retry_budget=self.retry_budget, echo=self.echo)
+
+    def migrate(self, migrations: list[Migration] | None = None, *, target: int | None = None) -> list[str]:
+        """Apply every pending migration (up to target), each in its own transaction; returns ids."""
+        migrations = self.read() if migrations is None else migrations
+        if target is not None:
+            migrations = [m for m in migrations if m.version <= target]
+        applier = self._applier()
+        done = []
+        with self.lock(), connect(self.url, autocommit=True) as conn:
+            conn.add_notice_handler(applier.notice)
+            abort_when_client_dies(conn)
+            history.ensure(conn)
+            rows = history.applied(conn)  # re-read under the lock
+            check_consistency(migrations, rows)
+            hint = baseline_hint(conn, migrations, rows)
+            if hint:
+                raise PgvkitError(hint + " (migrate refuses so as not to record a schema it did not create)")
+            to_apply = pending(migrations, rows)
+            if not to_apply:
+                self.echo(f"{conn.info.dbname}: up to date, nothing to apply")
+            for m in to_apply:
+                with step(f"Applying {m.id} ({'transaction' if m.transactional else 'no-transaction'})", self.echo):
+                    applier.apply(conn, m, rows.get(m.version))
+                done.append(m.id)
+        return done
+
+    def baseline(self, version: int | str, migrations: list[Migration] | None = None) -> list[str]:
+        """Record migrations up to `version` as applied without running them (old init-dir DBs)."""
+        migrations = self.read() if migrations is None else migrations
+        version = parse_version(version)
+        if version not in {m.version for m in migrations}:
+            raise ConfigError(f"no migration numbered {version} in {self._dir()}; see pgvkit status")
+        with self.lock(), connect(self.url, autocommit=True) as conn:
+            history.ensure(conn)
+            recorded = record_baseline(conn, migrations, version, history.applied(conn))
+        self.echo(f"Baselined {', '.join(recorded) if recorded else 'nothing (already recorded)'}")
+        return recorded
+
+    def repair(self, version: int | str, reason: str, migrations: list[Migration] | None = None) -> None:
+        """Accept an applied file's new checksum, recording who, when and why as an event."""
+        if not reason or not reason.strip():
+            raise ConfigError("repair needs --reason TEXT saying why the applied file changed")
+        migrations = self.read() if migrations is None else migrations
+        version = parse_version(version)
+        by_version = {m.version: m for m in migrations}
+        with self.lock(), connect(self.url, autocommit=True) as conn:
+            rows = history.applied(conn)
+            if version not in rows:
+                raise ConfigError(f"migration {version} is not applied; repair only applies to applied migrations")
+            if version not in by_version:
+                raise ConfigError(f"migration {version} has no file in {self._dir()}; restore it first")
+            m, row = by_version[version], rows[version]
+            if row.checksum == m.checksum:
+                self.echo(f"{m.id}: checksum already matches; nothing to repair")
+                return
+            record_repair(conn, m, row.checksum, reason.strip())
+        self.echo(f"Repaired {m.id}: new checksum {m.checksum[:12]} recorded")
+
+    def rollback(self, to: int | str, *, yes: bool = False, migrations: list[Migration] | None = None) -> list[str]:
+        """Run down files newest first until only migrations <= `to` remain applied."""
+        migrations = self.read() if migrations is None else migrations
+        to = parse_version(to)
+        by_version = {m.version: m for m in migrations}
+        with connect(self.url) as conn:
+            targets = rollback_targets(history.applied(conn), to)
+        if not targets:
+            self.echo(f"Nothing to roll back: no applied migration above {to}")
+            return []
+        check_down_files(targets, by_version)
+        if not yes:
+            names = ", ".join(by_version[v].id for v in targets)
+            raise ConfirmationRequired(
+                f"rollback would undo {names} and may drop data; back up first (pgvkit backup) "
+                "and add --yes to go ahead"
+            )
+        applier = self._applier()
+        undone = []
+        with self.lock(), connect(self.url, autocommit=True) as conn:
+            conn.add_notice_handler(applier.notice)
+            targets = rollback_targets(history.applied(conn), to)  # re-read under the lock
+            check_down_files(targets, by_version)
+            for v in targets:
+                m = by_version[v]
+                with step(f"Rolling back {m.id}", self.echo):
+                    applier.run_down(conn, m)
+                undone.append(m.id)
+        return undone
+
+    def _dir(self) -> str:
+        return str(self.migrations_dir or default_migrations_dir())

@@ -1,0 +1,197 @@
+"""Applying: running the statements of one migration (or its down file) on a connection that
+holds the migration lock, recording each outcome in the history.
+
+A transactional file runs in one transaction with its history row, retried whole while a table
+lock is busy; a no-transaction file runs statement by statement, marked running, then applied
+(or failed, and resumed from its top next time: its statements are idempotent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import psycopg
+from pglast import ast
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from .. import history
+from ..db import scrub
+from ..display import Echo
+from ..errors import ExtensionPrivilegeError, ExtensionUnavailable, LockTimeout, MigrationFailed, PgvkitError
+from ..migrations import Migration
+from ..sqlfile import SQLFile, Statement
+from .lock import LockBusy
+
+__all__ = ["Applier"]
+
+
+class Applier:
+    """Runs migrations on one connection (the caller holds the migration lock)."""
+
+    def __init__(self, url: str, *, lock_timeout: str, retry_budget: float, echo: Echo):
+        self.url = url
+        self.lock_timeout = lock_timeout
+        self.retry_budget = retry_budget
+        self.echo = echo
+
+    def apply(self, conn: psycopg.Connection, m: Migration, previous) -> None:
+        """Run one migration's up file; `previous` is its history row when resuming."""
+        if m.transactional:
+            self._apply_transactional(conn, m)
+        else:
+            self._apply_autocommit(conn, m, previous)
+
+    def notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if diag.severity_nonlocalized in ("NOTICE", "WARNING") and diag.message_primary:
+            extra = " ".join(x for x in (diag.message_detail, diag.message_hint) if x)
+            self.echo(f"  {diag.severity}: {diag.message_primary}" + (f" ({extra})" if extra else ""))
+
+
+    def _apply_transactional(self, conn: psycopg.Connection, m: Migration) -> None:
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            attempt += 1
+            start = time.perf_counter()
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
+                    for st in m.up.statements:
+                        self._execute(conn, m, m.up, st, transactional=True)
+                    elapsed = int((time.perf_counter() - start) * 1000)
+                    conn.execute(
+                        "INSERT INTO pgvkit.schema_migrations"
+                        " (version, name, checksum, status, transactional, execution_ms)"
+                        " VALUES (%s, %s, %s, 'applied', true, %s)",
+                        [m.version, m.name, m.checksum, elapsed],
+                    )
+                    history.record_event(conn, m.version, "apply", m.checksum, f"attempt {attempt}")
+                return
+            except LockBusy as busy:
+                if time.monotonic() + busy.wait > deadline:
+                    raise busy.timeout(self.retry_budget) from None
+                self.echo(f"  lock busy ({busy.describe()}); retrying in {busy.wait:.1f}s")
+                time.sleep(busy.wait)
+            except MigrationFailed as exc:
+                self._log_failure(conn, m, exc)
+                raise
+
+    def _apply_autocommit(self, conn: psycopg.Connection, m: Migration, previous) -> None:
+        start = time.perf_counter()
+        if previous is None:
+            conn.execute(
+                "INSERT INTO pgvkit.schema_migrations (version, name, checksum, status, transactional)"
+                " VALUES (%s, %s, %s, 'running', false)",
+                [m.version, m.name, m.checksum],
+            )
+        else:
+            self.echo(f"  resuming: the last run of {m.id} ended {previous.status}")
+            conn.execute(
+                "UPDATE pgvkit.schema_migrations SET status = 'running', checksum = %s, error = NULL,"
+                " applied_at = now(), applied_by = current_user WHERE version = %s",
+                [m.checksum, m.version],
+            )
+            self._drop_invalid_indexes(conn, m)
+        history.record_event(conn, m.version, "start", m.checksum)
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", [self.lock_timeout])
+        try:
+            for st in m.up.statements:
+                self._execute_with_retry(conn, m, m.up, st)
+        except (MigrationFailed, LockTimeout) as exc:
+            conn.execute(
+                "UPDATE pgvkit.schema_migrations SET status = 'failed', error = %s WHERE version = %s",
+                [str(exc), m.version],
+            )
+            self._log_failure(conn, m, exc)
+            raise
+        finally:
+            if not conn.closed:  # else the error above says the connection was lost; keep it
+                conn.execute("RESET lock_timeout")
+        conn.execute(
+            "UPDATE pgvkit.schema_migrations SET status = 'applied', execution_ms = %s WHERE version = %s",
+            [int((time.perf_counter() - start) * 1000), m.version],
+        )
+        history.record_event(conn, m.version, "apply", m.checksum)
+
+    def _execute_with_retry(self, conn, m: Migration, f: SQLFile, st: Statement) -> None:
+        deadline = time.monotonic() + self.retry_budget
+        while True:
+            try:
+                self._execute(conn, m, f, st, transactional=False)
+                return
+            except LockBusy as busy:
+                if time.monotonic() + busy.wait > deadline:
+                    raise busy.timeout(self.retry_budget) from None
+                self.echo(f"  lock busy ({busy.describe()}); retrying in {busy.wait:.1f}s")
+                time.sleep(busy.wait)
+
+    def _execute(self, conn, m: Migration, f: SQLFile, st: Statement, *, transactional: bool) -> None:
+        try:
+            conn.execute(st.sql)
+        except pgerrors.LockNotAvailable:
+            raise LockBusy(self.url, st) from None
+        except pgerrors.InsufficientPrivilege as exc:
+            if isinstance(st.node, ast.CreateExtensionStmt) and st.node.extname == "vector":
+                raise ExtensionPrivilegeError(conn.info.dbname, conn.info.user) from None
+            raise self._failed(m, f, st, exc, transactional) from None
+        except (pgerrors.UndefinedFile, pgerrors.FeatureNotSupported) as exc:
+            if isinstance(st.node, ast.CreateExtensionStmt) and st.node.extname == "vector":
+                raise ExtensionUnavailable(conn.info.dbname) from None
+            raise self._failed(m, f, st, exc, transactional) from None
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) and conn.closed:
+                raise PgvkitError(
+                    f"lost the connection to the server while running {m.id} at {f.path}:{st.line}; "
+                    "check the server, then run pgvkit status and pgvkit migrate again"
+                ) from None
+            raise self._failed(m, f, st, exc, transactional) from None
+
+    def _failed(self, m, f: SQLFile, st: Statement, exc: psycopg.Error, transactional: bool) -> MigrationFailed:
+        line = st.line
+        pos = exc.diag.statement_position
+        if pos:  # 1-based character position inside the statement
+            line += st.sql.count("\n", 0, int(pos) - 1)
+        message = " ".join(str(exc.diag.message_primary or exc).split())
+        return MigrationFailed(m.label, f.path, line, scrub(message, self.url), transactional=transactional)
+
+    def _log_failure(self, conn, m: Migration, exc: Exception) -> None:
+        with contextlib.suppress(psycopg.Error):
+            history.record_event(conn, m.version, "fail", m.checksum, str(exc)[:2000])
+
+    def _drop_invalid_indexes(self, conn, m: Migration) -> None:
+        """An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index: drop it to rebuild."""
+        for st in m.up.statements:
+            node = st.node
+            if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname):
+                continue
+            schema = node.relation.schemaname
+            name = sql.Identifier(schema, node.idxname) if schema else sql.Identifier(node.idxname)
+            regname = name.as_string(conn)
+            row = conn.execute(
+                "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", [regname]
+            ).fetchone()
+            if row and row[0]:
+                self.echo(f"  dropping invalid index {regname} left by an interrupted build")
+                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+
+    def run_down(self, conn, m: Migration) -> None:
+        down = m.down
+        assert down is not None
+        if down.transactional:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
+                for st in down.statements:
+                    self._execute(conn, m, down, st, transactional=True)
+                self._forget(conn, m, down)
+        else:
+            for st in down.statements:
+                self._execute_with_retry(conn, m, down, st)
+            with conn.transaction():
+                self._forget(conn, m, down)
+
+    @staticmethod
+    def _forget(conn, m: Migration, down: SQLFile) -> None:
+        conn.execute("DELETE FROM pgvkit.schema_migrations WHERE version = %s", [m.version])
+        history.record_event(conn, m.version, "rollback", down.checksum, f"ran {down.path.name}")

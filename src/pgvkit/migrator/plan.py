@@ -1,0 +1,89 @@
+"""Planning: what migrate or rollback would run, shown before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..display import Table
+from ..errors import RollbackError
+from ..migrations import Migration
+
+__all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files"]
+
+
+@dataclass(repr=False)
+class Plan(Table):
+    """What migrate would run, without running it."""
+
+    database: str
+    steps: list[dict] = field(default_factory=list)
+    verb: str = "apply"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        base = ("version", "name", "mode", "statements", "action")
+        return base + ("drops",) if self.verb == "roll back" else base
+
+    @property
+    def title(self) -> str:
+        n = len(self.steps)
+        return f"Plan for {self.database}: " + (f"{n} migration(s) to {self.verb}" if n else f"nothing to {self.verb}")
+
+    def rows(self) -> list[dict]:
+        return self.steps
+
+    def __str__(self) -> str:
+        out = [super().__str__()]
+        for s in self.steps:
+            out.append(f"\n-- {s['version']}_{s['name']} ({s['mode']})\n{s['sql'].rstrip()}")
+        return "\n".join(out)
+
+    def to_dict(self) -> dict:
+        return {"database": self.database, "migrations": self.steps}
+
+
+def apply_steps(to_apply: list[Migration], rows: dict) -> list[dict]:
+    """One step per pending migration: its mode, statement count, apply or resume, and its SQL."""
+    steps = []
+    for m in to_apply:
+        row = rows.get(m.version)
+        steps.append({"version": m.label, "name": m.name,
+                      "mode": "transaction" if m.transactional else "no-transaction (autocommit)",
+                      "statements": len(m.up.statements),
+                      "action": f"resume ({row.status})" if row else "apply",
+                      "sql": m.up.text})
+    return steps
+
+
+def rollback_targets(rows: dict, to: int) -> list[int]:
+    """The applied versions above `to`, newest first."""
+    return sorted((v for v in rows if v > to), reverse=True)
+
+
+def check_down_files(targets: list[int], by_version: dict[int, Migration]) -> None:
+    """Refuse a rollback whose files or down files are missing, naming what to write."""
+    missing = [str(v) for v in targets if v not in by_version]
+    if missing:
+        raise RollbackError(
+            f"applied migration(s) {', '.join(missing)} have no file; restore them before rolling back"
+        )
+    no_down = [by_version[v] for v in targets if by_version[v].down is None]
+    if no_down:
+        raise RollbackError(
+            "cannot roll back: no down file for "
+            + ", ".join(f"{m.id} (write {m.path.with_suffix('').name}.down.sql)" for m in no_down)
+        )
+
+
+def rollback_steps(targets: list[int], by_version: dict[int, Migration]) -> list[dict]:
+    """One step per down file, newest first, with what it drops."""
+    check_down_files(targets, by_version)
+    steps = []
+    for v in targets:
+        down = by_version[v].down
+        drops = [" ".join(st.sql.split()) for st in down.statements if st.kind == "DropStmt"]
+        steps.append({"version": by_version[v].label, "name": by_version[v].name,
+                      "mode": "transaction" if down.transactional else "no-transaction (autocommit)",
+                      "statements": len(down.statements), "action": "roll back",
+                      "drops": "; ".join(drops) or "(nothing dropped)", "sql": down.text})
+    return steps
