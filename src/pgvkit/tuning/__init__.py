@@ -1,0 +1,59 @@
+"""Index tuning that proves its answer, one module per step of notebooks/04_index_tuning:
+
+1. workload  `prepare()`: the live table's vectors (a sample of `rows`) or synthetic ones, in a
+   scratch table `pgvkit.tune_workload`, with held-out queries and a second, fresh query set.
+2. truth     `exact_knn()`: the true neighbours in numpy; `recall_at_k()` against them.
+3. build     `build()`: each candidate index on the scratch table (never on the live one), with
+   `maintenance_work_mem` sized so the build fits and parallel workers on.
+4. measure   `measure()`: every query prepared with binary parameters; the EXPLAIN guard.
+5. sweep     `sweep()`: every query-time setting of every candidate: recall, latency, build, size.
+6. recommend `recommend()`: the cheapest configuration meeting the recall target.
+7. migration `write_migration()`: that choice as a numbered migration (and its down file).
+plots draws the trade-off; pipeline's `tune()` runs steps 1 to 6, as `pgvkit tune` does.
+"""
+
+from .build import SEARCH_PARAM, Config, build, build_settings, spare_memory
+from .measure import IndexNotUsed, measure, plan_index, query_shape, require_index
+from .migration import write_migration
+from .pipeline import tune
+from .plots import plot_builds, plot_tradeoff
+from .recommend import Recommendation, recommend
+from .sweep import TUNE_LOCK, Point, SweepResult, default_grid, sweep
+from .truth import MARGIN_SE, GroundTruth, exact_knn, recall_at_k, recall_low
+from .workload import SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
+
+__all__ = [
+    "Workload",
+    "GroundTruth",
+    "Config",
+    "Point",
+    "SweepResult",
+    "Recommendation",
+    "IndexNotUsed",
+    "prepare",
+    "exact_knn",
+    "recall_at_k",
+    "sweep",
+    "recommend",
+    "write_migration",
+    "cleanup",
+    "tune",
+    "plot_tradeoff",
+    "plot_builds",
+    # the steps' parts, for notebooks that go one level deeper
+    "SCHEMA",
+    "WORKLOAD",
+    "SCRATCH",
+    "SEARCH_PARAM",
+    "TUNE_LOCK",
+    "MARGIN_SE",
+    "build",
+    "build_settings",
+    "spare_memory",
+    "default_grid",
+    "measure",
+    "plan_index",
+    "query_shape",
+    "require_index",
+    "recall_low",
+]

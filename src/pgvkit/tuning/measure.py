@@ -1,0 +1,73 @@
+"""Step 4: measuring. Each query once, prepared with binary parameters, for ids, distances and
+latency; the EXPLAIN guard makes sure a measurement is of the index under test."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from psycopg import sql
+
+from ..errors import PgvkitError
+from .workload import SCRATCH, Workload
+
+__all__ = ["IndexNotUsed", "query_shape", "plan_index", "require_index", "measure"]
+
+
+class IndexNotUsed(PgvkitError):
+    """The query shape cannot use (or the planner will not choose) the index under test."""
+
+
+def query_shape(k: int, exclude_self: bool, filtered: bool = False) -> sql.Composable:
+    limit = k + 1 if exclude_self else k
+    where = sql.SQL(" WHERE owner_id = %(owner)s") if filtered else sql.SQL("")
+    return sql.SQL("SELECT id, embedding <=> %(q)s AS distance FROM {}{} ORDER BY embedding <=> %(q)s LIMIT {}").format(
+        SCRATCH, where, sql.Literal(limit))
+
+
+def plan_index(conn, query: sql.Composable, params: dict) -> tuple[str | None, str]:
+    """(index scanned or None, the plan's top node type) of a query."""
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()[0][0]["Plan"]
+
+    def walk(node):
+        if node.get("Index Name"):
+            return node["Index Name"]
+        for child in node.get("Plans", []):
+            found = walk(child)
+            if found:
+                return found
+        return None
+
+    return walk(plan), plan["Node Type"]
+
+
+def require_index(conn, query: sql.Composable, params: dict, index: str) -> None:
+    """The EXPLAIN guard: raise IndexNotUsed unless the plan scans `index`."""
+    used, top = plan_index(conn, query, params)
+    if used != index:
+        text = query.as_string(conn)
+        raise IndexNotUsed(
+            f"the query does not use {index} (plan: {top}{' on ' + used if used else ''}): {text}; "
+            "a vector index serves only ORDER BY <column> <op> <vector> LIMIT k with the operator of its "
+            "operator class (<=> for vector_cosine_ops)")
+
+
+def measure(conn, workload: Workload, queries: np.ndarray, exclude: np.ndarray | None,
+            filtered: bool = False) -> tuple[list, list, np.ndarray]:
+    """Run each query once (prepared, binary); ids, distances and latencies in ms."""
+    query = query_shape(workload.k, exclude is not None, filtered)
+    extra = {"owner": workload.filter_owner} if filtered else {}
+    found_ids, found_d, lat = [], [], []
+    with conn.cursor(binary=True) as cur:
+        cur.execute(query, {"q": queries[0], **extra}, prepare=True)  # warm the prepared statement and cache
+        cur.fetchall()
+        for i, q in enumerate(queries):
+            t = time.perf_counter()
+            cur.execute(query, {"q": q, **extra}, prepare=True)
+            rows = cur.fetchall()
+            lat.append((time.perf_counter() - t) * 1000)
+            if exclude is not None:
+                rows = [r for r in rows if r[0] != exclude[i]][:workload.k]
+            found_ids.append([r[0] for r in rows])
+            found_d.append([r[1] for r in rows])
+    return found_ids, found_d, np.array(lat)

@@ -1,0 +1,59 @@
+"""Pictures for the notebook: recall against latency with the Pareto front, build time and size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .recommend import Recommendation
+from .sweep import Point, SweepResult
+
+__all__ = ["plot_tradeoff", "plot_builds"]
+
+
+def _pareto(points: Sequence[Point]) -> list[Point]:
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda p: (p.p95_ms, -p.recall)):
+        if p.recall > best:
+            front.append(p)
+            best = p.recall
+    return front
+
+
+def plot_tradeoff(result: SweepResult, target: float = 0.95, recommendation: Recommendation | None = None):
+    """Recall@k against p95 latency for every measured point, the Pareto front and the target."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    counted = [p for p in result.points if p.index_used and p.iterative is None]
+    for label in dict.fromkeys(p.config.label for p in counted):
+        pts = [p for p in counted if p.config.label == label]
+        ax.plot([p.p95_ms for p in pts], [p.recall for p in pts], "o-", label=label, alpha=0.8)
+    front = _pareto(counted)
+    ax.plot([p.p95_ms for p in front], [p.recall for p in front], "k--", lw=1, label="Pareto front")
+    ax.axhline(target, color="red", lw=1, ls=":", label=f"target {target}")
+    if recommendation and recommendation.point:
+        p = recommendation.point
+        ax.plot([p.p95_ms], [p.recall], "r*", ms=16, label="recommended")
+    ax.set_xscale("log")
+    ax.set_xlabel("p95 latency (ms, log scale)")
+    ax.set_ylabel(f"recall@{result.k}")
+    ax.set_title(result.workload, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_builds(result: SweepResult):
+    """Build time and index size per configuration."""
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    labels = [b_["index"] for b_ in result.builds]
+    a.barh(labels, [b_["build_s"] for b_ in result.builds])
+    a.set_xlabel("build time (s)")
+    b.barh(labels, [b_["size_bytes"] / 2**20 for b_ in result.builds], color="tab:orange")
+    b.set_xlabel("index size (MB)")
+    b.set_yticks([])
+    fig.tight_layout()
+    return fig

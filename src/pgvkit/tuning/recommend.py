@@ -1,0 +1,67 @@
+"""Step 6: the recommendation. The cheapest measured configuration whose recall clears the target
+with a margin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..display import Table
+from .sweep import Point, SweepResult
+
+__all__ = ["Recommendation", "recommend"]
+
+
+@dataclass(repr=False)
+class Recommendation(Table):
+    target: float
+    k: int
+    point: Point | None
+    met: bool
+    message: str
+    runner_up: list[Point] = field(default_factory=list)
+    workload: str = ""
+    columns = ("index", "setting", "recall", "p5", "fresh", "p95 ms", "qps", "build s", "size MB")
+
+    @property
+    def title(self) -> str:
+        return self.message
+
+    def rows(self) -> list[dict]:
+        return [p.row() for p in ([self.point] if self.point else []) + self.runner_up]
+
+    def to_dict(self) -> dict:
+        return {"target_recall": self.target, "k": self.k, "met": self.met, "message": self.message,
+                "choice": self.point.row() if self.point else None,
+                "index_definition": self.index_clause if self.point else None}
+
+    @property
+    def index_clause(self) -> str:
+        c = self.point.config
+        return f"USING {c.method} (embedding vector_cosine_ops) WITH (" + ", ".join(f"{k} = {v}" for k, v in c.params) + ")"
+
+
+def recommend(result: SweepResult, target: float = 0.95) -> Recommendation:
+    """The cheapest measured configuration (lowest p95 latency, then build time, then size)
+    whose mean recall@k on the held-out queries meets the target with a margin of MARGIN_SE
+    standard errors (not just the mean: a few hundred queries are a sample, and the choice
+    must hold on queries nobody measured)."""
+    counted = [p for p in result.points if p.index_used and p.iterative is None]
+    meets = sorted((p for p in counted if p.recall_low >= target), key=lambda p: (p.p95_ms, p.build_s, p.size_bytes))
+    if meets:
+        best = meets[0]
+        return Recommendation(
+            target, result.k, best, True,
+            f"{best.config.label} with {best.search_param} = {best.search_value}: recall@{result.k} "
+            f"{best.recall:.3f} (fresh queries {best.fresh_recall:.3f}) >= {target}, p95 {best.p95_ms:.2f} ms",
+            meets[1:4], result.workload)
+    if not counted:
+        return Recommendation(target, result.k, None, False,
+                              "no configuration could be measured: the planner never used a candidate index "
+                              "(is the workload too small? try --rows 10000 or more)", workload=result.workload)
+    closest = max(counted, key=lambda p: (p.recall, -p.p95_ms))
+    return Recommendation(
+        target, result.k, None, False,
+        f"nothing reached recall@{result.k} >= {target}: closest is {closest.config.label} with "
+        f"{closest.search_param} = {closest.search_value} at {closest.recall:.3f}; try larger ef_search or "
+        "probes values, HNSW with m = 32 / ef_construction = 200, or a lower target",
+        [closest], result.workload)
