@@ -1,0 +1,100 @@
+"""The pgvkit command line: the notebooks' steps, headless.
+
+Exit codes: 0 success / up to date; 1 migrations pending (status); 2 an error, drift or a missing
+file. Expected errors print one line with the fix and no traceback.
+
+The commands are a table (`COMMANDS`): each module of this package holds a group of them, every
+command with its help, its example, its arguments and its handler side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import psycopg
+
+from ..errors import PgvkitError
+from . import checks, inserts, migrations, notebooks, server, tuning
+from .base import Command, Context
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+COMMANDS: list[Command] = [*server.COMMANDS, *migrations.COMMANDS, *checks.COMMANDS, *inserts.COMMANDS,
+                           *tuning.COMMANDS, *notebooks.COMMANDS]
+
+EXAMPLES = """\
+examples:
+  pgvkit db start                 start the embedded PostgreSQL (data in .pgvkit/pgdata)
+  pgvkit status                   what is applied, pending, drifted
+  pgvkit plan                     show the SQL migrate would run
+  pgvkit migrate --backup         back up, then apply pending migrations
+  pgvkit baseline 001             record 001 as applied on a database the old docker init created
+  pgvkit rollback --to 0 --yes    run down files newest first
+  DATABASE_URL=postgresql://user:pw@host/db pgvkit status --json
+"""
+
+
+def _version() -> str:
+    try:
+        return version("pgvkit")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", default=argparse.SUPPRESS,
+                        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)")
+    common.add_argument("--migrations", default=argparse.SUPPRESS, metavar="DIR",
+                        help="migrations directory (default: $PGVKIT_MIGRATIONS, else ./migrations)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output on stdout")
+
+    parser = argparse.ArgumentParser(
+        prog="pgvkit", parents=[common], epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Migrate, verify and operate a PostgreSQL + pgvector vector store.",
+    )
+    parser.add_argument("--version", action="version", version=f"pgvkit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, parents=[common], help=command.help, description=command.help,
+                           epilog=f"example:\n  {command.example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.arguments(p)
+        p.set_defaults(handler=command)
+    return parser
+
+
+def run(args) -> int:
+    """Run the parsed command: resolve the database first when the command needs one."""
+    command: Command = args.handler
+    ctx = Context(args)
+    if command.needs_target:
+        if not ctx.as_json:
+            ctx.echo(f"database: {ctx.target.masked} ({ctx.target.source})")
+    return command.handler(args, ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not args.handler.passes_extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # pgvkit lab passes them to jupyter lab
+    try:
+        return run(args)
+    except PgvkitError as exc:
+        print(f"pgvkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except psycopg.Error as exc:  # a server error pgvkit did not anticipate: one line, no traceback
+        message = " ".join((exc.diag.message_primary or str(exc)).split())
+        print(f"pgvkit: error: {message} (run pgvkit doctor for a diagnosis)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pgvkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0

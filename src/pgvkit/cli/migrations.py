@@ -1,0 +1,114 @@
+"""Migrations: status, plan, migrate, baseline, repair, rollback and the event log."""
+
+from __future__ import annotations
+
+from .. import backups, history
+from ..db import connect
+from ..display import text_table
+from ..migrator import Migrator, parse_version
+from .base import Command, confirm_database_argument, guard, print_json
+
+
+def _migrator(args, ctx) -> Migrator:
+    kwargs = {name: getattr(args, name) for name in ("lock_wait", "lock_timeout", "retry_budget") if hasattr(args, name)}
+    return Migrator(ctx.target.url, ctx.migrations_dir, echo=ctx.echo, **kwargs)
+
+
+def status(args, ctx) -> int:
+    report = _migrator(args, ctx).status()
+    ctx.report(report)
+    return report.exit_code
+
+
+def plan(args, ctx) -> int:
+    ctx.report(_migrator(args, ctx).plan())
+    return 0
+
+
+def _migrate_arguments(p) -> None:
+    p.add_argument("--backup", action="store_true", help="take a pg_dump backup first")
+    p.add_argument("--target", metavar="N", help="apply migrations up to and including N only")
+    p.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for another migrator's lock (default 60)")
+    p.add_argument("--lock-timeout", default="5s", metavar="DURATION",
+                   help="lock_timeout for each DDL statement, retried within --retry-budget (default 5s)")
+    p.add_argument("--retry-budget", type=float, default=60.0, metavar="SECONDS",
+                   help="total time to keep retrying DDL that hit lock_timeout (default 60)")
+
+
+def migrate(args, ctx) -> int:
+    migrator = _migrator(args, ctx)
+    migrations = migrator.read()  # refuse bad files before any backup or lock
+    if args.backup:
+        ctx.echo(f"backup written: {backups.backup(ctx.target.url)}")
+    applied = migrator.migrate(migrations, target=parse_version(args.target) if args.target else None)
+    if ctx.as_json:
+        print_json({"applied": applied})
+    return 0
+
+
+def _baseline_arguments(p) -> None:
+    p.add_argument("version")
+
+
+def baseline(args, ctx) -> int:
+    recorded = _migrator(args, ctx).baseline(args.version)
+    if ctx.as_json:
+        print_json({"baselined": recorded})
+    return 0
+
+
+def _repair_arguments(p) -> None:
+    p.add_argument("version")
+    p.add_argument("--reason", required=True, help="why the applied file changed (kept in the event log)")
+
+
+def repair(args, ctx) -> int:
+    _migrator(args, ctx).repair(args.version, args.reason)
+    return 0
+
+
+def _rollback_arguments(p) -> None:
+    p.add_argument("--to", required=True, metavar="N", help="keep migrations <= N applied (0: undo all)")
+    p.add_argument("--yes", action="store_true", help="confirm: this may drop data")
+    confirm_database_argument(p)
+
+
+def rollback(args, ctx) -> int:
+    migrator = _migrator(args, ctx)
+    plan = migrator.rollback_plan(args.to)
+    if plan.steps and not args.yes and not ctx.as_json:
+        ctx.echo(str(plan))  # what would run and drop, before refusing
+    if plan.steps:
+        guard(args, ctx.target, f"rollback to {args.to} runs {', '.join(s['version'] for s in plan.steps)} "
+                                "down files and may drop data (back up first: pgvkit backup)")
+    undone = migrator.rollback(args.to, yes=True)
+    if ctx.as_json:
+        print_json({"rolled_back": undone})
+    return 0
+
+
+def events(args, ctx) -> int:
+    with connect(ctx.target.url) as conn:
+        rows = history.events(conn)
+    if ctx.as_json:
+        print_json(rows)
+    else:
+        ctx.echo(text_table(rows, ["id", "version", "event", "at", "db_role", "client", "detail"]))
+    return 0
+
+
+COMMANDS = [
+    Command("status", "show applied / pending / drifted migrations (exit 0 up to date, 1 pending, 2 drift)",
+            "pgvkit status --json", status),
+    Command("plan", "dry run: each pending migration, its transaction mode and its SQL", "pgvkit plan", plan),
+    Command("migrate", "apply pending migrations, each in its own transaction", "pgvkit migrate --backup", migrate,
+            _migrate_arguments),
+    Command("baseline", "record migrations up to VERSION as applied without running them", "pgvkit baseline 001",
+            baseline, _baseline_arguments),
+    Command("repair", "accept the changed checksum of an applied migration", "pgvkit repair 001 --reason 'comment fix'",
+            repair, _repair_arguments),
+    Command("rollback", "run down files newest first down to version N", "pgvkit rollback --to 0 --yes", rollback,
+            _rollback_arguments),
+    Command("history", "the migration event log, newest first", "pgvkit history --json", events),
+]

@@ -1,0 +1,83 @@
+"""The database itself: the embedded server, backups and restores."""
+
+from __future__ import annotations
+
+from .. import backups
+from ..db import connect, server_info
+from ..embedded import EmbeddedServer
+from ..errors import PgvkitError
+from .base import Command, confirm_database_argument, guard, print_json
+
+
+def _db_arguments(p) -> None:
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+
+
+def db(args, ctx) -> int:
+    server = EmbeddedServer.default()
+    out = ctx.echo
+    if args.action == "start":
+        server.start()
+        with connect(server.url()) as conn:
+            info = server_info(conn)
+        data = {**server.status(), "server_version": info["server_version"],
+                "vector_available": info["vector_available"]}
+        if ctx.as_json:
+            print_json(data)
+        else:
+            out(f"embedded PostgreSQL {info['server_version']} (pgvector {info['vector_available']} available) "
+                f"running, pid {data['pid']}")
+            out(f"  url:  {data['url']}")
+            out(f"  data: {data['pgdata']}")
+    elif args.action == "stop":
+        stopped = server.stop()
+        out("embedded server stopped" if stopped else "embedded server was not running")
+    elif args.action == "status":
+        data = server.status()
+        if ctx.as_json:
+            print_json(data)
+        else:
+            state = f"running, pid {data['pid']}" if data["running"] else (
+                "stopped" if data["initialised"] else "not initialised (pgvkit db start creates it)")
+            out(f"embedded server: {state}")
+            out(f"  data: {data['pgdata']}")
+            if data["running"]:
+                out(f"  url:  {data['url']}")
+        return 0 if data["running"] else 3
+    elif args.action == "url":
+        if not server.running():
+            raise PgvkitError("the embedded server is not running; start it with: pgvkit db start")
+        print(server.url())
+    return 0
+
+
+def _backup_arguments(p) -> None:
+    p.add_argument("--dir", metavar="DIR", help="where to write it (default .pgvkit/backups)")
+
+
+def backup(args, ctx) -> int:
+    path = backups.backup(ctx.target.url, args.dir)
+    print_json({"backup": str(path)}) if ctx.as_json else ctx.echo(f"backup written: {path}")
+    return 0
+
+
+def _restore_arguments(p) -> None:
+    p.add_argument("file")
+    p.add_argument("--yes", action="store_true", help="confirm: objects in the dump are replaced")
+    confirm_database_argument(p)
+
+
+def restore(args, ctx) -> int:
+    guard(args, ctx.target, f"restore replaces every object in {args.file}")
+    backups.restore(ctx.target.url, args.file, yes=True)
+    ctx.echo(f"restored {args.file}")
+    return 0
+
+
+COMMANDS = [
+    Command("db", "manage the embedded PostgreSQL server", "pgvkit db start", db, _db_arguments, needs_target=False),
+    Command("backup", "write a pg_dump custom-format backup to .pgvkit/backups/", "pgvkit backup", backup,
+            _backup_arguments),
+    Command("restore", "restore a backup file over the database", "pgvkit restore .pgvkit/backups/jarvis-....dump --yes",
+            restore, _restore_arguments),
+]

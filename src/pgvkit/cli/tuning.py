@@ -1,0 +1,54 @@
+"""Index tuning: sweep candidates on a scratch copy, recommend one, write it as a migration."""
+
+from __future__ import annotations
+
+from ..errors import PgvkitError
+from .base import Command, print_json
+
+
+def _tune_arguments(p) -> None:
+    p.add_argument("--target-recall", type=float, default=0.95, metavar="R", help="recall@k to reach (default 0.95)")
+    p.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("--rows", type=int, help="workload size (default: the whole table, or 20000 synthetic)")
+    p.add_argument("--queries", type=int, default=200, help="held-out queries (default 200, plus as many fresh)")
+    p.add_argument("--source", choices=["auto", "table", "synthetic"], default="auto",
+                   help="the live table's vectors (auto: when it has >= 1000 rows) or synthetic ones")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--filter-owner", metavar="OWNER_ID",
+                   help="also measure filtered recall (WHERE owner_id = OWNER_ID) with iterative scans off and on")
+    p.add_argument("--write-migration", action="store_true",
+                   help="write the recommendation as the next numbered migration (and its down file)")
+
+
+def tune(args, ctx) -> int:
+    from .. import tuning
+
+    if not 0 < args.target_recall <= 1:
+        raise PgvkitError("--target-recall must be between 0 and 1, e.g. --target-recall 0.95")
+    if args.k < 1 or args.queries < 2 or (args.rows is not None and args.rows < args.k + 1):
+        raise PgvkitError("--k and --queries must be positive and --rows larger than k, e.g. --k 10 --rows 20000")
+    url, echo = ctx.target.url, ctx.echo
+    _, result, rec = tuning.tune(url, target=args.target_recall, k=args.k, rows=args.rows, queries=args.queries,
+                                 source=args.source, seed=args.seed, filter_owner=args.filter_owner,
+                                 progress=not ctx.as_json, echo=echo)
+    written = None
+    if args.write_migration and rec.met:
+        written = tuning.write_migration(url, rec, ctx.migrations_dir)
+    if ctx.as_json:
+        print_json({"sweep": result.to_dict(), "recommendation": rec.to_dict(),
+                    "migration": [str(p) for p in written] if written else None})
+    else:
+        echo(str(result))
+        echo("")
+        echo(("recommended: " if rec.met else "NOT MET: ") + rec.message)
+        if written:
+            echo(f"wrote {written[0]} and {written[1].name}; apply with: pgvkit plan, then pgvkit migrate")
+        elif args.write_migration:
+            echo("no migration written: nothing met the target")
+    return 0 if rec.met else 1
+
+
+COMMANDS = [
+    Command("tune", "sweep IVFFlat/HNSW settings on a scratch copy, recommend the cheapest meeting a recall target",
+            "pgvkit tune --target-recall 0.95 --rows 20000 --write-migration", tune, _tune_arguments),
+]
