@@ -10,7 +10,9 @@ The workflow, one notebook cell per step::
 """
 
 from .backups import backup, restore
-from .doctor import Diagnosis, Finding, explain
+from .checks import Check, ChecksFailed, Report
+from .doctor import Diagnosis, Finding
+from .explain import explain
 from .db import Target, connect, mask_url, resolve, server_info, sqlalchemy_url
 from .embedded import EmbeddedServer
 from .errors import (
@@ -50,6 +52,9 @@ __all__ = [
     "read_vector_file",
     "backup",
     "restore",
+    "Check",
+    "Report",
+    "ChecksFailed",
     "explain",
     "Diagnosis",
     "Finding",
