@@ -50,33 +50,26 @@ class Applier:
 
 
     def _apply_transactional(self, conn: psycopg.Connection, m: Migration) -> None:
-        deadline = time.monotonic() + self.retry_budget
-        attempt = 0
-        while True:
-            attempt += 1
+        def attempt(n: int) -> None:
             start = time.perf_counter()
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
-                    for st in m.up.statements:
-                        self._execute(conn, m, m.up, st, transactional=True)
-                    elapsed = int((time.perf_counter() - start) * 1000)
-                    conn.execute(
-                        "INSERT INTO pgvkit.schema_migrations"
-                        " (version, name, checksum, status, transactional, execution_ms)"
-                        " VALUES (%s, %s, %s, 'applied', true, %s)",
-                        [m.version, m.name, m.checksum, elapsed],
-                    )
-                    history.record_event(conn, m.version, "apply", m.checksum, f"attempt {attempt}")
-                return
-            except LockBusy as busy:
-                if time.monotonic() + busy.wait > deadline:
-                    raise busy.timeout(self.retry_budget) from None
-                self.echo(f"  lock busy ({busy.describe()}); retrying in {busy.wait:.1f}s")
-                time.sleep(busy.wait)
-            except MigrationFailed as exc:
-                self._log_failure(conn, m, exc)
-                raise
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
+                for st in m.up.statements:
+                    self._execute(conn, m, m.up, st, transactional=True)
+                elapsed = int((time.perf_counter() - start) * 1000)
+                conn.execute(
+                    "INSERT INTO pgvkit.schema_migrations"
+                    " (version, name, checksum, status, transactional, execution_ms)"
+                    " VALUES (%s, %s, %s, 'applied', true, %s)",
+                    [m.version, m.name, m.checksum, elapsed],
+                )
+                history.record_event(conn, m.version, "apply", m.checksum, f"attempt {n}")
+
+        try:
+            self._retrying(attempt)
+        except MigrationFailed as exc:
+            self._log_failure(conn, m, exc)
+            raise
 
     def _apply_autocommit(self, conn: psycopg.Connection, m: Migration, previous) -> None:
         start = time.perf_counter()
@@ -116,11 +109,16 @@ class Applier:
         history.record_event(conn, m.version, "apply", m.checksum)
 
     def _execute_with_retry(self, conn, m: Migration, f: SQLFile, st: Statement) -> None:
+        self._retrying(lambda _: self._execute(conn, m, f, st, transactional=False))
+
+    def _retrying(self, attempt) -> None:
+        """Call attempt(n) until it does not hit lock_timeout, within the retry budget."""
         deadline = time.monotonic() + self.retry_budget
+        n = 0
         while True:
+            n += 1
             try:
-                self._execute(conn, m, f, st, transactional=False)
-                return
+                return attempt(n)
             except LockBusy as busy:
                 if time.monotonic() + busy.wait > deadline:
                     raise busy.timeout(self.retry_budget) from None
