@@ -22,7 +22,9 @@ from pgvkit.scratch import fresh_database
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
 _counter = itertools.count()
-PASSWORD = "Pw-d0nt-l3ak-9f2c"  # every test password; outputs are scanned for it
+# every test password; outputs are scanned for it. It holds what libpq takes as written in a URL's
+# credentials but a URL parser does not (# starts a fragment, ? a query, & and : separate)
+PASSWORD = "Pw#d0nt?l3ak&9f:2c"
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +177,8 @@ def app_database(tcp_server):
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER PASSWORD {}").format(
             sql.Identifier(role), sql.Literal(PASSWORD)))
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(role)))
-    yield {"url": tcp_server.url(database=db, user=role, password=PASSWORD),
+    # the password as written, the way a team's DATABASE_URL holds it (libpq reads it so)
+    yield {"url": f"postgresql://{role}:{PASSWORD}@127.0.0.1:{tcp_server.port}/{db}",
            "admin": tcp_server.socket_url(database=db), "role": role, "db": db}
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))

@@ -99,3 +99,66 @@ def test_any_url_parses_to_its_parts_and_masks_its_password_whatever_it_holds(us
     assert {k: v for k, v in conninfo_to_dict(psycopg_url(masked)).items() if k != "password"} == {
         k: v for k, v in parts.items() if k != "password"}  # masking leaves everything else intact
     assert secret not in scrub(f"FATAL: password {secret} rejected", url)
+
+
+@pytest.mark.parametrize("password", ["Zq#9kLm2", "Tt?77seCret", "a&b=c:d", "x%40y", "semi;colon'quote", "spa ce"])
+def test_passwords_with_url_characters_are_masked_as_libpq_reads_them(password):
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    raw = password if not set(password) & set("@/% ") else quote(password, safe="")
+    for url in (f"postgresql://jarvis:{raw}@127.0.0.1/jarvis", f"postgresql://jarvis:{raw}@h1:5432,h2:5433/jarvis",
+                f"postgresql://jarvis@127.0.0.1/jarvis?sslmode=disable&password={quote(password, safe='')}"):
+        assert conninfo_to_dict(url)["password"] == password  # libpq reads it as written
+        masked = mask_url(url)
+        assert password not in masked and raw not in masked and "***" in masked
+        assert "127.0.0.1" in masked or "h1:5432,h2:5433" in masked
+
+
+def _as_libpq_would_take_it(password: str, encode_all: bool) -> str:
+    """The password in a URL's credentials: as written where libpq allows (not @ / % or space), else encoded."""
+    from urllib.parse import quote
+
+    return quote(password, safe="") if encode_all or set(password) & set("@/% ") else password
+
+
+# every printable ASCII character, with the ones that mean something in a URL or a conninfo drawn often
+printable = st.text(st.one_of(st.sampled_from("#?&=:;@/%+ '\"\\"), st.characters(min_codepoint=32, max_codepoint=126)),
+                    min_size=1, max_size=16)
+
+
+@given(password=printable, encode_all=st.booleans(), form=st.sampled_from(["credentials", "query", "keywords"]))
+def test_no_output_of_a_failing_connection_shows_a_printable_password(password, encode_all, form):
+    """Every channel a user sees when the server cannot be reached: the error, the CLI's lines
+    (stdout and stderr), the doctor's report and its JSON, the target's repr."""
+    import contextlib
+    import io
+    import json
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from pgvkit.cli import main
+    from pgvkit.doctor import doctor
+
+    secret = "Pw" + password
+    port = free_port()
+    url = {
+        "credentials": f"postgresql://app:{_as_libpq_would_take_it(secret, encode_all)}@127.0.0.1:{port}/db",
+        "query": f"postgresql://app@127.0.0.1:{port}/db?password={quote(secret, safe='')}",
+        "keywords": make_conninfo(user="app", password=secret, host="127.0.0.1", port=port, dbname="db"),
+    }[form]
+    assert conninfo_to_dict(url)["password"] == secret
+    seen = [mask_url(url), repr(resolve(url))]
+    with pytest.raises(ConnectionFailed) as failed:
+        connect(url)
+    seen.append(str(failed.value))
+    report = doctor(url)
+    seen += [str(report), json.dumps(report.to_dict())]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["status", "--database-url", url]) == 2
+    seen += [out.getvalue(), err.getvalue()]
+    leaked = [text for text in seen if secret in text or quote(secret, safe="") in text]
+    assert leaked == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import quote
 from dataclasses import dataclass
 
 import psycopg
@@ -105,7 +106,13 @@ def sqlalchemy_url(url: str) -> str:
             database=params.get("dbname"),
             query=query,
         ).render_as_string(hide_password=False)
-    return "postgresql+psycopg://" + url.split("://", 1)[1]
+    _, credentials, rest = _credentials(url)
+    if credentials is not None:  # written as libpq took it (# or ? as is): encoded for SQLAlchemy
+        params = _conninfo.conninfo_to_dict(url)
+        credentials = quote(params.get("user") or "", safe="") + (
+            ":" + quote(params["password"], safe="") if params.get("password") is not None else "")
+        rest = credentials + rest
+    return "postgresql+psycopg://" + rest
 
 
 def _password(url: str) -> str | None:
@@ -121,15 +128,32 @@ def has_password(text: str) -> bool:
     return _password(text) is not None
 
 
+def _credentials(url: str) -> tuple[str, str | None, str]:
+    """A URL split as libpq splits it: (scheme://, user[:password] or None, the rest). The
+    credentials run from :// to the first @ or / (so #, ?, & and : may stand in a password as
+    written), and only when that first one is an @."""
+    scheme, _, rest = url.partition("://")
+    ends = [i for i in (rest.find("@"), rest.find("/")) if i >= 0]
+    if ends and rest[min(ends)] == "@":
+        return scheme + "://", rest[: min(ends)], rest[min(ends):]
+    return scheme + "://", None, rest
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, safe to print, log or store."""
+    """The URL with its password replaced by ***, safe to print, log or store.
+
+    Read as libpq reads it: the password follows the first colon of a URL's credentials, or
+    stands in ?password=; in key=value form a value is quoted '...' or runs to the next space."""
     if "://" in url:
-        m = re.match(r"^([^:/]+://)([^@/?#]*)@", url)
-        if m and ":" in m.group(2):
-            user = m.group(2).split(":", 1)[0]
-            url = m.group(1) + user + ":***@" + url[m.end():]
-        # a password may also hide in the query string
-        return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+        scheme, credentials, rest = _credentials(url)
+        if credentials is not None and ":" in credentials:
+            rest = credentials.partition(":")[0] + ":***" + rest
+        elif credentials is not None:
+            rest = credentials + rest
+        host, question, query = rest.partition("?")
+        if question:
+            query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", query, flags=re.IGNORECASE)
+        return f"{scheme}{host}{question}{query}"
     return re.sub(
         r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url, flags=re.IGNORECASE
     )
