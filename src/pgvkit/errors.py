@@ -18,6 +18,7 @@ __all__ = [
     "RollbackError",
     "ConfirmationRequired",
     "BackupError",
+    "MissingExtra",
 ]
 
 
@@ -159,3 +160,13 @@ class ConfirmationRequired(PgvkitError):
 
 class BackupError(PgvkitError):
     """pg_dump or pg_restore failed."""
+
+
+class MissingExtra(PgvkitError):
+    """A command needs a package of an optional extra that is not installed."""
+
+    def __init__(self, what: str, module: str, extra: str):
+        self.module = module
+        self.extra = extra
+        super().__init__(f"{what} needs {module}, which comes with pgvkit's {extra} extra; "
+                         f"install it with: pip install 'pgvkit[{extra}]'")

@@ -20,6 +20,7 @@ from .db import has_password
 from .display import Echo, Table, echo_to
 from .embedded import default_home
 from .errors import ConfigError
+from .extras import need
 
 __all__ = ["Run", "NotebookResult", "run_notebooks", "parse_parameters", "default_notebooks"]
 
@@ -83,7 +84,8 @@ def parse_parameters(pairs: list[tuple[str, str]]) -> dict:
 def run_notebooks(notebooks: list[str | Path], parameters: dict | None = None, *, database_url: str | None = None,
                   home: Path | None = None, echo: Echo | None = None, progress: bool = False) -> Run:
     """Execute the notebooks in order (stopping at the first failure), then write the HTML report."""
-    import papermill
+    papermill = need("papermill", "pgvkit run")
+    need("nbconvert", "pgvkit run's report")
 
     echo = echo or echo_to()
     paths = [Path(n) for n in notebooks]
@@ -145,8 +147,8 @@ def _stderr_to(path: Path):
 
 def write_report(run: Run) -> Path:
     """One HTML page: a summary, then every executed notebook with its outputs."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    nbformat = need("nbformat", "pgvkit run's report")
+    HTMLExporter = need("nbconvert", "pgvkit run's report").HTMLExporter
 
     combined = nbformat.v4.new_notebook()
     lines = ["# pgvkit run report", "", "| notebook | status | seconds | failing cell | error |", "|---|---|---|---|---|"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..db import connect, resolve, server_info
 from ..errors import PgvkitError
+from ..extras import need
 from .base import Command, print_json
 
 
@@ -19,6 +20,7 @@ def lab(args, ctx) -> int:
     lab, not the server."""
     from ..embedded import default_home, project_root
 
+    need("jupyterlab", "pgvkit lab")
     echo = ctx.echo
     target = ctx.target  # starts the embedded server, or checks the URL below
     with connect(target.url) as conn:

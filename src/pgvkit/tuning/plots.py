@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..extras import need
 from .recommend import Recommendation
 from .sweep import Point, SweepResult
 
@@ -21,7 +22,7 @@ def _pareto(points: Sequence[Point]) -> list[Point]:
 
 def plot_tradeoff(result: SweepResult, target: float = 0.95, recommendation: Recommendation | None = None):
     """Recall@k against p95 latency for every measured point, the Pareto front and the target."""
-    import matplotlib.pyplot as plt
+    plt = need("matplotlib.pyplot", "the tuning plots")
 
     fig, ax = plt.subplots(figsize=(8, 5))
     counted = [p for p in result.points if p.index_used and p.iterative is None]
@@ -46,7 +47,7 @@ def plot_tradeoff(result: SweepResult, target: float = 0.95, recommendation: Rec
 
 def plot_builds(result: SweepResult):
     """Build time and index size per configuration."""
-    import matplotlib.pyplot as plt
+    plt = need("matplotlib.pyplot", "the tuning plots")
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     labels = [b_["index"] for b_ in result.builds]
