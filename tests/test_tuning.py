@@ -215,3 +215,80 @@ def test_the_migration_number_skips_versions_the_database_has_applied(migrated, 
                      echo=lambda _: None)
     up, down = write_migration(migrated, rec, migrations)
     assert (up.name, down.name) == ("008_tune_idx_embedding_cosine.sql", "008_tune_idx_embedding_cosine.down.sql")
+
+
+LIVE_INDEXES = {  # how teams create the vector index by hand, and the name PostgreSQL gives it
+    "postgres-default-name": ("", "CREATE INDEX ON ip_asset_embeddings USING ivfflat (embedding vector_cosine_ops)"
+                                  " WITH (lists = 100)", "ip_asset_embeddings_embedding_idx"),
+    "quoted-mixed-case": ("", 'CREATE INDEX "Embedding Idx" ON ip_asset_embeddings USING ivfflat'
+                              " (embedding vector_cosine_ops) WITH (lists = 100)", "Embedding Idx"),
+    "table-in-another-schema": ('CREATE SCHEMA "Vector Store"; ALTER TABLE ip_asset_embeddings SET SCHEMA "Vector Store";',
+                                "CREATE INDEX ON ip_asset_embeddings USING ivfflat (embedding vector_cosine_ops)"
+                                " WITH (lists = 100)", "ip_asset_embeddings_embedding_idx"),
+}
+
+
+def vector_index_rows(url):
+    from pgvkit.indexes import vector_indexes
+
+    with psycopg.connect(url) as conn:
+        return vector_indexes(conn, "ip_asset_embeddings")
+
+
+@pytest.mark.parametrize("setup, create, name", LIVE_INDEXES.values(), ids=LIVE_INDEXES)
+def test_tune_replaces_the_live_vector_index_whatever_its_name_and_rollback_restores_it(migrated, tmp_path,
+                                                                                      setup, create, name):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    dbname = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_embedding_cosine")
+        if setup:
+            conn.execute(setup)
+            conn.execute(sql.SQL('ALTER DATABASE {} SET search_path = "$user", public, "Vector Store"').format(
+                sql.Identifier(dbname)))
+    load(migrated, 1000, progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute(create)
+        conn.execute("ANALYZE ip_asset_embeddings")
+    [before] = vector_index_rows(migrated)
+    assert before.name == name
+    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40]}
+    _, _, rec = tune(migrated, target=0.5, rows=2000, queries=20, source="synthetic", grid=grid, progress=False,
+                     echo=lambda _: None)
+    up, _ = write_migration(migrated, rec, migrations)
+    applied = run_cli("migrate", "--database-url", migrated, "--migrations", str(migrations))
+    assert applied.returncode == 0, applied.stderr
+
+    [after] = vector_index_rows(migrated)  # one vector index: the old one was replaced, not joined
+    assert (after.schema, after.name, after.method, after.tuned_for) == (before.schema, name, "hnsw",
+                                                                        "hnsw.ef_search = 40")
+    report = verify(migrated, migrations_dir=migrations)
+    assert report["vector indexes"].status == "pass" and report["index idx_embedding_cosine"].status == "pass"
+    assert report["query plan"].detail.endswith(f"uses {name}, tuned by pgvkit tune for hnsw.ef_search = 40")
+
+    rolled = run_cli("rollback", "--to", "1", "--yes", "--database-url", migrated, "--migrations", str(migrations),
+                     "--confirm-database", dbname)
+    assert rolled.returncode == 0, rolled.stderr
+    [restored] = vector_index_rows(migrated)
+    assert (restored.name, restored.definition, restored.comment) == (name, before.definition, None)
+
+
+def test_two_vector_indexes_with_one_operator_class_are_a_warning_with_the_fix(migrated, tmp_path):
+    load(migrated, 1000, progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("CREATE INDEX ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)")
+        conn.execute("ANALYZE ip_asset_embeddings")
+    check = verify(migrated, migrations_dir=MIGRATIONS)["vector indexes"]
+    assert check.status == "warn" and "every INSERT and UPDATE writes each" in check.detail
+    assert "idx_embedding_cosine" in check.detail and "ip_asset_embeddings_embedding_idx" in check.detail
+    _, _, rec = tune(migrated, target=0.5, rows=2000, queries=20, source="synthetic",
+                     grid={"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40]}, progress=False,
+                     echo=lambda _: None)
+    with pytest.raises(PgvkitError, match="2 vector indexes with vector_cosine_ops"):
+        write_migration(migrated, rec, tmp_path)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        for statement in check.fix.rstrip(";").split("; "):
+            conn.execute(statement)
+    assert verify(migrated, migrations_dir=MIGRATIONS)["vector indexes"].status == "pass"
+    assert len(vector_index_rows(migrated)) == 1

@@ -3,7 +3,7 @@ returning Check(name, status, detail, fix); `verify()` runs them all into a Repo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from pglast import ast
@@ -12,6 +12,7 @@ from psycopg import sql
 from .checks import Check, Report, VerificationFailed, verification
 from .db import connect
 from .errors import PgvkitError
+from .indexes import vector_indexes
 from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
 from .sizing import ROWS_PER_LIST
 
@@ -67,6 +68,11 @@ def check_index(conn, table: str, name: str, method: str, column: str, opclass: 
         LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
         LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[0]
         WHERE i.indrelid = to_regclass(%s) AND c.relname = %s""", [_qualified(conn, table), name])
+    if not rows and method == "ivfflat|hnsw":  # the vector index may have another name
+        found = [i for i in vector_indexes(conn, table, column) if opclass in (None, i.opclass)]
+        if found:
+            check = check_index(conn, table, found[0].name, method, column, opclass, recreate)
+            return replace(check, name=f"index {name}", detail=f"{check.detail} (named {found[0].name})")
     if not rows:
         return Check(f"index {name}", "fail", "missing", fix=(recreate or Recreate()).fix(name, "pgvkit migrate (it creates the index)"))
     am, valid, col, opc, options = rows[0]
@@ -153,33 +159,68 @@ def check_zero_vectors(conn, table: str) -> Check:
     return Check("zero vectors", "pass", "none")
 
 
-def check_index_used(conn, table: str, dimension: int = 768) -> Check:
-    """EXPLAIN the canonical query: ORDER BY embedding <=> $1 LIMIT k must use the vector index."""
+def planned_vector_index(conn, table: str, dimension: int = 768) -> tuple[str | None, bool]:
+    """The vector index the canonical query ORDER BY embedding <=> $1 LIMIT 10 scans, and
+    whether the planner only took it with sequential scans off (None: it cannot use one)."""
     query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT id FROM {} ORDER BY embedding <=> %s::vector LIMIT 10").format(
         sql.Identifier(table))
     probe = "[" + ",".join(["0.1"] * dimension) + "]"
+    names = {i.name for i in vector_indexes(conn, table)}
 
-    def plan_uses_vector_index() -> str | None:
+    def scanned() -> str | None:
         plan = conn.execute(query, [probe]).fetchone()[0]
-        for name in _index_names(plan[0]["Plan"]):
-            am = conn.execute("SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
-                              " WHERE c.oid = to_regclass(%s)", [sql.Identifier(name).as_string(conn)]).fetchone()
-            if am and am[0] in ("ivfflat", "hnsw"):
-                return name
-        return None
+        return next((n for n in _index_names(plan[0]["Plan"]) if n in names), None)
 
     with conn.transaction():
-        used = plan_uses_vector_index()
+        used = scanned()
         if used:
-            return Check("query plan", "pass", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}")
+            return used, False
         conn.execute("SET LOCAL enable_seqscan = off")
-        forced = plan_uses_vector_index()
+        forced = scanned()
+    return forced, forced is not None
+
+
+def check_index_used(conn, table: str, dimension: int = 768) -> Check:
+    """EXPLAIN the canonical query: ORDER BY embedding <=> $1 LIMIT k must use the vector index,
+    and the one pgvkit tune built its settings for."""
+    used, forced = planned_vector_index(conn, table, dimension)
+    if used is None:
+        return Check("query plan", "fail", "ORDER BY embedding <=> $1 cannot use a vector index",
+                     fix="create the index with vector_cosine_ops (the operator class must match <=>)")
     if forced:
         return Check("query plan", "warn",
-                     f"the planner prefers a sequential scan at this table size; {forced} is usable (chosen with enable_seqscan off)",
+                     f"the planner prefers a sequential scan at this table size; {used} is usable (chosen with enable_seqscan off)",
                      fix="nothing to do on a small table; on a large one run ANALYZE " + table)
-    return Check("query plan", "fail", "ORDER BY embedding <=> $1 cannot use a vector index",
-                 fix="create the index with vector_cosine_ops (the operator class must match <=>)")
+    indexes = {i.name: i for i in vector_indexes(conn, table)}
+    if indexes[used].tuned_for:
+        return Check("query plan", "pass", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}, "
+                                           f"tuned by pgvkit tune for {indexes[used].tuned_for}")
+    tuned = [i for i in indexes.values() if i.tuned_for and i.name != used]
+    if tuned:
+        return Check("query plan", "warn", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}, not {tuned[0].name} "
+                                           f"that pgvkit tune built for {tuned[0].tuned_for}",
+                     fix=f"DROP INDEX CONCURRENTLY {sql.Identifier(indexes[used].schema, used).as_string(conn)}; "
+                         "unless the application needs it")
+    return Check("query plan", "pass", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}")
+
+
+def check_vector_indexes(conn, table: str, dimension: int = 768) -> Check:
+    """One vector index per operator class: a second one costs every write and serves no search."""
+    indexes = [i for i in vector_indexes(conn, table) if i.valid]
+    by_opclass: dict[str, list] = {}
+    for i in indexes:
+        by_opclass.setdefault(i.opclass, []).append(i)
+    for opclass, same in by_opclass.items():
+        if len(same) > 1:
+            used, _ = planned_vector_index(conn, table, dimension) if opclass == "vector_cosine_ops" else (None, False)
+            extra = [i for i in same if i.name != (used or same[0].name)]
+            return Check("vector indexes", "warn",
+                         f"{len(same)} vector indexes with {opclass} on embedding ({', '.join(i.name for i in same)}): "
+                         f"every INSERT and UPDATE writes each, and a search uses one ({used or same[0].name})",
+                         fix="; ".join(sql.SQL("DROP INDEX CONCURRENTLY {}").format(i.identifier).as_string(conn)
+                                       for i in extra) + ";")
+    return Check("vector indexes", "pass", ", ".join(f"{i.name} ({i.method}, {i.opclass})" for i in indexes)
+                 or "no vector index")
 
 
 def check_invalid_indexes(conn, table: str) -> Check:
@@ -240,6 +281,8 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768
         if tbl.status == "pass":
             schema = schema_checks(conn, table, dimension, Recreate.read(conn, migrations_dir))
             report.checks += schema + [check_grants(conn, table), check_invalid_indexes(conn, table)]
+            if ext.status != "fail":
+                report.checks.append(check_vector_indexes(conn, table, dimension))
             if ext.status != "fail" and schema[0].status == "pass":  # the health checks read the embedding column
                 report.checks += health_checks(conn, table, dimension)
     report.checks.append(check_history(url, migrations_dir))

@@ -8,11 +8,14 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pglast import parse_sql
+from pglast.stream import RawStream
 from psycopg import sql
 
 from .. import history
 from ..db import connect
 from ..errors import PgvkitError
+from ..indexes import TUNED_BY, VectorIndex, live_vector_index
 from ..migrations import default_migrations_dir, read_migrations
 from .build import SEARCH_PARAM, build_settings
 from .recommend import Recommendation
@@ -28,71 +31,108 @@ def _current_setting(conn, name: str) -> str | None:
     return row[0].split("=", 1)[1] if row else None
 
 
-def _set_database(name: str, value: str | None) -> str:
-    action = f"SET {name} = {value}" if value is not None else f"RESET {name}"
+def _set_database(conn, name: str, value: str | None) -> str:
     # current_database(): the file stays valid in every environment it is deployed to;
     # touching a vector first loads pgvector, so its settings are known to the server
-    return (f"DO $$\nBEGIN\n    PERFORM '[1]'::vector;\n"
-            f"    EXECUTE format('ALTER DATABASE %I {action}', current_database());\nEND\n$$;\n")
+    if value is None:
+        execute = sql.SQL("format({}, current_database())").format(sql.Literal(f"ALTER DATABASE %I RESET {name}"))
+    else:
+        execute = sql.SQL("format({}, current_database(), {})").format(
+            sql.Literal(f"ALTER DATABASE %I SET {name} = %L"), sql.Literal(value))
+    return sql.SQL("DO $$\nBEGIN\n    PERFORM '[1]'::vector;\n    EXECUTE {};\nEND\n$$;\n").format(execute).as_string(conn)
 
 
-def _swap(create_definition: str, table: str, index: str, temp: str) -> str:
-    return (f"{create_definition.replace(f'INDEX {temp} ON', f'INDEX CONCURRENTLY IF NOT EXISTS {temp} ON')};\n"
-            f"-- the old index goes only once the new one is built and valid\n"
-            f"DROP INDEX CONCURRENTLY IF EXISTS {index};\n"
-            f"ALTER INDEX IF EXISTS {temp} RENAME TO {index};\n")
+def _suffixed(name: str, suffix: str) -> str:
+    """name + suffix within PostgreSQL's 63-byte identifiers."""
+    base = name.encode()[: 63 - len(suffix)].decode(errors="ignore")
+    return base + suffix
+
+
+def _swap(conn, create: str, schema: str, name: str, temp: str) -> str:
+    """Build `temp` concurrently beside `name`, then drop `name` and give `temp` its name."""
+    drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};").format(sql.Identifier(schema, name))
+    rename = sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {};").format(sql.Identifier(schema, temp),
+                                                                      sql.Identifier(name))
+    return (f"{create};\n-- the old index goes only once the new one is built and valid\n"
+            f"{drop.as_string(conn)}\n{rename.as_string(conn)}\n")
+
+
+def _comment(conn, schema: str, name: str, text: str | None) -> str:
+    return sql.SQL("COMMENT ON INDEX {} IS {};\n").format(
+        sql.Identifier(schema, name), sql.Literal(text) if text is not None else sql.SQL("NULL")).as_string(conn)
+
+
+def _previous(conn, live: VectorIndex, temp: str) -> str:
+    """The live index's own definition (parsed by PostgreSQL's parser), built concurrently as `temp`."""
+    node = parse_sql(live.definition)[0].stmt
+    node.idxname, node.concurrent, node.if_not_exists = temp, True, True
+    return RawStream()(node)
 
 
 def write_migration(url: str, recommendation: Recommendation, migrations_dir: str | Path | None = None, *,
                     table: str = "ip_asset_embeddings", index: str = "idx_embedding_cosine") -> tuple[Path, Path]:
-    """Write NNN_tune_<index>.sql (replace the index concurrently and set the query-time
-    parameter for the database) and its .down.sql (the previous index and settings)."""
+    """Write NNN_tune_<index>.sql and its .down.sql: the table's live cosine vector index, found by
+    what it is whatever its name (else a new one called `index`), replaced concurrently under its
+    own name, with the query-time parameter set for the database; the down file brings back the
+    previous definition, comment and settings."""
     if recommendation.point is None:
         raise PgvkitError("no configuration met the target, so there is no migration to write; "
                           "lower --target-recall or widen the sweep")
     directory = Path(migrations_dir or default_migrations_dir())
     existing = read_migrations(directory)
-    with connect(url) as conn:
-        recorded = history.applied(conn)  # a version applied here whose file is gone is still taken
-    version = max([m.version for m in existing] + list(recorded), default=0) + 1
-    name = f"{version:03d}_tune_{index}"
     p = recommendation.point
     with connect(url) as conn:
-        old_def = conn.execute(
-            "SELECT pg_get_indexdef(c.oid) FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
-            " WHERE c.relname = %s AND i.indrelid = to_regclass(%s)",
-            [index, sql.Identifier(table).as_string(conn)]).fetchone()
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
-        dims = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s)"
-                            " AND attname = 'embedding'", [sql.Identifier(table).as_string(conn)]).fetchone()[0]
+        recorded = history.applied(conn)  # a version applied here whose file is gone is still taken
+        where = conn.execute("SELECT n.nspname, c.relname, (SELECT atttypmod FROM pg_attribute WHERE attrelid = c.oid"
+                             " AND attname = 'embedding') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                             " WHERE c.oid = to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()
+        if where is None:
+            raise PgvkitError(f"table {table} does not exist here; run pgvkit migrate first")
+        table_schema, table_name, dims = where
+        live = live_vector_index(conn, table)
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table_schema, table_name))).fetchone()[0]
         old = {param: _current_setting(conn, param) for param in SEARCH_PARAM.values()}
-    settings = build_settings(url, p.config, max(rows, 1), dims)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    new_def = (f"CREATE INDEX {index}_next ON {table} USING {p.config.method} (embedding vector_cosine_ops)"
-               f" WITH ({', '.join(f'{k} = {v}' for k, v in p.config.params)})")
-    up = (f"-- pgvkit:no-transaction\n"
-          f"-- Written by pgvkit tune on {stamp}. Measured on {recommendation.workload}:\n"
-          f"--   {p.config.label}, {p.search_param} = {p.search_value}: recall@{recommendation.k} {p.recall:.3f}"
-          f" (p5 {p.recall_p5:.2f}, fresh queries {p.fresh_recall:.3f}), p95 {p.p95_ms:.2f} ms,"
-          f" build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB\n"
-          f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n\n"
-          f"-- queries read the setting when they connect\n"
-          + _set_database(p.search_param, str(p.search_value)) +
-          f"\n-- sized for {rows:,} rows so the build fits in memory\n"
-          + "".join(f"SET {k} = '{v}';\n" for k, v in settings.items())
-          + _swap(new_def, table, index, f"{index}_next")
-          + "".join(f"RESET {k};\n" for k in settings))
-    down = "-- pgvkit:no-transaction\n-- Undo " + name + ": the previous index and query-time settings.\n\n"
-    for param, value in old.items():
-        down += _set_database(param, value)
-    if old_def:
-        previous = re.sub(r"^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?\S+", lambda m: f"CREATE {m.group(1) or ''}INDEX "
-                          f"{index}_prev ON {table}", old_def[0])
-        down += "\n" + _swap(previous, table, index, f"{index}_prev")
-    else:
-        down += f"\nDROP INDEX CONCURRENTLY IF EXISTS {index};\n"
+        schema, target = (live.schema, live.name) if live else (table_schema, index)
+        create = sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} (embedding vector_cosine_ops)"
+                         " WITH ({})").format(sql.Identifier(_suffixed(target, "_next")),
+                                              sql.Identifier(table_schema, table_name),
+                                              sql.SQL(p.config.method), p.config.with_clause()).as_string(conn)
+        settings = build_settings(url, p.config, max(rows, 1), dims)
+        set_lines = "".join(sql.SQL("SET {} = {};\n").format(sql.SQL(k), sql.Literal(str(v))).as_string(conn)
+                            for k, v in settings.items())
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        replaces = (f"replaces {live.method} index {sql.Identifier(live.name).as_string(conn)}" if live
+                    else "creates the vector index")
+        up = (f"-- pgvkit:no-transaction\n"
+              f"-- Written by pgvkit tune on {stamp}; {replaces}. Measured on {recommendation.workload}:\n"
+              f"--   {p.config.label}, {p.search_param} = {p.search_value}: recall@{recommendation.k} {p.recall:.3f}"
+              f" (p5 {p.recall_p5:.2f}, fresh queries {p.fresh_recall:.3f}), p95 {p.p95_ms:.2f} ms,"
+              f" build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB\n"
+              f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n\n"
+              f"-- queries read the setting when they connect\n"
+              + _set_database(conn, p.search_param, str(p.search_value))
+              + f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines
+              + _swap(conn, create, schema, target, _suffixed(target, "_next"))
+              + _comment(conn, schema, target, f"{TUNED_BY} {p.search_param} = {p.search_value}")
+              + "".join(f"RESET {k};\n" for k in settings))
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", target).strip("_-") or "vector_index"
+        name = f"{version_after(existing, recorded):03d}_tune_{slug}"
+        down = f"-- pgvkit:no-transaction\n-- Undo {name}: the previous index and query-time settings.\n\n"
+        down += "".join(_set_database(conn, param, value) for param, value in old.items())
+        if live:
+            down += "\n" + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
+                                 _suffixed(target, "_prev"))
+            down += _comment(conn, schema, target, live.comment)
+        else:
+            down += "\n" + sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(
+                sql.Identifier(schema, target)).as_string(conn)
     up_path = directory / f"{name}.sql"
     down_path = directory / f"{name}.down.sql"
     up_path.write_text(up)
     down_path.write_text(down)
     return up_path, down_path
+
+
+def version_after(existing, recorded: dict) -> int:
+    """The next migration number: above every file and every version the database recorded."""
+    return max([m.version for m in existing] + list(recorded), default=0) + 1

@@ -1,0 +1,71 @@
+"""The table's vector indexes found by what they are (a pgvector access method on the embedding
+column), whatever they are called: PostgreSQL's default name, a quoted one, the migration's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from .errors import PgvkitError
+
+__all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "TUNED_BY"]
+
+TUNED_BY = "pgvkit tune:"  # how the comment on an index tune built begins
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    schema: str
+    name: str
+    table_schema: str
+    table: str
+    method: str  # ivfflat / hnsw
+    opclass: str
+    definition: str  # pg_get_indexdef
+    valid: bool
+    comment: str | None
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def table_identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.table_schema, self.table)
+
+    @property
+    def tuned_for(self) -> str | None:
+        """The query-time setting pgvkit tune chose for this index, from its comment."""
+        if self.comment and self.comment.startswith(TUNED_BY):
+            return self.comment[len(TUNED_BY):].strip()
+        return None
+
+
+def vector_indexes(conn, table: str, column: str = "embedding") -> list[VectorIndex]:
+    """Every IVFFlat / HNSW index on the column (cosine first, valid first, then by name)."""
+    rows = conn.execute("""
+        SELECT n.nspname, c.relname, tn.nspname, t.relname, am.amname, opc.opcname, pg_get_indexdef(c.oid),
+               i.indisvalid, obj_description(c.oid, 'pg_class')
+        FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+        JOIN pg_am am ON am.oid = c.relam
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+        WHERE i.indrelid = to_regclass(%s) AND a.attname = %s AND am.amname IN ('ivfflat', 'hnsw')
+        ORDER BY opc.opcname = 'vector_cosine_ops' DESC, i.indisvalid DESC, c.relname""",
+        [sql.Identifier(table).as_string(conn), column]).fetchall()
+    return [VectorIndex(*r) for r in rows]
+
+
+def live_vector_index(conn, table: str, opclass: str = "vector_cosine_ops") -> VectorIndex | None:
+    """The one valid index the table's cosine searches use; None when there is none. Two of them
+    is a question only the team can answer, so it is refused with both names."""
+    live = [i for i in vector_indexes(conn, table) if i.opclass == opclass and i.valid]
+    if len(live) > 1:
+        names = ", ".join(sql.Identifier(i.name).as_string(conn) for i in live)
+        raise PgvkitError(f"{table} has {len(live)} vector indexes with {opclass} ({names}); every write pays for "
+                          "each: drop the one the application does not need (DROP INDEX CONCURRENTLY ...), "
+                          "then run pgvkit tune again")
+    return live[0] if live else None
