@@ -5,7 +5,7 @@ import threading
 import psycopg
 import pytest
 
-from pgvkit import Migrator
+from pgvkit import Migrator, history
 from pgvkit.errors import (
     ConfirmationRequired,
     LockTimeout,
@@ -14,6 +14,7 @@ from pgvkit.errors import (
     PgvkitError,
     RollbackError,
 )
+from pgvkit.migrations import read_migrations
 from pgvkit.migrator import LOCK_KEY
 
 from .conftest import MIGRATIONS, psql_file
@@ -268,3 +269,53 @@ def test_ddl_retries_and_succeeds_once_the_table_lock_is_released(db_url, migrat
     worker.join(60)
     assert result["applied"] == ["002_alter"]
     assert history_rows(db_url) == [(1, "applied"), (2, "applied")]
+
+
+def test_timestamp_versions_apply_and_order_numerically_among_short_ones(db_url, migrations_dir):
+    directory = migrations_dir({"002_b.sql": "CREATE TABLE b (id int);",
+                                "20240101120000_probe.sql": "CREATE TABLE probe (id int);",
+                                "001_a.sql": "CREATE TABLE a (id int);"})
+    migrator = quiet(db_url, directory)
+    assert [s["version"] for s in migrator.plan().steps] == ["001", "002", "20240101120000"]
+    assert migrator.migrate() == ["001_a", "002_b", "20240101120000_probe"]
+    assert history_rows(db_url)[-1] == (20240101120000, "applied") and exists(db_url, "probe")
+    assert migrator.status().exit_code == 0
+
+
+# what pgvkit 0.1 created: versions as integer, and no pgvkit.kit_schema
+HISTORY_0_1 = history._DDL.replace("bigint PRIMARY KEY", "integer PRIMARY KEY").replace(
+    "version  bigint ", "version  integer")
+
+
+def test_a_history_made_by_an_older_release_is_upgraded_in_place(db_url, migrations_dir):
+    directory = migrations_dir({"001_a.sql": "CREATE TABLE a (id int);"})
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(HISTORY_0_1)
+        assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
+                            " 'pgvkit.schema_migrations'::regclass AND attname = 'version'").fetchone()[0] == "integer"
+        conn.execute("CREATE TABLE a (id int)")  # 001 applied by pgvkit 0.1
+        conn.execute("INSERT INTO pgvkit.schema_migrations (version, name, checksum, status, transactional)"
+                     " VALUES (1, 'a', %s, 'applied', true)", [read_migrations(directory)[0].checksum])
+        conn.execute("INSERT INTO pgvkit.migration_events (version, event) VALUES (1, 'apply')")
+    (directory / "20240101120000_probe.sql").write_text("CREATE TABLE probe (id int);")
+    migrator = quiet(db_url, directory)
+    assert migrator.migrate() == ["20240101120000_probe"]
+    assert any("Upgraded pgvkit's history: migration versions of any length" in line for line in migrator.lines)
+    with psycopg.connect(db_url) as conn:
+        types = conn.execute("SELECT attrelid::regclass::text, format_type(atttypid, atttypmod) FROM pg_attribute"
+                             " WHERE attrelid IN ('pgvkit.schema_migrations'::regclass, 'pgvkit.migration_events'::regclass)"
+                             " AND attname = 'version' ORDER BY 1").fetchall()
+        assert types == [("pgvkit.migration_events", "bigint"), ("pgvkit.schema_migrations", "bigint")]
+        assert history.kit_schema_version(conn) == history.KIT_SCHEMA[-1][0]
+    assert history_rows(db_url) == [(1, "applied"), (20240101120000, "applied")]  # nothing lost
+    assert [e for e in events(db_url) if e[1] == "apply"] == [(1, "apply"), (20240101120000, "apply")]
+
+
+def test_a_version_too_large_for_the_history_is_refused_naming_the_file(db_url, migrations_dir):
+    from pgvkit.errors import MigrationFileError
+
+    directory = migrations_dir({"001_a.sql": "CREATE TABLE a (id int);",
+                                "99999999999999999999_huge.sql": "CREATE TABLE huge (id int);"})
+    with pytest.raises(MigrationFileError, match=r"99999999999999999999_huge\.sql: version .* too large"):
+        quiet(db_url, directory).plan()
+    assert history_rows(db_url) == []

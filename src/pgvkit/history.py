@@ -9,14 +9,15 @@ from datetime import datetime
 
 import psycopg
 
-__all__ = ["HistoryRow", "ensure", "exists", "applied", "events", "record_event", "SCHEMA"]
+__all__ = ["HistoryRow", "ensure", "exists", "applied", "events", "record_event", "kit_schema_version", "KIT_SCHEMA",
+           "SCHEMA"]
 
 SCHEMA = "pgvkit"
 
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS pgvkit;
 CREATE TABLE IF NOT EXISTS pgvkit.schema_migrations (
-    version       integer PRIMARY KEY,
+    version       bigint PRIMARY KEY,
     name          text        NOT NULL,
     checksum      text        NOT NULL,
     status        text        NOT NULL CHECK (status IN ('running', 'applied', 'failed', 'baselined')),
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS pgvkit.schema_migrations (
 );
 CREATE TABLE IF NOT EXISTS pgvkit.migration_events (
     id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    version  integer     NOT NULL,
+    version  bigint      NOT NULL,
     event    text        NOT NULL CHECK (event IN ('start', 'apply', 'fail', 'baseline', 'repair', 'rollback')),
     checksum text,
     at       timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -46,6 +47,21 @@ CREATE OR REPLACE TRIGGER migration_events_append_only
     BEFORE UPDATE OR DELETE ON pgvkit.migration_events
     FOR EACH ROW EXECUTE FUNCTION pgvkit.events_are_append_only();
 """
+_KIT_SCHEMA_DDL = """
+CREATE TABLE IF NOT EXISTS pgvkit.kit_schema (
+    version    integer     PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    note       text        NOT NULL
+);
+"""
+
+# The kit's own schema migrations: what a history made by an older pgvkit needs to become today's.
+# A history without pgvkit.kit_schema was made by 0.1 (kit schema 1).
+KIT_SCHEMA = [
+    (2, "migration versions of any length (timestamps such as 20240101120000): integer -> bigint",
+     "ALTER TABLE pgvkit.schema_migrations ALTER COLUMN version TYPE bigint;"
+     "ALTER TABLE pgvkit.migration_events ALTER COLUMN version TYPE bigint;"),
+]
 
 
 @dataclass(frozen=True)
@@ -66,12 +82,36 @@ def exists(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('pgvkit.schema_migrations') IS NOT NULL").fetchone()[0]
 
 
-def ensure(conn: psycopg.Connection) -> None:
-    """Create the history schema and tables; call only while holding the migration lock."""
-    if exists(conn):
-        return
+def ensure(conn: psycopg.Connection) -> list[str]:
+    """Create the history schema and tables, or upgrade those an older pgvkit made, in place;
+    returns what was upgraded. Call only while holding the migration lock."""
+    if not exists(conn):
+        with conn.transaction():
+            conn.execute(_DDL + _KIT_SCHEMA_DDL)
+            for version, note, _ in KIT_SCHEMA:
+                conn.execute("INSERT INTO pgvkit.kit_schema (version, note) VALUES (%s, %s)", [version, note])
+        return []
+    return _upgrade(conn)
+
+
+def kit_schema_version(conn: psycopg.Connection) -> int:
+    """The kit schema a history has (1: made by pgvkit 0.1, before pgvkit.kit_schema existed)."""
+    if not conn.execute("SELECT to_regclass('pgvkit.kit_schema') IS NOT NULL").fetchone()[0]:
+        return 1
+    return conn.execute("SELECT coalesce(max(version), 1) FROM pgvkit.kit_schema").fetchone()[0]
+
+
+def _upgrade(conn: psycopg.Connection) -> list[str]:
+    done = []
     with conn.transaction():
-        conn.execute(_DDL)
+        current = kit_schema_version(conn)
+        conn.execute(_KIT_SCHEMA_DDL)
+        for version, note, ddl in KIT_SCHEMA:
+            if version > current:
+                conn.execute(ddl)
+                conn.execute("INSERT INTO pgvkit.kit_schema (version, note) VALUES (%s, %s)", [version, note])
+                done.append(note)
+    return done
 
 
 def applied(conn: psycopg.Connection) -> dict[int, HistoryRow]:

@@ -12,6 +12,7 @@ from .sqlfile import SQLFile, read_sql_file
 
 __all__ = ["Migration", "read_migrations", "default_migrations_dir"]
 
+MAX_VERSION = 2**63 - 1  # the history keeps versions as bigint
 _NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*?)(?P<down>\.down)?\.sql$")
 
 
@@ -71,6 +72,10 @@ def read_migrations(directory: Path | str | None = None) -> list[Migration]:
                 "e.g. 002_add_column.sql",
             )
         version = int(m["version"])
+        if version > MAX_VERSION:
+            raise MigrationFileError(path, f"version {m['version']} is too large ({len(m['version'])} digits; "
+                                           f"at most {MAX_VERSION}, e.g. a timestamp like 20240101120000); "
+                                           "renumber the file")
         table = downs if m["down"] else ups
         if version in table:
             other = table[version][-1]

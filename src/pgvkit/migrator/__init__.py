@@ -94,7 +94,7 @@ class Migrator:
         with self.lock(), connect(self.url, autocommit=True) as conn:
             conn.add_notice_handler(applier.notice)
             abort_when_client_dies(conn)
-            history.ensure(conn)
+            self._ensure_history(conn)
             rows = history.applied(conn)  # re-read under the lock
             check_consistency(migrations, rows)
             hint = baseline_hint(conn, migrations, rows)
@@ -116,7 +116,7 @@ class Migrator:
         if version not in {m.version for m in migrations}:
             raise ConfigError(f"no migration numbered {version} in {self._dir()}; see pgvkit status")
         with self.lock(), connect(self.url, autocommit=True) as conn:
-            history.ensure(conn)
+            self._ensure_history(conn)
             recorded = record_baseline(conn, migrations, version, history.applied(conn))
         self.echo(f"Baselined {', '.join(recorded) if recorded else 'nothing (already recorded)'}")
         return recorded
@@ -170,6 +170,10 @@ class Migrator:
                     applier.run_down(conn, m)
                 undone.append(m.id)
         return undone
+
+    def _ensure_history(self, conn) -> None:
+        for upgrade in history.ensure(conn):
+            self.echo(f"Upgraded pgvkit's history: {upgrade}")
 
     def _dir(self) -> str:
         return str(self.migrations_dir or default_migrations_dir())
