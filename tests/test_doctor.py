@@ -261,3 +261,40 @@ def test_the_cli_doctor_exit_codes_json_and_error_explainer(make_database, migra
     assert explained.returncode == 2 and "search_path" in explained.stdout
     unknown = run_cli("doctor", "--error", "disk on fire")
     assert unknown.returncode == 1 and "does not know" in unknown.stdout
+
+
+GERMAN = {  # what a server with lc_messages = 'de_DE' says, and the SQLSTATE it sends with it
+    "undefined_table": ("42P01", "Relation »ip_asset_embeddings« existiert nicht", "pgvkit status, then pgvkit migrate"),
+    "insufficient_privilege": ("42501", "keine Berechtigung für Schema public", "pgvkit doctor names the missing"),
+    "numeric_value_out_of_range": ("22003", "integer ist außerhalb des gültigen Bereichs", "bigint"),
+}
+
+
+@pytest.mark.parametrize("condition", GERMAN)
+def test_a_server_error_in_another_language_is_diagnosed_by_its_sqlstate(db_url, condition):
+    code, message, fix = GERMAN[condition]
+    with psycopg.connect(db_url) as conn, pytest.raises(psycopg.Error) as raised:
+        conn.execute(sql.SQL("DO $$ BEGIN RAISE EXCEPTION {} USING ERRCODE = {}; END $$").format(
+            sql.Literal(message), sql.Literal(condition)))
+    assert raised.value.sqlstate == code
+    [check] = explain(raised.value).checks
+    assert check.status == "fail" and fix in check.fix and code in check.detail
+
+
+def test_a_failed_migration_says_what_its_sqlstate_means_and_the_fix(db_url, migrations_dir):
+    from pgvkit import Migrator
+    from pgvkit.errors import MigrationFailed
+
+    directory = migrations_dir({"001_a.sql": "DO $$ BEGIN RAISE EXCEPTION 'Relation »x« existiert nicht'"
+                                             " USING ERRCODE = 'undefined_table'; END $$;"})
+    with pytest.raises(MigrationFailed, match=r"existiert nicht \(a table or view does not exist \(SQLSTATE 42P01\):"
+                                              r" pgvkit status, then pgvkit migrate\)"):
+        Migrator(db_url, directory, echo=lambda _: None).migrate()
+
+
+def test_a_pasted_message_with_its_sqlstate_is_explained_in_any_language():
+    assert explain("FEHLER:  42P01: Relation »x« existiert nicht")[0].fix == "pgvkit status, then pgvkit migrate"
+    assert explain("ERREUR: le mot de passe ... SQLSTATE: 28P01")[0].name == "connection"
+    assert explain("integer out of range")[0].fix.startswith("pgvkit migrate upgrades pgvkit's own history")
+    # the code decides the kind; the English words only add names
+    assert explain('relation "t" does not exist', sqlstate="42P01")[0].detail == "t does not exist"

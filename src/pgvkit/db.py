@@ -177,9 +177,9 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvk
         reason = " ".join(str(exc).split())
         reason = re.sub(r"^connection failed: ", "", reason)
         reason = scrub(reason, url)
-        known = [c for c in explain(reason) if c.name == "connection"][:1]  # what each failure means
+        known = [c for c in explain(reason, exc.sqlstate) if c.name == "connection"][:1]  # what it means
         what, fix = (known[0].detail, known[0].fix) if known else (None, None)
-        raise ConnectionFailed(mask_url(url), reason, what, fix) from None
+        raise ConnectionFailed(mask_url(url), reason, what, fix, exc.sqlstate) from None
 
 
 def server_info(conn: psycopg.Connection) -> dict:

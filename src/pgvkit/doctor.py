@@ -58,7 +58,7 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
     try:
         conn = connect(target.url, autocommit=True, application_name="pgvkit doctor")
     except ConnectionFailed as exc:
-        known = [c for c in explain(exc.reason) if c.name == "connection"][:1]
+        known = [c for c in explain(exc.reason, exc.sqlstate) if c.name == "connection"][:1]
         report.checks += [replace(c, why=f"{c.why} (server said: {exc.reason})") for c in known] or [
             Check("connection", "fail", f"cannot connect: {exc.reason}", "the server refused or was unreachable",
                   "check host, port, user and database in --database-url / DATABASE_URL")]

@@ -35,9 +35,11 @@ class ConfigError(PgvkitError):
 class ConnectionFailed(PgvkitError):
     """The database could not be reached with the URL given (password never shown)."""
 
-    def __init__(self, masked_url: str, reason: str, what: str | None = None, fix: str | None = None):
+    def __init__(self, masked_url: str, reason: str, what: str | None = None, fix: str | None = None,
+                 sqlstate: str | None = None):
         self.masked_url = masked_url
         self.reason = reason  # the server's (or libpq's) own words
+        self.sqlstate = sqlstate  # when the server answered
         fix = fix or "check --database-url / DATABASE_URL, or unset it to use the embedded server"
         super().__init__(f"cannot connect to {masked_url}: {what or reason}; {fix}")
 

@@ -1,8 +1,10 @@
 """What a PostgreSQL, libpq or pgvector error message means: a table of the messages users
 meet (the seed README's troubleshooting and more), each with why and the exact fix.
 
-`db.connect` uses it to say what a connection failure means; `pgvkit doctor --error` uses it
-for a message a user pasted. It imports nothing that connects, so both can use it.
+`db.connect` uses it to say what a connection failure means, the migrator to add the fix to a
+failed statement, `pgvkit doctor --error` for a message a user pasted. The message text is read
+first (its words name the object); when the server speaks another language (lc_messages), the
+SQLSTATE it always sends decides. It imports nothing that connects, so all of them can use it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from .checks import Check, Report, diagnosis
 from .schema import APP_ROLE
 from .sizing import ROWS_PER_LIST
 
-__all__ = ["explain", "EXPLANATIONS"]
+__all__ = ["explain", "EXPLANATIONS", "BY_SQLSTATE"]
 
 # (pattern, name, detail, why, fix): {0}, {1} are the pattern's groups
 EXPLANATIONS = [
@@ -102,6 +104,10 @@ EXPLANATIONS = [
      "connection", "the server did not answer within the connect timeout",
      "a firewall drops the packets, or the host is down",
      "check that the host and port are reachable from this machine (e.g. pg_isready -h HOST -p PORT)"),
+    (r"integer out of range",
+     "data", "a number does not fit an integer column",
+     "a value past 2147483647; in a migration's history made by pgvkit 0.1, a timestamp version such as 20240101120000",
+     "pgvkit migrate upgrades pgvkit's own history to bigint versions; for a table of yours, make the column bigint"),
     (r"canceling statement due to lock timeout",
      "locks", "a statement waited longer than lock_timeout for a table lock",
      "another session holds a conflicting lock (often an idle transaction)",
@@ -109,8 +115,49 @@ EXPLANATIONS = [
 ]
 
 
-def explain(error: BaseException | str) -> Report:
-    """The checks a known error message points to (empty when it is not one pgvkit knows)."""
+# What each SQLSTATE means when the message is not one the table above reads (another language):
+# the same advice without the names the message would have given.
+BY_SQLSTATE = {
+    "42704": ("extension", "an object or type does not exist (SQLSTATE 42704)",
+              'for type "vector": the extension is not created here, or its schema is not on the search_path',
+              "run pgvkit doctor against the same database: it says which and the exact fix"),
+    "42P01": ("migrations", "a table or view does not exist (SQLSTATE 42P01)",
+              "the migrations did not run on this database (the docker init dir only runs on an empty data directory)",
+              "pgvkit status, then pgvkit migrate"),
+    "42501": ("privileges", "this role lacks a privilege the statement needs (SQLSTATE 42501)",
+              "extensions, schemas and DDL each need their own grant or ownership",
+              "pgvkit doctor names the missing privilege and the GRANT that gives it"),
+    "28P01": ("connection", "the server rejected the password (SQLSTATE 28P01)",
+              "wrong password or user name in the URL, or the role has no password",
+              "correct the user and password in DATABASE_URL"),
+    "28000": ("connection", "the server refused this role or this client (SQLSTATE 28000)",
+              "the role does not exist, or pg_hba.conf has no rule for this client",
+              "check the user in DATABASE_URL; a superuser can CREATE ROLE it or add a pg_hba.conf line"),
+    "3D000": ("connection", "the database in the URL does not exist (SQLSTATE 3D000)",
+              "the URL names a database nobody created",
+              "createdb -O <role> <database> (or fix the database name in DATABASE_URL)"),
+    "55P03": ("locks", "a statement waited longer than lock_timeout for a lock (SQLSTATE 55P03)",
+              "another session holds a conflicting lock (often an idle transaction)",
+              "pgvkit doctor names the holder; end it or wait, then re-run (pgvkit migrate retries by itself)"),
+    "57014": ("locks", "a statement was cancelled (SQLSTATE 57014)",
+              "statement_timeout ran out, or someone cancelled it",
+              "raise statement_timeout for that step (SET statement_timeout = ...) or find what makes it slow"),
+    "22003": ("data", "a number does not fit its column (SQLSTATE 22003)",
+              "in a history made by pgvkit 0.1, a timestamp migration version such as 20240101120000",
+              "pgvkit migrate upgrades pgvkit's own history to bigint versions; for a table of yours, use bigint"),
+    "58P01": ("server", "a file the server needs is missing (SQLSTATE 58P01)",
+              "for CREATE EXTENSION: the extension is not installed on this server",
+              "install the extension on the server, or point DATABASE_URL at one that has it (pgvkit plan checks)"),
+    "54000": ("index build", "a statement went past a server limit (SQLSTATE 54000)",
+              "for an IVFFlat build: maintenance_work_mem is too small for its k-means",
+              "pgvkit doctor estimates the memory a rebuild needs; SET maintenance_work_mem to it before CREATE INDEX"),
+}
+_PASTED_SQLSTATE = re.compile(r"(?:SQLSTATE[:= ]+|^\s*[A-Z]+:\s+)([0-9A-Z]{5})\b")
+
+
+def explain(error: BaseException | str, sqlstate: str | None = None) -> Report:
+    """The checks a known error points to (empty when it is not one pgvkit knows): by its
+    message, else by its SQLSTATE (given, a psycopg error's own, or one in a pasted message)."""
     text = " ".join(str(error).split())
     found = []
     for pattern, name, detail, why, fix in EXPLANATIONS:
@@ -118,4 +165,9 @@ def explain(error: BaseException | str) -> Report:
         if m:
             groups = [g for g in m.groups() if g is not None]  # alternatives leave None groups
             found.append(Check(name, "fail", detail.format(*groups), why, fix.format(*groups)))
+    pasted = _PASTED_SQLSTATE.search(text)
+    sqlstate = sqlstate or getattr(error, "sqlstate", None) or (pasted.group(1) if pasted else None)
+    if sqlstate in BY_SQLSTATE:  # the code decides what kind of error it is; the words only add names
+        name, detail, why, fix = BY_SQLSTATE[sqlstate]
+        found = [c for c in found if c.name == name] or [Check(name, "fail", detail, why, fix)]
     return diagnosis("the error message given", found)

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 import psycopg
 
 from ..errors import PgvkitError
+from ..explain import explain
 from . import checks, inserts, migrations, notebooks, server, tuning
 from .base import Command, Context
 
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except psycopg.Error as exc:  # a server error pgvkit did not anticipate: one line, no traceback
         message = " ".join((exc.diag.message_primary or str(exc)).split())
-        print(f"pgvkit: error: {message} (run pgvkit doctor for a diagnosis)", file=sys.stderr)
+        known = explain(message, exc.sqlstate)
+        fix = f"{known[0].detail}: {known[0].fix}" if known.checks else "run pgvkit doctor for a diagnosis"
+        print(f"pgvkit: error: {message} ({fix})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pgvkit: interrupted", file=sys.stderr)

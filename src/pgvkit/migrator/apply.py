@@ -19,6 +19,7 @@ from psycopg import sql
 from .. import history
 from ..db import scrub
 from ..display import Echo
+from ..explain import explain
 from ..errors import ExtensionPrivilegeError, ExtensionUnavailable, LockTimeout, MigrationFailed, PgvkitError
 from ..migrations import Migration
 from ..sqlfile import SQLFile, Statement
@@ -151,8 +152,11 @@ class Applier:
         pos = exc.diag.statement_position
         if pos:  # 1-based character position inside the statement
             line += st.sql.count("\n", 0, int(pos) - 1)
-        message = " ".join(str(exc.diag.message_primary or exc).split())
-        return MigrationFailed(m.label, f.path, line, scrub(message, self.url), transactional=transactional)
+        message = scrub(" ".join(str(exc.diag.message_primary or exc).split()), self.url)
+        known = explain(message, exc.sqlstate)
+        if known.checks:  # what it means and the fix, by SQLSTATE when the words are another language's
+            message += f" ({known[0].detail}: {known[0].fix})"
+        return MigrationFailed(m.label, f.path, line, message, transactional=transactional)
 
     def _log_failure(self, conn, m: Migration, exc: Exception) -> None:
         with contextlib.suppress(psycopg.Error):
