@@ -298,3 +298,8 @@ def test_a_pasted_message_with_its_sqlstate_is_explained_in_any_language():
     assert explain("integer out of range")[0].fix.startswith("pgvkit migrate upgrades pgvkit's own history")
     # the code decides the kind; the English words only add names
     assert explain('relation "t" does not exist', sqlstate="42P01")[0].detail == "t does not exist"
+
+
+def test_the_doctor_knows_a_missing_extension_by_name():
+    [check] = explain('ERROR:  extension "pgcrypto" is not available').checks
+    assert check.detail == "this server has no pgcrypto extension" and "gen_random_uuid()" in check.fix

@@ -319,3 +319,19 @@ def test_a_version_too_large_for_the_history_is_refused_naming_the_file(db_url, 
     with pytest.raises(MigrationFileError, match=r"99999999999999999999_huge\.sql: version .* too large"):
         quiet(db_url, directory).plan()
     assert history_rows(db_url) == []
+
+
+@pytest.mark.parametrize("extension, advice", [("pgcrypto", "gen_random_uuid()"), ('"uuid-ossp"', "gen_random_uuid()"),
+                                               ("postgis", "install it on the server")])
+def test_an_extension_the_server_lacks_is_refused_before_anything_runs(db_url, migrations_dir, extension, advice):
+    from pgvkit.errors import ExtensionNotOnServer
+
+    directory = migrations_dir({"001_a.sql": "CREATE TABLE a (id int);",
+                                "002_ext.sql": f"-- needs {extension}\nCREATE EXTENSION IF NOT EXISTS {extension};\n"})
+    migrator = quiet(db_url, directory)
+    for step in (migrator.plan, migrator.migrate):
+        with pytest.raises(ExtensionNotOnServer) as refused:
+            step()
+        message = str(refused.value)
+        assert "002_ext.sql:2: CREATE EXTENSION" in message and advice in message and "\n" not in message
+    assert history_rows(db_url) == [] and not exists(db_url, "a")  # nothing ran, not even 001

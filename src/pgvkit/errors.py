@@ -19,6 +19,7 @@ __all__ = [
     "ConfirmationRequired",
     "BackupError",
     "MissingExtra",
+    "ExtensionNotOnServer",
 ]
 
 
@@ -172,3 +173,13 @@ class MissingExtra(PgvkitError):
         self.extra = extra
         super().__init__(f"{what} needs {module}, which comes with pgvkit's {extra} extra; "
                          f"install it with: pip install 'pgvkit[{extra}]'")
+
+
+class ExtensionNotOnServer(PgvkitError):
+    """A migration creates an extension the target server does not have (checked before running)."""
+
+    def __init__(self, path, line: int, name: str, fix: str):
+        self.path = path
+        self.line = line
+        self.name = name
+        super().__init__(f"{path}:{line}: CREATE EXTENSION {name}: this server has no {name} extension; {fix}")

@@ -68,7 +68,12 @@ EXPLANATIONS = [
      "index build", "{1} indexes take at most {0} dimensions",
      "pgvector's index page layout limits vector dimensions",
      "index a halfvec expression (up to 4000 dims), e.g. USING hnsw ((embedding::halfvec(N)) halfvec_cosine_ops)"),
-    (r'could not open extension control file|extension "vector" is not available',
+    (r'extension "((?!vector")[\w-]+)" is not available|could not open extension control file "[^"]*/((?!vector\.)[\w-]+)\.control"',
+     "server", "this server has no {0} extension",
+     "CREATE EXTENSION needs the extension's files in the server's share directory",
+     "pgvkit plan names the migration that needs it; install {0} on the server, or point DATABASE_URL at one that "
+     "has it (pgcrypto for gen_random_uuid(): built in since PostgreSQL 13, drop the CREATE EXTENSION)"),
+    (r'could not open extension control file "[^"]*/vector\.control"|extension "vector" is not available',
      "server", "pgvector is not installed on this server",
      "CREATE EXTENSION needs the extension's files in the server's share directory",
      "install pgvector on the server (https://github.com/pgvector/pgvector#installation), or use the embedded server"),

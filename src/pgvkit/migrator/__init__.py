@@ -22,7 +22,7 @@ from ..errors import ConfigError, ConfirmationRequired, PgvkitError
 from ..migrations import Migration, default_migrations_dir, read_migrations
 from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
-from .plan import Plan, apply_steps, check_down_files, rollback_steps, rollback_targets
+from .plan import Plan, apply_steps, check_down_files, check_extensions, rollback_steps, rollback_targets
 from .records import record_baseline, record_repair
 from .status import StatusReport, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
 
@@ -62,9 +62,10 @@ class Migrator:
         migrations = self.read() if migrations is None else migrations
         with connect(self.url) as conn:
             rows = history.applied(conn)
-            database = conn.info.dbname
-        check_consistency(migrations, rows)
-        return Plan(database, apply_steps(pending(migrations, rows), rows))
+            check_consistency(migrations, rows)
+            to_apply = pending(migrations, rows)
+            check_extensions(conn, to_apply)
+            return Plan(conn.info.dbname, apply_steps(to_apply, rows))
 
     def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
         """A dry run of rollback: each down file that would run, newest first, and what it drops."""
@@ -101,6 +102,7 @@ class Migrator:
             if hint:
                 raise PgvkitError(hint + " (migrate refuses so as not to record a schema it did not create)")
             to_apply = pending(migrations, rows)
+            check_extensions(conn, to_apply)
             if not to_apply:
                 self.echo(f"{conn.info.dbname}: up to date, nothing to apply")
             for m in to_apply:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pglast import ast
+
 from ..display import Table
-from ..errors import RollbackError
+from ..errors import ExtensionNotOnServer, ExtensionUnavailable, RollbackError
 from ..migrations import Migration
 
-__all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files"]
+__all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions"]
+
+_NO_EXTENSION = {  # what to do instead when a server lacks an extension migrations often start with
+    "pgcrypto": "if it is for gen_random_uuid(), that is built in since PostgreSQL 13: drop the CREATE EXTENSION",
+    "uuid-ossp": "uuid_generate_v4() has a built-in twin since PostgreSQL 13, gen_random_uuid(): use it and drop "
+                 "the CREATE EXTENSION",
+}
 
 
 @dataclass(repr=False)
@@ -87,3 +95,22 @@ def rollback_steps(targets: list[int], by_version: dict[int, Migration]) -> list
                       "statements": len(down.statements), "action": "roll back",
                       "drops": "; ".join(drops) or "(nothing dropped)", "sql": down.text})
     return steps
+
+
+def check_extensions(conn, to_apply: list[Migration]) -> None:
+    """Refuse, before anything runs, a CREATE EXTENSION the server cannot honour: one line with
+    the file, the line and the fix (the server would only say it cannot open a control file)."""
+    available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+    installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+    for m in to_apply:
+        for st in m.up.statements:
+            if not isinstance(st.node, ast.CreateExtensionStmt):
+                continue
+            name = st.node.extname
+            if name in available or name in installed:
+                continue
+            if name == "vector":
+                raise ExtensionUnavailable(conn.info.dbname)
+            fix = _NO_EXTENSION.get(name, "install it on the server (often its postgresql-contrib package)")
+            raise ExtensionNotOnServer(m.path, st.line, name, fix + ", or point DATABASE_URL at a server that has it "
+                                       "(SELECT name FROM pg_available_extensions lists what it has)")
