@@ -96,6 +96,7 @@ def migrations_dir(tmp_path):
         directory.mkdir(exist_ok=True)
         for name, text in files.items():
             path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)  # "deploy/x.sql": another tool's layout
             if isinstance(text, bytes):
                 path.write_bytes(text)
             else:

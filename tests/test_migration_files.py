@@ -101,3 +101,43 @@ def test_an_unknown_directive_is_refused_naming_its_line(directive):
         return
     with pytest.raises(MigrationFileError, match=r"007_x\.sql:2: unknown directive"):
         parse_sql(text, "007_x.sql")
+
+
+@pytest.mark.parametrize("name, tool, rename", [
+    ("V1__init.sql", "Flyway", "rename V1__init.sql to 001_init.sql"),
+    ("V2_1__add_owner.sql", "Flyway", "rename V1__init.sql to 001_init.sql"),
+    ("R__views.sql", "Flyway", "rename"),
+    ("000001_create_assets.up.sql", "golang-migrate", "rename NNN_name.up.sql to NNN_name.sql"),
+])
+def test_another_tools_file_names_are_refused_naming_the_tool_and_the_rename(migrations_dir, name, tool, rename):
+    d = migrations_dir({name: "SELECT 1;"})
+    with pytest.raises(MigrationFileError) as info:
+        read_migrations(d)
+    message = str(info.value)
+    assert name in message and f"named as {tool} names its migrations" in message and rename in message
+
+
+def test_what_is_not_a_migration_is_listed_and_a_sqitch_layout_is_named(migrations_dir, db_url):
+    from pgvkit import Migrator
+
+    from .conftest import run_cli
+
+    d = migrations_dir({"001_a.sql": "CREATE TABLE a (id int);", "sqitch.plan": "%project=assets\n",
+                        "deploy/assets.sql": "CREATE TABLE assets (id int);", "revert/assets.sql": "DROP TABLE assets;",
+                        "verify/assets.sql": "SELECT 1 FROM assets;", "notes.txt": "ask Kim"})
+    migrator = Migrator(db_url, d, echo=lambda _: None)
+    for report in (migrator.status(), migrator.plan()):
+        assert any(n.startswith("this looks like a sqitch project") for n in report.notes)
+        assert {"deploy/ is a directory: pgvkit does not look inside it",
+                "notes.txt is not a migration (pgvkit runs NNN_name.sql files only)"} <= set(report.notes)
+        assert "warning: this looks like a sqitch project" in str(report) and "warning:" in report._repr_html_()
+    status = run_cli("status", "--database-url", db_url, "--migrations", str(d))
+    assert "warning: revert/ is a directory" in status.stdout and status.returncode == 1  # 001 pending
+
+
+def test_a_directory_of_migrations_only_has_nothing_to_warn_about(db_url):
+    from pgvkit import Migrator
+
+    from .conftest import MIGRATIONS
+
+    assert Migrator(db_url, MIGRATIONS, echo=lambda _: None).status().notes == []

@@ -69,17 +69,20 @@ class Table:
     columns: Sequence[str] = ()
     colour_by: str | None = None
     title: str = ""
+    notes: Sequence[str] = ()  # warnings shown under the table
 
     def rows(self) -> list[dict]:  # pragma: no cover - overridden
         return []
 
     def __str__(self) -> str:
         table = text_table(self.rows(), self.columns)
-        return f"{self.title}\n{table}" if self.title else table
+        notes = "".join(f"\nwarning: {n}" for n in self.notes)
+        return (f"{self.title}\n{table}" if self.title else table) + notes
 
     def _repr_html_(self) -> str:
         title = f"<p><b>{html.escape(self.title)}</b></p>" if self.title else ""
-        return title + html_table(self.rows(), self.columns, colour_by=self.colour_by)
+        notes = "".join(f"<p style='background:{_COLOURS['warn']}'>warning: {html.escape(n)}</p>" for n in self.notes)
+        return title + html_table(self.rows(), self.columns, colour_by=self.colour_by) + notes
 
     def __repr__(self) -> str:
         return str(self)

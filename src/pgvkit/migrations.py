@@ -10,8 +10,15 @@ from pathlib import Path
 from .errors import ConfigError, MigrationFileError
 from .sqlfile import SQLFile, read_sql_file
 
-__all__ = ["Migration", "read_migrations", "default_migrations_dir"]
+__all__ = ["Migration", "read_migrations", "default_migrations_dir", "directory_notes", "MAX_VERSION"]
 
+# other tools' file names, refused with what to rename them to
+_FOREIGN_NAMES = [
+    ("Flyway", re.compile(r"^[VU]\d+(?:[._]\d+)*__.+\.sql$|^R__.+\.sql$", re.IGNORECASE),
+     "rename V1__init.sql to 001_init.sql (and its undo to 001_init.down.sql)"),
+    ("golang-migrate", re.compile(r"^\d+_.+\.up\.sql$"),
+     "rename NNN_name.up.sql to NNN_name.sql (NNN_name.down.sql keeps its name)"),
+]
 MAX_VERSION = 2**63 - 1  # the history keeps versions as bigint
 _NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*?)(?P<down>\.down)?\.sql$")
 
@@ -66,8 +73,10 @@ def read_migrations(directory: Path | str | None = None) -> list[Migration]:
             continue
         m = _NAME.match(path.name)
         if not m:
+            tool = next(((t, fix) for t, pattern, fix in _FOREIGN_NAMES if pattern.match(path.name)), None)
             raise MigrationFileError(
                 path,
+                f"named as {tool[0]} names its migrations; pgvkit's are NNN_name.sql: {tool[1]}" if tool else
                 "bad migration file name; use NNN_name.sql (and NNN_name.down.sql for its rollback), "
                 "e.g. 002_add_column.sql",
             )
@@ -99,3 +108,24 @@ def read_migrations(directory: Path | str | None = None) -> list[Migration]:
         down = read_sql_file(downs[version][1]) if version in downs else None
         migrations.append(Migration(version, label, name, read_sql_file(path), down))
     return migrations
+
+
+def directory_notes(directory: Path | str | None = None) -> list[str]:
+    """What in the directory is not a migration (pgvkit would pass over it), and whose layout it
+    looks like; hidden files aside."""
+    directory = Path(directory) if directory is not None else default_migrations_dir()
+    if not directory.is_dir():
+        return []
+    entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    names = {p.name for p in entries}
+    notes = []
+    if "sqitch.plan" in names or "sqitch.conf" in names or {"deploy", "revert"} <= names:
+        notes.append("this looks like a sqitch project (sqitch.plan, deploy/, revert/, verify/); pgvkit runs only "
+                     "NNN_name.sql files at the top of the directory: write each deploy script as NNN_name.sql and "
+                     "its revert as NNN_name.down.sql")
+    for p in entries:
+        if p.is_dir():
+            notes.append(f"{p.name}/ is a directory: pgvkit does not look inside it")
+        elif not p.name.endswith(".sql"):
+            notes.append(f"{p.name} is not a migration (pgvkit runs NNN_name.sql files only)")
+    return notes

@@ -19,7 +19,7 @@ from .. import history
 from ..db import connect, mask_url
 from ..display import Echo, echo_to, step
 from ..errors import ConfigError, ConfirmationRequired, PgvkitError
-from ..migrations import Migration, default_migrations_dir, read_migrations
+from ..migrations import Migration, default_migrations_dir, directory_notes, read_migrations
 from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
 from .plan import Plan, apply_steps, check_down_files, check_extensions, rollback_steps, rollback_targets
@@ -55,7 +55,8 @@ class Migrator:
         migrations = self.read() if migrations is None else migrations
         with connect(self.url) as conn:
             rows = history.applied(conn)
-            return StatusReport(conn.info.dbname, entries(migrations, rows), baseline_hint(conn, migrations, rows))
+            return StatusReport(conn.info.dbname, entries(migrations, rows), baseline_hint(conn, migrations, rows),
+                                directory_notes(self._dir()))
 
     def plan(self, migrations: list[Migration] | None = None) -> Plan:
         """A dry run: each migration migrate would run, its transaction mode and its SQL."""
@@ -65,7 +66,7 @@ class Migrator:
             check_consistency(migrations, rows)
             to_apply = pending(migrations, rows)
             check_extensions(conn, to_apply)
-            return Plan(conn.info.dbname, apply_steps(to_apply, rows))
+            return Plan(conn.info.dbname, apply_steps(to_apply, rows), notes=directory_notes(self._dir()))
 
     def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
         """A dry run of rollback: each down file that would run, newest first, and what it drops."""

@@ -26,6 +26,7 @@ class Plan(Table):
     database: str
     steps: list[dict] = field(default_factory=list)
     verb: str = "apply"
+    notes: list[str] = field(default_factory=list)  # what in the directory is not a migration
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -47,7 +48,7 @@ class Plan(Table):
         return "\n".join(out)
 
     def to_dict(self) -> dict:
-        return {"database": self.database, "migrations": self.steps}
+        return {"database": self.database, "migrations": self.steps, "warnings": list(self.notes)}
 
 
 def apply_steps(to_apply: list[Migration], rows: dict) -> list[dict]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg import sql
 
@@ -21,6 +21,7 @@ class StatusReport(Table):
     database: str
     entries: list[dict]
     baseline_hint: str | None = None
+    notes: list[str] = field(default_factory=list)  # what in the directory is not a migration
     columns = ("version", "name", "state", "applied_at", "detail")
     colour_by = "state"
 
@@ -63,6 +64,7 @@ class StatusReport(Table):
             "summary": self.summary,
             "exit_code": self.exit_code,
             "baseline_hint": self.baseline_hint,
+            "warnings": self.notes,
             "migrations": [
                 {**e, "applied_at": e["applied_at"].isoformat() if e.get("applied_at") else None}
                 for e in self.entries
