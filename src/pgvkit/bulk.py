@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from psycopg import sql
 
 from .db import connect, is_local
 
-__all__ = ["Column", "encode", "copy_arrays", "default_jobs", "read_vectors"]
+__all__ = ["Column", "encode", "copy_arrays", "default_jobs", "read_vectors", "stream_vectors"]
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _TRAILER = (-1).to_bytes(2, "big", signed=True)
@@ -125,13 +125,41 @@ def copy_arrays(url: str, table: sql.Composable, columns: Sequence[Column], *, j
     return n
 
 
-def read_vectors(conn, query: sql.Composable, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def stream_vectors(conn, query: sql.Composable, dim: int, chunk_rows: int = 20_000
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, vectors) of a query returning (bigint, vector(dim)) rows, NULL-free, read as one
-    binary COPY and decoded in one numpy pass."""
+    binary COPY and decoded a chunk of `chunk_rows` at a time: memory stays bounded whatever
+    the table's size."""
     copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT BINARY)").format(query)
-    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        data = b"".join(bytes(block) for block in copy)
-    start = len(_HEADER) + int.from_bytes(data[15:19], "big")  # signature, flags, extension area
     dtype = _row_dtype([Column("id", np.zeros(0, np.int64)), Column("v", np.zeros((0, dim), np.float32))])
-    rows = np.frombuffer(data[start:-len(_TRAILER)], dtype=dtype)
-    return rows["val0"].astype(np.int64), rows["val1"].astype(np.float32)
+    buf, started = bytearray(), False
+
+    def decode(n: int):
+        rows = np.frombuffer(bytes(buf[: n * dtype.itemsize]), dtype=dtype)
+        del buf[: n * dtype.itemsize]
+        return rows["val0"].astype(np.int64), rows["val1"].astype(np.float32)
+
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for block in copy:
+            buf += block
+            if not started:
+                if len(buf) < len(_HEADER):
+                    continue
+                start = len(_HEADER) + int.from_bytes(buf[15:19], "big")  # signature, flags, extension area
+                if len(buf) < start:
+                    continue
+                del buf[:start]
+                started = True
+            if len(buf) >= chunk_rows * dtype.itemsize:
+                yield decode(len(buf) // dtype.itemsize)
+    n = (len(buf) - len(_TRAILER)) // dtype.itemsize
+    if n > 0:
+        yield decode(n)
+
+
+def read_vectors(conn, query: sql.Composable, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of a query returning (bigint, vector(dim)) rows, all at once."""
+    chunks = list(stream_vectors(conn, query, dim, chunk_rows=1 << 62))
+    if not chunks:
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])

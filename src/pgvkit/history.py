@@ -14,10 +14,11 @@ __all__ = ["HistoryRow", "ensure", "exists", "applied", "events", "record_event"
 
 SCHEMA = "pgvkit"
 
+# The history as pgvkit 0.1 made it; KIT_SCHEMA below brings it (and every new one) up to date.
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS pgvkit;
 CREATE TABLE IF NOT EXISTS pgvkit.schema_migrations (
-    version       bigint PRIMARY KEY,
+    version       integer PRIMARY KEY,
     name          text        NOT NULL,
     checksum      text        NOT NULL,
     status        text        NOT NULL CHECK (status IN ('running', 'applied', 'failed', 'baselined')),
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS pgvkit.schema_migrations (
 );
 CREATE TABLE IF NOT EXISTS pgvkit.migration_events (
     id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    version  bigint      NOT NULL,
+    version  integer     NOT NULL,
     event    text        NOT NULL CHECK (event IN ('start', 'apply', 'fail', 'baseline', 'repair', 'rollback')),
     checksum text,
     at       timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -61,6 +62,23 @@ KIT_SCHEMA = [
     (2, "migration versions of any length (timestamps such as 20240101120000): integer -> bigint",
      "ALTER TABLE pgvkit.schema_migrations ALTER COLUMN version TYPE bigint;"
      "ALTER TABLE pgvkit.migration_events ALTER COLUMN version TYPE bigint;"),
+    (3, "pgvkit.recall_audits: what pgvkit recall measured, for pgvkit verify and the trend",
+     """CREATE TABLE IF NOT EXISTS pgvkit.recall_audits (
+            id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at               timestamptz      NOT NULL DEFAULT now(),
+            table_name       text             NOT NULL,
+            index_definition text,
+            settings         jsonb            NOT NULL,
+            shape            text             NOT NULL CHECK (shape IN ('similar_assets', 'new_vectors')),
+            queries          integer          NOT NULL,
+            k                integer          NOT NULL,
+            recall           double precision NOT NULL,
+            recall_p5        double precision NOT NULL,
+            p50_ms           double precision,
+            p95_ms           double precision,
+            target           double precision NOT NULL,
+            db_role          text             NOT NULL DEFAULT current_user
+        );"""),
 ]
 
 
@@ -86,10 +104,9 @@ def ensure(conn: psycopg.Connection) -> list[str]:
     """Create the history schema and tables, or upgrade those an older pgvkit made, in place;
     returns what was upgraded. Call only while holding the migration lock."""
     if not exists(conn):
-        with conn.transaction():
-            conn.execute(_DDL + _KIT_SCHEMA_DDL)
-            for version, note, _ in KIT_SCHEMA:
-                conn.execute("INSERT INTO pgvkit.kit_schema (version, note) VALUES (%s, %s)", [version, note])
+        with conn.transaction():  # one path for all: 0.1's tables, then every kit schema step
+            conn.execute(_DDL)
+            _upgrade(conn)
         return []
     return _upgrade(conn)
 
