@@ -3,6 +3,7 @@ PGVKIT_TEST_DATABASE_URL), and a fresh database per test."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
@@ -25,6 +26,7 @@ _counter = itertools.count()
 # every test password; outputs are scanned for it. It holds what libpq takes as written in a URL's
 # credentials but a URL parser does not (# starts a fragment, ? a query, & and : separate)
 PASSWORD = "Pw#d0nt?l3ak&9f:2c"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # CI lays shared/ beside the clone, as here
 
 
 @pytest.fixture(scope="session")
@@ -184,3 +186,17 @@ def app_database(tcp_server):
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@functools.lru_cache(maxsize=1)
+def real_embeddings():
+    """30,000 real sentence embeddings (../shared/data/README.md) in the seed's 768 dimensions: a
+    fixed orthogonal map (Q of a seeded QR) keeps every cosine distance, so neighbours are the
+    real ones. Row i embeds line i of pypi_summaries.tsv."""
+    import numpy as np
+
+    path = SHARED_DATA / "pypi_summaries_minilm384.npy"
+    assert path.is_file(), f"{path} is missing: the real embeddings live in shared/data beside the project"
+    x = np.load(path).astype(np.float32)
+    q, _ = np.linalg.qr(np.random.default_rng(768).standard_normal((768, x.shape[1])))
+    return (x @ q.T.astype(np.float32)).astype(np.float32)

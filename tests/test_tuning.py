@@ -259,6 +259,7 @@ def test_tune_replaces_the_live_vector_index_whatever_its_name_and_rollback_rest
     up, _ = write_migration(migrated, rec, migrations)
     applied = run_cli("migrate", "--database-url", migrated, "--migrations", str(migrations))
     assert applied.returncode == 0, applied.stderr
+    assert "measure what it returns now with pgvkit recall" in applied.stdout
 
     [after] = vector_index_rows(migrated)  # one vector index: the old one was replaced, not joined
     assert (after.schema, after.name, after.method, after.tuned_for) == (before.schema, name, "hnsw",

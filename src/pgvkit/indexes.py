@@ -9,7 +9,7 @@ from psycopg import sql
 
 from .errors import PgvkitError
 
-__all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "TUNED_BY"]
+__all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "searched_index", "TUNED_BY"]
 
 TUNED_BY = "pgvkit tune:"  # how the comment on an index tune built begins
 
@@ -69,3 +69,8 @@ def live_vector_index(conn, table: str, opclass: str = "vector_cosine_ops") -> V
                           "each: drop the one the application does not need (DROP INDEX CONCURRENTLY ...), "
                           "then run pgvkit tune again")
     return live[0] if live else None
+
+
+def searched_index(conn, table: str, opclass: str = "vector_cosine_ops") -> VectorIndex | None:
+    """The first valid index cosine searches can use, without refusing when there are two."""
+    return next((i for i in vector_indexes(conn, table) if i.opclass == opclass and i.valid), None)

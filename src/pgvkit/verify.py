@@ -12,7 +12,7 @@ from psycopg import sql
 from .checks import Check, Report, VerificationFailed, verification
 from .db import connect
 from .errors import PgvkitError
-from .indexes import vector_indexes
+from .indexes import searched_index, vector_indexes
 from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
 from .sizing import ROWS_PER_LIST
 
@@ -223,6 +223,32 @@ def check_vector_indexes(conn, table: str, dimension: int = 768) -> Check:
                  or "no vector index")
 
 
+def check_recall(conn, table: str) -> Check:
+    """The latest pgvkit recall audit of the index and settings in place now."""
+    from .recall import SETTINGS, latest_audits
+
+    audits = latest_audits(conn, table)
+    if not audits:
+        return Check("recall", "warn", "never measured: nothing says what share of the true neighbours searches return",
+                     fix="pgvkit recall (add --query-file with new query vectors to measure that shape too)")
+    live = searched_index(conn, table)
+    conn.execute("SELECT '[1]'::vector")  # loads pgvector so its settings exist in this session
+    settings = {name: conn.execute("SELECT current_setting(%s, true)", [name]).fetchone()[0] for name in SETTINGS}
+    when = max(a["at"] for a in audits).strftime("%Y-%m-%d %H:%M")
+    if any(a["index_definition"] != (live.definition if live else None) or a["settings"] != settings for a in audits):
+        return Check("recall", "warn", f"the index or its settings changed since the last audit ({when})",
+                     fix="pgvkit recall")
+    k = audits[0]["k"]
+    figures = ", ".join(f"{a['recall']:.3f} on {a['shape'].replace('_', ' ')}" for a in audits)
+    missed = [a for a in audits if a["recall"] < a["target"]]
+    if missed:
+        return Check("recall", "fail", f"recall@{k} {figures} (target {missed[0]['target']}, audited {when}): "
+                                       "searches miss true neighbours",
+                     fix=f"pgvkit tune --target-recall {missed[0]['target']} --write-migration, then pgvkit migrate "
+                         "and pgvkit recall")
+    return Check("recall", "pass", f"recall@{k} {figures} (target {audits[0]['target']}, audited {when})")
+
+
 def check_invalid_indexes(conn, table: str) -> Check:
     rows = _q(conn, "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                     " WHERE i.indrelid = to_regclass(%s) AND NOT i.indisvalid", [_qualified(conn, table)])
@@ -284,7 +310,7 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768
             if ext.status != "fail":
                 report.checks.append(check_vector_indexes(conn, table, dimension))
             if ext.status != "fail" and schema[0].status == "pass":  # the health checks read the embedding column
-                report.checks += health_checks(conn, table, dimension)
+                report.checks += health_checks(conn, table, dimension) + [check_recall(conn, table)]
     report.checks.append(check_history(url, migrations_dir))
     return report
 

@@ -32,10 +32,43 @@ def doctor(args, ctx) -> int:
     return report.exit_code
 
 
+def _recall_arguments(p) -> None:
+    p.add_argument("--k", type=int, default=10, help="neighbours per search (default 10)")
+    p.add_argument("--target", type=float, default=0.95, metavar="R", help="recall@k each shape must reach (default 0.95)")
+    p.add_argument("--sample", type=int, default=1000, metavar="N",
+                   help="rows measured as similar-assets queries, each left out of its own answer (default 1000)")
+    p.add_argument("--query-file", metavar="FILE",
+                   help="new-vector queries, not in the table (.npy, .json or one [...] per line): e.g. a sample "
+                        "of the application's logged query embeddings")
+    p.add_argument("--seed", type=int, default=0, help="which rows the sample takes (default 0)")
+
+
+def recall(args, ctx) -> int:
+    from ..recall import audit
+    from .inserts import vector_file
+
+    url = ctx.target.url
+    queries = vector_file(args.query_file, url) if args.query_file else None
+    result = audit(url, k=args.k, sample=args.sample, queries=queries, target=args.target, seed=args.seed,
+                   progress=not ctx.as_json, echo=ctx.echo)
+    ctx.report(result)
+    if not ctx.as_json:
+        if not result.recorded:
+            ctx.echo("not recorded: pgvkit.recall_audits is missing or not writable for this role "
+                     "(pgvkit migrate creates it)")
+        if not result.met:
+            ctx.echo("fix: pgvkit tune --target-recall "
+                     f"{args.target} --write-migration, then pgvkit migrate and pgvkit recall again")
+    return result.exit_code
+
+
 COMMANDS = [
     Command("verify", "check the schema, indexes, grants and vector-store health (exit 2 on any fail)",
             "pgvkit verify --json", verify),
     Command("doctor", "diagnose why migrations, connections, extension or index builds fail, with fixes",
             "pgvkit doctor   or   pgvkit doctor --error 'type \"vector\" does not exist'", doctor, _doctor_arguments,
             needs_target=False),
+    Command("recall", "audit the live index: recall@k for similar assets and new vectors with the application's "
+                      "settings (exit 2 below --target)",
+            "pgvkit recall --query-file logged_queries.npy --json", recall, _recall_arguments),
 ]

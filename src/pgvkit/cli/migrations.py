@@ -44,6 +44,9 @@ def migrate(args, ctx) -> int:
     applied = migrator.migrate(migrations, target=parse_version(args.target) if args.target else None)
     if ctx.as_json:
         print_json({"applied": applied})
+    elif any("_tune_" in m for m in applied):
+        ctx.echo("the vector index changed: measure what it returns now with pgvkit recall "
+                 "(--query-file with new query vectors measures that shape too)")
     return 0
 
 

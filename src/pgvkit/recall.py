@@ -1,0 +1,243 @@
+"""What the deployed index returns: recall@k of the live table's vector index, measured with the
+settings the application's sessions get, for the two ways the store is searched.
+
+- similar assets: an existing row's neighbours, itself excluded, as the `similar_assets` view
+  asks (`--sample N` rows of the table);
+- new vectors: embeddings that are not in the table (a new image), from a query file.
+
+Exact neighbours come from the whole table streamed with binary COPY into numpy a chunk at a
+time (memory bounded), never one SQL scan per query. The measurement is one READ ONLY
+transaction under a statement timeout; the result is recorded in `pgvkit.recall_audits`
+(when the role may write there), which `pgvkit verify` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from .bulk import read_vectors, stream_vectors
+from .db import connect
+from .display import Echo, Table, echo_to
+from .errors import PgvkitError
+from .indexes import searched_index
+from .tuning.measure import plan_index
+from .tuning.truth import GroundTruth, recall_at_k
+from .vectors import as_vectors
+
+__all__ = ["ShapeResult", "Audit", "audit", "latest_audits", "SHAPES", "SETTINGS"]
+
+SHAPES = {"similar_assets": "similar assets (rows of the table, each left out of its own answer)",
+          "new_vectors": "new vectors (not in the table)"}
+SETTINGS = ("ivfflat.probes", "hnsw.ef_search", "ivfflat.iterative_scan", "hnsw.iterative_scan")
+
+
+@dataclass
+class ShapeResult:
+    queries: int
+    recall: float
+    recall_p5: float
+    recall_tolerant: float  # equidistant neighbours counted as right
+    p50_ms: float
+    p95_ms: float
+    per_query: np.ndarray = field(repr=False)  # recall of each query
+    query_ids: np.ndarray | None = field(default=None, repr=False)  # similar assets: each query's row
+    plan: str = ""  # what EXPLAIN shows the search scanning: the index, or a sequential scan
+
+    def to_dict(self) -> dict:
+        return {"queries": self.queries, "recall": round(self.recall, 4), "recall_p5": round(self.recall_p5, 4),
+                "recall_tolerant": round(self.recall_tolerant, 4), "p50_ms": round(self.p50_ms, 3),
+                "p95_ms": round(self.p95_ms, 3), "plan": self.plan}
+
+
+@dataclass(repr=False)
+class Audit(Table):
+    """One audit: per shape, recall@k against the target; renders as a table."""
+
+    database: str
+    table: str
+    rows_in_table: int
+    k: int
+    target: float
+    index: str | None  # the live vector index's definition
+    settings: dict
+    shapes: dict[str, ShapeResult] = field(default_factory=dict)
+    recorded: bool = False
+    columns = ("shape", "queries", "recall", "p5", "p50 ms", "p95 ms", "plan", "target", "status")
+    colour_by = "status"
+
+    @property
+    def met(self) -> bool:
+        return all(s.recall >= self.target for s in self.shapes.values())
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.met else 2
+
+    @property
+    def title(self) -> str:
+        on = self.index or "no vector index (every search is a sequential scan)"
+        shown = ", ".join(f"{k} = {v}" for k, v in self.settings.items() if v is not None)
+        return (f"Recall@{self.k} of {self.table} on {self.database} ({self.rows_in_table:,} rows): "
+                f"{'meets' if self.met else 'MISSES'} the target {self.target}; {on}; {shown}")
+
+    def rows(self) -> list[dict]:
+        return [{"shape": name, "queries": s.queries, "recall": round(s.recall, 3), "p5": round(s.recall_p5, 3),
+                 "p50 ms": round(s.p50_ms, 2), "p95 ms": round(s.p95_ms, 2), "plan": s.plan, "target": self.target,
+                 "status": "pass" if s.recall >= self.target else "fail"} for name, s in self.shapes.items()]
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "target": self.target, "met": self.met, "index": self.index, "settings": self.settings,
+                "shapes": {name: s.to_dict() for name, s in self.shapes.items()}, "table": self.table,
+                "rows": self.rows_in_table, "recorded": self.recorded}
+
+
+def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: int = 1000, queries=None,
+          target: float = 0.95, seed: int = 0, statement_timeout: str = "30min", record: bool = True,
+          progress: bool = True, echo: Echo | None = None) -> Audit:
+    """Measure the live index: the similar-assets shape on `sample` rows, the new-vector shape on
+    `queries` (vectors not in the table) when given; exact truth streamed from the table."""
+    echo = echo or echo_to()
+    if k < 1 or sample < 1 or not 0 < target <= 1:
+        raise PgvkitError("--k and --sample must be positive and --target between 0 and 1, e.g. --k 10 --sample 1000")
+    with connect(url, application_name="pgvkit recall") as conn:  # a fresh session: the application's settings
+        register_vector(conn)
+        dims, rows = _table_facts(conn, table)
+        if rows == 0:
+            raise PgvkitError(f"{table} has no rows with a non-zero embedding, so there is nothing to measure; "
+                              "load data first (pgvkit load --from FILE)")
+        if sample > rows:
+            raise PgvkitError(f"--sample {sample} is larger than {table} ({rows:,} rows with an embedding); "
+                              f"use --sample {rows} or fewer")
+        new = as_vectors(queries, dims) if queries is not None else None
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(statement_timeout)))
+            live = searched_index(conn, table)
+            settings = {name: conn.execute("SELECT current_setting(%s, true)", [name]).fetchone()[0]
+                        for name in SETTINGS}
+            conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
+            own_ids, own = read_vectors(conn, sql.SQL(
+                "SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0 ORDER BY random() LIMIT {}").format(
+                sql.Identifier(table), sql.Literal(sample)), dims)
+            result = Audit(conn.info.dbname, table, rows, k, target, live.definition if live else None, settings)
+            shapes = {"similar_assets": (own, own_ids)} | ({"new_vectors": (new, None)} if new is not None else {})
+            found = {}
+            for name, (q, exclude) in shapes.items():
+                echo(f"searching {len(q):,} {SHAPES[name]} through the index ...")
+                found[name] = _search(conn, table, q, exclude, k)
+            echo(f"exact neighbours: streaming {rows:,} rows of {table} ...")
+            truth = _exact(conn, table, dims, {n: s for n, s in shapes.items()}, k, rows, progress)
+        for name, (ids, distances, latency, plan) in found.items():
+            plain, tolerant = recall_at_k(truth[name], ids, distances)
+            result.shapes[name] = ShapeResult(len(plain), float(plain.mean()), float(np.percentile(plain, 5)),
+                                              float(tolerant.mean()), float(np.percentile(latency, 50)),
+                                              float(np.percentile(latency, 95)), plain, shapes[name][1], plan)
+    if record:
+        result.recorded = _record(url, result)
+    return result
+
+
+def _table_facts(conn, table: str) -> tuple[int, int]:
+    from .inserts import column_dimension
+
+    if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0] is None:
+        raise PgvkitError(f"table {table} does not exist here; run pgvkit migrate first")
+    dims = column_dimension(conn, table)
+    rows = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE vector_norm(embedding) > 0").format(
+        sql.Identifier(table))).fetchone()[0]
+    conn.commit()
+    return dims, rows
+
+
+def _search(conn, table: str, queries: np.ndarray, exclude: np.ndarray | None, k: int):
+    """Each query as the application sends it (prepared, binary): ids, distances, latency in ms."""
+    where = sql.SQL("WHERE id <> %(self)s ") if exclude is not None else sql.SQL("")
+    query = sql.SQL("SELECT id, embedding <=> %(q)s FROM {} {}ORDER BY embedding <=> %(q)s LIMIT {}").format(
+        sql.Identifier(table), where, sql.Literal(k))
+    first = {"q": queries[0], "self": int(exclude[0])} if exclude is not None else {"q": queries[0]}
+    index, _ = plan_index(conn, query, first)
+    plan = f"index {index}" if index else "sequential scan: the planner uses no index, every search reads the table"
+    ids, distances, latency = [], [], []
+    with conn.cursor(binary=True) as cur:
+        for i, q in enumerate(queries):
+            params = {"q": q, "self": int(exclude[i])} if exclude is not None else {"q": q}
+            start = time.perf_counter()
+            rows = cur.execute(query, params, prepare=True).fetchall()
+            latency.append((time.perf_counter() - start) * 1000)
+            ids.append([r[0] for r in rows])
+            distances.append([r[1] for r in rows])
+    return ids, distances, np.array(latency), plan
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1, norms)
+
+
+def _exact(conn, table: str, dims: int, shapes: dict, k: int, rows: int, progress: bool) -> dict[str, GroundTruth]:
+    """The true k nearest rows of every query, over the table streamed a chunk at a time: each
+    chunk's best candidates are merged into the running best k (memory ~ queries x chunk)."""
+    from tqdm.auto import tqdm
+
+    best = {n: (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
+            for n, (q, _) in shapes.items()}
+    units = {n: _unit(q.astype(np.float32)) for n, (q, _) in shapes.items()}
+    query = sql.SQL("SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0").format(sql.Identifier(table))
+    with tqdm(total=rows, unit="rows", desc="exact neighbours", disable=not progress, leave=False) as bar:
+        for ids, vectors in stream_vectors(conn, query, dims):
+            base = _unit(vectors)
+            for name, (_, exclude) in shapes.items():
+                sims = units[name] @ base.T
+                if exclude is not None:  # each similar-assets query's own row is not an answer
+                    hit = exclude[:, None] == ids[None, :]
+                    sims[hit] = -np.inf
+                top_sims, top_ids = best[name]
+                merged_sims = np.concatenate([top_sims, sims], axis=1)
+                merged_ids = np.concatenate([top_ids, np.broadcast_to(ids, sims.shape)], axis=1)
+                keep = np.argpartition(-merged_sims, k - 1, axis=1)[:, :k]
+                best[name] = (np.take_along_axis(merged_sims, keep, 1), np.take_along_axis(merged_ids, keep, 1))
+            bar.update(len(ids))
+    truth = {}
+    for name, (sims, ids) in best.items():
+        order = np.argsort(-sims, axis=1, kind="stable")
+        truth[name] = GroundTruth(np.take_along_axis(ids, order, 1),
+                                  1.0 - np.take_along_axis(sims, order, 1).astype(np.float64))
+    return truth
+
+
+def _record(url: str, result: Audit) -> bool:
+    """Append the audit to pgvkit.recall_audits; False when that table is missing or not writable."""
+    try:
+        with connect(url) as conn, conn.transaction():
+            for name, s in result.shapes.items():
+                conn.execute(
+                    "INSERT INTO pgvkit.recall_audits (table_name, index_definition, settings, shape, queries, k,"
+                    " recall, recall_p5, p50_ms, p95_ms, target) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [result.table, result.index, json.dumps(result.settings), name, s.queries, result.k,
+                     s.recall, s.recall_p5, _finite(s.p50_ms), _finite(s.p95_ms), result.target])
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
+        return False
+    return True
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def latest_audits(conn, table: str) -> list[dict]:
+    """The newest audit of each shape of a table (empty when there is none, or no audit table)."""
+    if conn.execute("SELECT to_regclass('pgvkit.recall_audits')").fetchone()[0] is None:
+        return []
+    cur = conn.execute(
+        "SELECT DISTINCT ON (shape) shape, at, index_definition, settings, queries, k, recall, recall_p5, target"
+        " FROM pgvkit.recall_audits WHERE table_name = %s ORDER BY shape, id DESC", [table])
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]

@@ -1,0 +1,126 @@
+"""pgvkit recall on real embeddings: what the deployed index returns, for similar assets (rows
+of the table, each left out of its own answer) and for new vectors (never in the table)."""
+
+import json
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from pgvkit.inserts import load
+from pgvkit.verify import verify
+
+from .conftest import MIGRATIONS, real_embeddings, run_cli
+
+TABLE_ROWS = 20_000
+NEW = slice(29_000, 30_000)  # query vectors held out of the table: "new images"
+
+
+def recall_cli(url, *args):
+    proc = run_cli("recall", "--json", "--database-url", url, *args, timeout=600)
+    return proc, (json.loads(proc.stdout) if proc.stdout.strip() else None)
+
+
+def audits_recorded(url) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM pgvkit.recall_audits").fetchone()[0]
+
+
+@pytest.fixture
+def real_table(migrated, tmp_path):
+    """The seed's schema holding 20,000 real embeddings, loaded after migration 001 built its
+    IVFFlat index on the empty table (as the docker init did); the new-vector queries in a file."""
+    vectors = real_embeddings()
+    load(migrated, vectors=vectors[:TABLE_ROWS], progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("ANALYZE ip_asset_embeddings")
+    queries = tmp_path / "new_queries.npy"
+    np.save(queries, vectors[NEW])
+    return migrated, queries
+
+
+def test_the_seed_default_index_misses_the_target_for_both_shapes_and_verify_fails_naming_recall(real_table):
+    url, queries = real_table
+    proc, data = recall_cli(url, "--query-file", str(queries))
+    assert proc.returncode == 2, proc.stderr
+    assert {"k", "target", "met", "index", "settings", "shapes"} <= set(data)
+    assert (data["k"], data["target"], data["met"]) == (10, 0.95, False)
+    assert "USING ivfflat" in data["index"] and data["settings"]["ivfflat.probes"] == "1"
+    for shape in ("similar_assets", "new_vectors"):
+        assert data["shapes"][shape]["queries"] == 1000 and data["shapes"][shape]["recall"] < 0.6
+        assert {"recall_p5", "p50_ms", "p95_ms"} <= set(data["shapes"][shape])
+    assert audits_recorded(url) == 2
+    report = verify(url, migrations_dir=MIGRATIONS)
+    assert report["recall"].status == "fail" and report.exit_code == 2
+    assert "similar assets" in report["recall"].detail and report["recall"].fix.startswith("pgvkit tune")
+
+
+def test_a_good_index_passes_and_a_changed_index_asks_for_a_new_audit(real_table):
+    url, queries = real_table
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_embedding_cosine")
+        conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)")
+        conn.execute("ALTER DATABASE " + conn.info.dbname + " SET hnsw.ef_search = 100")
+    assert verify(url, migrations_dir=MIGRATIONS)["recall"].status == "warn"  # never measured
+    proc, data = recall_cli(url, "--query-file", str(queries), "--target", "0.9")
+    assert proc.returncode == 0 and data["met"] and data["settings"]["hnsw.ef_search"] == "100", proc.stderr
+    # inside the graph is easier to reach than outside it: the two shapes differ on real data
+    assert data["shapes"]["similar_assets"]["recall"] > data["shapes"]["new_vectors"]["recall"] >= 0.9
+    assert {s["plan"] for s in data["shapes"].values()} == {"index idx_embedding_cosine"}
+    assert verify(url, migrations_dir=MIGRATIONS)["recall"].status == "pass"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER DATABASE " + conn.info.dbname + " SET hnsw.ef_search = 20")
+    changed = verify(url, migrations_dir=MIGRATIONS)["recall"]
+    assert changed.status == "warn" and "changed since the last audit" in changed.detail
+
+
+def test_the_audit_agrees_with_an_independent_exact_measurement(real_table):
+    url, queries = real_table
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_embedding_cosine")
+        conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)"
+                     " WITH (m = 8, ef_construction = 32)")
+        conn.execute("ALTER DATABASE " + conn.info.dbname + " SET hnsw.ef_search = 15")
+    _, data = recall_cli(url, "--query-file", str(queries), "--target", "0.5")
+
+    new = np.load(queries).astype(np.float64)
+    with psycopg.connect(url) as conn:  # a fresh session: the database's settings, as the audit's
+        register_vector(conn)
+        rows = conn.execute("SELECT id, embedding::real[] FROM ip_asset_embeddings").fetchall()
+        ids = np.array([r[0] for r in rows])
+        table = np.array([r[1] for r in rows], dtype=np.float64)
+        table /= np.linalg.norm(table, axis=1, keepdims=True)
+        found = [[r[0] for r in conn.execute("SELECT id FROM ip_asset_embeddings ORDER BY embedding <=> %s LIMIT 10",
+                                             [q.astype(np.float32)]).fetchall()] for q in new]
+    true = ids[np.argsort(-(new / np.linalg.norm(new, axis=1, keepdims=True)) @ table.T, axis=1)[:, :10]]
+    independent = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, true)])
+    assert 0.6 < independent < 0.99  # a figure worth comparing: neither perfect nor broken
+    assert abs(data["shapes"]["new_vectors"]["recall"] - independent) <= 0.015
+
+
+@pytest.mark.parametrize("case", ["wrong dimension", "NaN", "empty", "sample larger than the table"])
+def test_bad_input_is_one_line_exit_2_and_nothing_recorded(real_table, tmp_path, case):
+    url, queries = real_table
+    bad = tmp_path / "bad.npy"
+    args = ["--query-file", str(bad)]
+    if case == "wrong dimension":
+        np.save(bad, real_embeddings()[NEW, :384])
+    elif case == "NaN":
+        vectors = real_embeddings()[NEW].copy()
+        vectors[7, 3] = np.nan
+        np.save(bad, vectors)
+    elif case == "empty":
+        np.save(bad, np.zeros((0, 768), np.float32))
+    else:
+        args = ["--sample", str(TABLE_ROWS + 1)]
+    proc, _ = recall_cli(url, *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("pgvkit: error: ")
+    assert audits_recorded(url) == 0
+
+
+def test_a_table_without_rows_is_refused_in_one_line(migrated):
+    proc, _ = recall_cli(migrated)
+    assert proc.returncode == 2 and "has no rows" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
