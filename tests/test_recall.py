@@ -124,3 +124,32 @@ def test_bad_input_is_one_line_exit_2_and_nothing_recorded(real_table, tmp_path,
 def test_a_table_without_rows_is_refused_in_one_line(migrated):
     proc, _ = recall_cli(migrated)
     assert proc.returncode == 2 and "has no rows" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query_file", [False, True], ids=["rows-taken-out", "query-file"])
+def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migrated, tmp_path, query_file):
+    """Real embeddings, 28,000 rows: pgvkit tune --write-migration, pgvkit migrate, then pgvkit
+    recall on 1,000 new vectors the tuner never saw. The choice meets the target on them, and
+    what the tuner predicted for each shape is within 0.02 of what the audit measures."""
+    import shutil
+
+    from .conftest import MIGRATIONS
+
+    vectors = real_embeddings()
+    load(migrated, vectors=vectors[:28_000], progress=False)
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    np.save(tmp_path / "tune.npy", vectors[28_000:29_000])
+    np.save(tmp_path / "audit.npy", vectors[29_000:])
+    where = ["--database-url", migrated, "--migrations", str(migrations)]
+    extra = ["--query-file", str(tmp_path / "tune.npy")] if query_file else []
+    tuned = run_cli("tune", "--target-recall", "0.95", "--json", "--write-migration", *extra, *where, timeout=900)
+    assert tuned.returncode == 0, tuned.stderr
+    choice = json.loads(tuned.stdout)["recommendation"]["choice"]
+    assert run_cli("migrate", *where).returncode == 0
+    proc, audit = recall_cli(migrated, "--query-file", str(tmp_path / "audit.npy"))
+    assert proc.returncode == 0, proc.stderr
+    new, similar = audit["shapes"]["new_vectors"], audit["shapes"]["similar_assets"]
+    assert new["recall"] >= 0.95 and new["plan"] == "index idx_embedding_cosine"
+    assert abs(choice["new"] - new["recall"]) <= 0.02 and abs(choice["similar"] - similar["recall"]) <= 0.02

@@ -64,14 +64,25 @@ def test_recall_counts_overlap_and_treats_exact_ties_as_right():
     assert plain.tolist() == [0.5] and tolerant.tolist() == [1.0]
 
 
-def test_the_table_source_holds_each_query_out_of_its_own_results(migrated):
+def test_the_table_source_takes_new_vector_queries_out_of_the_index_and_similar_ones_out_of_their_answers(migrated):
     load(migrated, 1500, progress=False)
     workload = prepare(migrated, queries=20, echo=lambda _: None)
     try:
-        assert workload.source == "table" and workload.rows == 1500
-        truth = exact_knn(workload.vectors, workload.queries, 10, ids=workload.ids, exclude=workload.query_ids)
-        assert not any(q in row for q, row in zip(workload.query_ids, truth.ids))
-        assert set(workload.query_ids).isdisjoint(workload.fresh_query_ids)
+        with psycopg.connect(migrated) as conn:
+            scratch = {r[0] for r in conn.execute(sql.SQL("SELECT id FROM {}").format(sql.Identifier(SCHEMA, WORKLOAD)))}
+        assert workload.source == "table" and workload.live_rows == 1500 and workload.rows == 1500 - 2 * 20
+        assert scratch == set(workload.ids.tolist())
+        # new vectors: rows taken out of the scratch table, so no candidate index holds them
+        new = np.concatenate([workload.queries, workload.fresh_queries])
+        nearest = (new / np.linalg.norm(new, axis=1, keepdims=True)) @ (
+            workload.vectors / np.linalg.norm(workload.vectors, axis=1, keepdims=True)).T
+        assert workload.query_ids is None and nearest.max() < 1 - 1e-6
+        # similar assets: rows of the index, each left out of its own answer
+        assert set(workload.similar_ids) <= scratch and set(workload.similar_ids).isdisjoint(workload.similar_fresh_ids)
+        truth = exact_knn(workload.vectors, workload.similar_queries, 10, ids=workload.ids,
+                          exclude=workload.similar_ids)
+        assert not any(q in row for q, row in zip(workload.similar_ids, truth.ids))
+        assert "new vectors: 40 rows of ip_asset_embeddings taken out of the workload" in workload.describe()
     finally:
         cleanup(migrated)
     assert not scratch_exists(migrated)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import PgvkitError
 from .base import Command, print_json
+from .inserts import vector_file
 
 
 def _tune_arguments(p) -> None:
@@ -16,6 +17,12 @@ def _tune_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--filter-owner", metavar="OWNER_ID",
                    help="also measure filtered recall (WHERE owner_id = OWNER_ID) with iterative scans off and on")
+    p.add_argument("--shape", choices=["both", "new", "similar"], default="both",
+                   help="which searches must meet the target: new vectors (not in the table), similar assets "
+                        "(rows of the table, each left out of its answer), or both (default)")
+    p.add_argument("--query-file", metavar="FILE",
+                   help="the application's own new-vector queries (.npy, .json, one [...] per line), split into "
+                        "held-out and fresh halves")
     p.add_argument("--write-migration", action="store_true",
                    help="write the recommendation as the next numbered migration (and its down file)")
 
@@ -28,9 +35,11 @@ def tune(args, ctx) -> int:
     if args.k < 1 or args.queries < 2 or (args.rows is not None and args.rows < args.k + 1):
         raise PgvkitError("--k and --queries must be positive and --rows larger than k, e.g. --k 10 --rows 20000")
     url, echo = ctx.target.url, ctx.echo
+    shapes = ("new", "similar") if args.shape == "both" else (args.shape,)
+    query_vectors = vector_file(args.query_file, url) if args.query_file else None
     _, result, rec = tuning.tune(url, target=args.target_recall, k=args.k, rows=args.rows, queries=args.queries,
-                                 source=args.source, seed=args.seed, filter_owner=args.filter_owner,
-                                 progress=not ctx.as_json, echo=echo)
+                                 source=args.source, seed=args.seed, filter_owner=args.filter_owner, shapes=shapes,
+                                 query_vectors=query_vectors, progress=not ctx.as_json, echo=echo)
     written = None
     if args.write_migration and rec.met:
         written = tuning.write_migration(url, rec, ctx.migrations_dir)

@@ -18,7 +18,7 @@ from ..errors import PgvkitError
 from ..indexes import TUNED_BY, VectorIndex, live_vector_index
 from ..migrations import default_migrations_dir, read_migrations
 from .build import SEARCH_PARAM, build_settings
-from .recommend import Recommendation
+from .recommend import Recommendation, figures
 
 __all__ = ["write_migration"]
 
@@ -105,8 +105,8 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
                     else "creates the vector index")
         up = (f"-- pgvkit:no-transaction\n"
               f"-- Written by pgvkit tune on {stamp}; {replaces}. Measured on {recommendation.workload}:\n"
-              f"--   {p.config.label}, {p.search_param} = {p.search_value}: recall@{recommendation.k} {p.recall:.3f}"
-              f" (p5 {p.recall_p5:.2f}, fresh queries {p.fresh_recall:.3f}), p95 {p.p95_ms:.2f} ms,"
+              f"--   {p.config.label}, {p.search_param} = {p.search_value}: recall@{recommendation.k} {figures(p)},"
+              f" p95 {p.p95_ms:.2f} ms,"
               f" build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB\n"
               f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n\n"
               f"-- queries read the setting when they connect\n"

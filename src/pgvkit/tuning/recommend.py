@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from ..display import Table
 from .sweep import Point, SweepResult
+from .workload import SHAPES
 
-__all__ = ["Recommendation", "recommend"]
+__all__ = ["Recommendation", "recommend", "figures"]
 
 
 @dataclass(repr=False)
@@ -20,7 +21,8 @@ class Recommendation(Table):
     message: str
     runner_up: list[Point] = field(default_factory=list)
     workload: str = ""
-    columns = ("index", "setting", "recall", "p5", "fresh", "p95 ms", "qps", "build s", "size MB")
+    columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "decided by", "p95 ms", "qps",
+               "build s", "size MB")
 
     @property
     def title(self) -> str:
@@ -40,11 +42,20 @@ class Recommendation(Table):
         return f"USING {c.method} (embedding vector_cosine_ops) WITH (" + ", ".join(f"{k} = {v}" for k, v in c.params) + ")"
 
 
+def figures(p: Point) -> str:
+    """Recall of each shape measured, and which one decided ("new vectors 0.962 (fresh 0.958), ...")."""
+    if not p.shapes:
+        return f"{p.recall:.3f} (fresh queries {p.fresh_recall:.3f})"
+    text = ", ".join(f"{SHAPES[s].split(' (')[0]} {v['recall']:.3f} (fresh {v['fresh']:.3f})"
+                     for s, v in p.shapes.items())
+    return text + (f"; {SHAPES[p.decided_by].split(' (')[0]} decided" if len(p.shapes) > 1 else "")
+
+
 def recommend(result: SweepResult, target: float = 0.95) -> Recommendation:
     """The cheapest measured configuration (lowest p95 latency, then build time, then size)
-    whose mean recall@k on the held-out queries meets the target with a margin of MARGIN_SE
-    standard errors (not just the mean: a few hundred queries are a sample, and the choice
-    must hold on queries nobody measured)."""
+    whose mean recall@k on the held-out queries of every shape measured meets the target with a
+    margin of MARGIN_SE standard errors (not just the mean: a few hundred queries are a sample,
+    and the choice must hold on queries nobody measured); the shape with the least margin decides."""
     counted = [p for p in result.points if p.index_used and p.iterative is None]
     meets = sorted((p for p in counted if p.recall_low >= target), key=lambda p: (p.p95_ms, p.build_s, p.size_bytes))
     if meets:
@@ -52,7 +63,7 @@ def recommend(result: SweepResult, target: float = 0.95) -> Recommendation:
         return Recommendation(
             target, result.k, best, True,
             f"{best.config.label} with {best.search_param} = {best.search_value}: recall@{result.k} "
-            f"{best.recall:.3f} (fresh queries {best.fresh_recall:.3f}) >= {target}, p95 {best.p95_ms:.2f} ms",
+            f"{figures(best)} >= {target}, p95 {best.p95_ms:.2f} ms",
             meets[1:4], result.workload)
     if not counted:
         return Recommendation(target, result.k, None, False,
@@ -62,6 +73,6 @@ def recommend(result: SweepResult, target: float = 0.95) -> Recommendation:
     return Recommendation(
         target, result.k, None, False,
         f"nothing reached recall@{result.k} >= {target}: closest is {closest.config.label} with "
-        f"{closest.search_param} = {closest.search_value} at {closest.recall:.3f}; try larger ef_search or "
+        f"{closest.search_param} = {closest.search_value} at {figures(closest)}; try larger ef_search or "
         "probes values, HNSW with m = 32 / ef_construction = 200, or a lower target",
         [closest], result.workload)

@@ -45,6 +45,18 @@ class Point:
     build_s: float = float("nan")
     size_bytes: int = 0
     note: str = ""
+    shapes: dict[str, dict] = field(default_factory=dict)  # per query shape: recall, p5, fresh, low
+    decided_by: str = ""  # the shape whose margin is smallest: recall, p5, fresh and low above are its
+
+    def measured(self, shape: str, plain, tolerant, fresh_plain) -> None:
+        """One shape's figures; the point's own recall figures follow the shape with the least margin."""
+        self.shapes[shape] = {"recall": float(plain.mean()), "p5": float(np.percentile(plain, 5)),
+                              "tolerant": float(tolerant.mean()), "fresh": float(fresh_plain.mean()),
+                              "low": recall_low(plain)}
+        self.decided_by = min(self.shapes, key=lambda s: self.shapes[s]["low"])
+        worst = self.shapes[self.decided_by]
+        self.recall, self.recall_p5, self.recall_tolerant = worst["recall"], worst["p5"], worst["tolerant"]
+        self.fresh_recall, self.recall_low = worst["fresh"], worst["low"]
 
     def row(self) -> dict:
         def r(x: float, digits: int = 2):
@@ -53,7 +65,9 @@ class Point:
         setting = f"{self.search_param}={self.search_value}"
         if self.iterative is not None:
             setting += f", filtered, iterative_scan={self.iterative}"
-        return {"index": self.config.label, "setting": setting,
+        shape = {f"{prefix}{name}": r(self.shapes[name][key], 4) if name in self.shapes else None
+                 for name in ("new", "similar") for prefix, key in (("", "recall"), ("fresh ", "fresh"))}
+        return {"index": self.config.label, "setting": setting, **shape, "decided by": self.decided_by or None,
                 "recall": r(self.recall, 4), "p5": r(self.recall_p5, 3), "fresh": r(self.fresh_recall, 4),
                 "p50 ms": r(self.p50_ms), "p95 ms": r(self.p95_ms), "p99 ms": r(self.p99_ms), "qps": r(self.qps, 0),
                 "build s": r(self.build_s), "size MB": round(self.size_bytes / 2**20, 1),
@@ -66,12 +80,13 @@ class SweepResult(Table):
     k: int
     points: list[Point] = field(default_factory=list)
     builds: list[dict] = field(default_factory=list)
-    columns = ("index", "setting", "recall", "p5", "fresh", "p50 ms", "p95 ms", "qps", "build s", "size MB",
-               "index used", "note")
+    columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "p5", "p50 ms", "p95 ms", "qps",
+               "build s", "size MB", "index used", "note")
 
     @property
     def title(self) -> str:
-        return f"Sweep over {self.workload}: recall@{self.k} per index and setting"
+        return (f"Sweep over {self.workload}: recall@{self.k} per index and setting, for new vectors (not in the "
+                "index) and similar assets (rows of the index, each left out of its own answer)")
 
     def rows(self) -> list[dict]:
         return [p.row() for p in self.points]
@@ -101,13 +116,16 @@ def default_grid(rows: int, k: int) -> dict:
 
 def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: GroundTruth | None = None,
           fresh_truth: GroundTruth | None = None, progress: bool = True, echo: Echo | None = None) -> SweepResult:
-    """Build each candidate on the scratch table and measure every query-time setting."""
+    """Build each candidate on the scratch table and measure every query-time setting, for each
+    query shape of the workload (`truth` / `fresh_truth` may be given for the new-vector one)."""
     echo = echo or echo_to()
     grid = {**default_grid(workload.rows, workload.k), **(grid or {})}
-    truth = truth or exact_knn(workload.vectors, workload.queries, workload.k, ids=workload.ids,
-                               exclude=workload.query_ids)
-    fresh_truth = fresh_truth or exact_knn(workload.vectors, workload.fresh_queries, workload.k, ids=workload.ids,
-                                           exclude=workload.fresh_query_ids)
+    truths = {}
+    for shape in workload.shapes:
+        queries, own, fresh, fresh_own = workload.shape_sets(shape)
+        given = (truth, fresh_truth) if shape == "new" else (None, None)
+        truths[shape] = tuple(t or exact_knn(workload.vectors, q, workload.k, ids=workload.ids, exclude=e)
+                              for t, q, e in zip(given, (queries, fresh), (own, fresh_own)))
     filtered_truth = workload.filtered_truth() if workload.filter_owner is not None else None
     configs = [Config("ivfflat", (("lists", lists),)) for lists in grid["ivfflat_lists"]]
     configs += [Config("hnsw", (("m", m), ("ef_construction", efc))) for m, efc in grid["hnsw"]]
@@ -128,20 +146,22 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
             for value in values:
                 conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(param), sql.Literal(value)))
                 point = Point(config, param, value, False, build_s=built["build_s"], size_bytes=built["size_bytes"])
-                used, top = plan_index(conn, query_shape(workload.k, workload.query_ids is not None),
-                                       {"q": workload.queries[0]})
+                first = workload.shape_sets(workload.shapes[0])
+                used, top = plan_index(conn, query_shape(workload.k, first[1] is not None), {"q": first[0][0]})
                 if used != config.index_name:
                     point.note = f"EXPLAIN shows {top}, not the index: the planner costs it higher; not counted"
                     result.points.append(point)
                     continue
                 point.index_used = True
-                ids, dists, lat = measure(conn, workload, workload.queries, workload.query_ids)
-                plain, tolerant = recall_at_k(truth, ids, dists)
-                fresh_ids, fresh_d, _ = measure(conn, workload, workload.fresh_queries, workload.fresh_query_ids)
-                point.recall, point.recall_p5 = float(plain.mean()), float(np.percentile(plain, 5))
-                point.recall_low = recall_low(plain)
-                point.recall_tolerant = float(tolerant.mean())
-                point.fresh_recall = float(recall_at_k(fresh_truth, fresh_ids, fresh_d)[0].mean())
+                latencies = []
+                for shape in workload.shapes:
+                    queries, own, fresh, fresh_own = workload.shape_sets(shape)
+                    ids, dists, lat = measure(conn, workload, queries, own)
+                    fresh_ids, fresh_d, _ = measure(conn, workload, fresh, fresh_own)
+                    plain, tolerant = recall_at_k(truths[shape][0], ids, dists)
+                    point.measured(shape, plain, tolerant, recall_at_k(truths[shape][1], fresh_ids, fresh_d)[0])
+                    latencies.append(lat)
+                lat = np.concatenate(latencies)
                 point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
                 point.qps = 1000.0 / float(lat.mean())
                 result.points.append(point)

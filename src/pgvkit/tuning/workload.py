@@ -14,18 +14,27 @@ from ..bulk import Column, copy_arrays, read_vectors
 from ..db import connect
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
+from ..vectors import as_vectors
 from .truth import GroundTruth, exact_knn
 
-__all__ = ["SCHEMA", "WORKLOAD", "SCRATCH", "Workload", "prepare", "cleanup"]
+__all__ = ["SCHEMA", "WORKLOAD", "SCRATCH", "SHAPES", "Workload", "prepare", "cleanup"]
 
 
 SCHEMA = "pgvkit"
 WORKLOAD = "tune_workload"
 
 
+SHAPES = {"new": "new vectors (not in the index)", "similar": "similar assets (rows of the index, each left out "
+                                                                 "of its own answer)"}
+
+
 @dataclass
 class Workload:
-    """Vectors as stored in the scratch table, the queries, and what to measure."""
+    """Vectors as stored in the scratch table, the queries of each shape, and what to measure.
+
+    `queries` / `fresh_queries` are the new-vector shape: never in the index (rows removed from the
+    scratch table, synthetic draws, or a query file). `similar_*` are rows of the index, each left
+    out of its own answer, as the similar_assets view asks."""
 
     ids: np.ndarray  # (n,) int64, ascending
     vectors: np.ndarray  # (n, d) float32
@@ -33,11 +42,24 @@ class Workload:
     fresh_queries: np.ndarray  # (q2, d): a second set, never used to choose
     source: str  # "table" or "synthetic"
     k: int = 10
-    query_ids: np.ndarray | None = None  # table source: each query's own row, excluded from its results
+    query_ids: np.ndarray | None = None  # a query's own row to leave out of its answer (None: not in the index)
     fresh_query_ids: np.ndarray | None = None
     table: str = "ip_asset_embeddings"
     owners: np.ndarray | None = None  # owner_id of every row (str)
     filter_owner: str | None = None  # also measure queries WHERE owner_id = this
+    similar_queries: np.ndarray | None = None
+    similar_ids: np.ndarray | None = None
+    similar_fresh: np.ndarray | None = None
+    similar_fresh_ids: np.ndarray | None = None
+    shapes: tuple[str, ...] = ("new", "similar")
+    live_rows: int = 0  # rows of the live table (a sample of it when larger than rows)
+    query_source: str = ""  # where the new-vector queries came from
+
+    def shape_sets(self, shape: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """(queries, their own ids, fresh queries, their own ids) of one shape."""
+        if shape == "new":
+            return self.queries, self.query_ids, self.fresh_queries, self.fresh_query_ids
+        return self.similar_queries, self.similar_ids, self.similar_fresh, self.similar_fresh_ids
 
     @property
     def rows(self) -> int:
@@ -49,8 +71,13 @@ class Workload:
 
     def describe(self) -> str:
         what = f"a sample of {self.table}" if self.source == "table" else "synthetic clustered embeddings"
-        text = (f"{self.rows:,} x {self.dims} vectors ({what}), {len(self.queries)} queries"
-                f" + {len(self.fresh_queries)} fresh ones, k = {self.k}, cosine distance")
+        sets = "; ".join(f"{SHAPES[s].split(' (')[0]}: {len(self.shape_sets(s)[0])} queries + "
+                         f"{len(self.shape_sets(s)[2])} fresh" for s in self.shapes)
+        text = (f"{self.rows:,} x {self.dims} vectors ({what}), k = {self.k}, cosine distance; {sets}"
+                + (f" ({self.query_source})" if self.query_source else ""))
+        if self.source == "table" and self.live_rows > self.rows:
+            text += (f"; a sample of {self.rows:,} of {self.live_rows:,} rows: recall at fixed settings falls as a "
+                     "table grows, so confirm the choice at full size with pgvkit recall")
         if self.filter_owner is not None:
             share = float(np.mean(self.owners == self.filter_owner))
             text += f"; filtered on owner_id = {self.filter_owner} ({share:.1%} of rows)"
@@ -73,10 +100,14 @@ def cleanup(url: str) -> None:
 
 def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries: int = 200, k: int = 10,
             seed: int = 0, table: str = "ip_asset_embeddings", spread: float = 0.6,
-            filter_owner: str | None = None, echo: Echo | None = None) -> Workload:
+            filter_owner: str | None = None, shapes: tuple[str, ...] = ("new", "similar"),
+            query_vectors: np.ndarray | None = None, echo: Echo | None = None) -> Workload:
     """The workload in numpy and in the scratch table pgvkit.tune_workload.
 
-    source "auto" uses the live table when it holds >= 1,000 rows, else synthetic vectors."""
+    source "auto" uses the live table when it holds >= 1,000 rows, else synthetic vectors.
+    `query_vectors` (e.g. the application's logged query embeddings) are the new-vector queries,
+    split into held-out and fresh halves; otherwise table rows are taken out of the scratch table
+    for that shape, or synthetic ones drawn."""
     from ..inserts import Synthetic, column_dimension
 
     echo = echo or echo_to()
@@ -93,30 +124,58 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
         dims = column_dimension(conn, table) if live else 768
         if source == "auto":
             source = "table" if live_rows >= 1000 else "synthetic"
-        if source == "table" and live_rows < 2 * queries + k + 1:
+        if not shapes or set(shapes) - set(SHAPES):
+            raise PgvkitError(f"shape must be one of {', '.join(SHAPES)} (or both), not {shapes!r}")
+        if query_vectors is not None:
+            query_vectors = as_vectors(query_vectors, dims, what="query vectors")
+            if len(query_vectors) < 4:
+                raise PgvkitError(f"the query file holds {len(query_vectors)} vectors; give at least 4 (two halves, "
+                                  "held-out and fresh; a few hundred measure recall well)")
+        if source == "table" and live_rows < 4 * queries + k + 1:
             raise PgvkitError(f"{table} holds {live_rows} rows, too few to tune on; use --source synthetic "
                               "(or load data first)")
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
         # no index on owner_id: filtered queries must go through the vector index under test
-        conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, owner_id text, embedding vector({}) NOT NULL)")
-                     .format(SCRATCH, sql.Literal(dims)))
         if source == "table":
+            # the live table's own columns: the planner costs a scan by the table's pages, and with
+            # 768-d vectors stored out of line those come from the other columns, so a narrower copy
+            # would let EXPLAIN pick the index where the live table would not (seen: hnsw.ef_search
+            # = 40 on 28,000 rows, index on a 3-column copy, sequential scan on the live table)
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(SCRATCH, sql.Identifier(table)))
+            conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(SCRATCH))
             n = min(rows or live_rows, live_rows)
             echo(f"sampling {n:,} of {live_rows:,} rows of {table} into {SCHEMA}.{WORKLOAD}")
             conn.execute(sql.SQL("SELECT setseed(%s)"), [((seed % 1000) / 1000.0)])
             conn.execute(sql.SQL(
-                "INSERT INTO {} SELECT id, owner_id, embedding FROM {} WHERE vector_norm(embedding) > 0"
+                "INSERT INTO {} SELECT * FROM {} WHERE vector_norm(embedding) > 0"
                 " ORDER BY random() LIMIT {}").format(SCRATCH, sql.Identifier(table), sql.Literal(n)))
             ids, vectors = read_vectors(conn, sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(
                 SCRATCH), dims)
             rng = np.random.default_rng(seed)
-            picked = rng.choice(len(ids), size=2 * queries, replace=False)
-            qi, fi = picked[:queries], picked[queries:]
+            picked = rng.choice(len(ids), size=4 * queries, replace=False)
+            similar_ids = ids[picked[2 * queries:]]
+            if query_vectors is None:  # new vectors: rows taken out of the index they are measured on
+                held = picked[: 2 * queries]
+                new_queries = vectors[held]
+                conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(SCRATCH), [ids[held].tolist()])
+                keep = np.ones(len(ids), dtype=bool)
+                keep[held] = False
+                ids, vectors = ids[keep], vectors[keep]
+                query_source = f"new vectors: {2 * queries} rows of {table} taken out of the workload"
+            else:
+                new_queries, query_source = query_vectors[rng.permutation(len(query_vectors))], "new vectors: the query file"
+            similar = vectors[np.searchsorted(ids, similar_ids)]
             owners = np.array([r[0] for r in conn.execute(
                 sql.SQL("SELECT owner_id FROM {} ORDER BY id").format(SCRATCH))], dtype=object)
-            workload = Workload(ids, vectors, vectors[qi], vectors[fi], "table", k, ids[qi], ids[fi], table, owners)
+            half = len(new_queries) // 2
+            workload = Workload(ids, vectors, new_queries[:half], new_queries[half:], "table", k, table=table,
+                                owners=owners, similar_queries=similar[:queries], similar_ids=similar_ids[:queries],
+                                similar_fresh=similar[queries:], similar_fresh_ids=similar_ids[queries:],
+                                live_rows=live_rows, query_source=query_source)
         else:
+            conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, owner_id text, embedding vector({}) NOT NULL)")
+                         .format(SCRATCH, sql.Literal(dims)))
             n = rows or 20_000
             echo(f"generating {n:,} synthetic {dims}-d embeddings into {SCHEMA}.{WORKLOAD}")
             # many overlapping clusters: neighbours straddle IVFFlat lists as in real data
@@ -125,9 +184,19 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
             ids = np.arange(1, n + 1, dtype=np.int64)
             owners = np.char.add(b"owner-", np.char.zfill((ids % 20).astype("S"), 2))  # 20 owners, 5% each
             copy_arrays(url, SCRATCH, [Column("id", ids), Column("owner_id", owners), Column("embedding", vectors)])
-            workload = Workload(ids, vectors, synth.draw(queries), synth.draw(queries), "synthetic", k, table=table,
-                                owners=owners.astype(str).astype(object))
+            held, fresh = synth.draw(queries), synth.draw(queries)  # drawn, so never in the index
+            query_source = ""
+            if query_vectors is not None:
+                shuffled = query_vectors[np.random.default_rng(seed).permutation(len(query_vectors))]
+                held, fresh = shuffled[: len(shuffled) // 2], shuffled[len(shuffled) // 2:]
+                query_source = "new vectors: the query file"
+            picked = np.random.default_rng(seed).choice(n, size=2 * queries, replace=False)
+            workload = Workload(ids, vectors, held, fresh, "synthetic", k, table=table,
+                                owners=owners.astype(str).astype(object), similar_queries=vectors[picked[:queries]],
+                                similar_ids=ids[picked[:queries]], similar_fresh=vectors[picked[queries:]],
+                                similar_fresh_ids=ids[picked[queries:]], query_source=query_source)
         conn.execute(sql.SQL("ANALYZE {}").format(SCRATCH))
+    workload.shapes = tuple(shape for shape in SHAPES if shape in shapes)
     if filter_owner is not None:
         if not np.any(workload.owners == filter_owner):
             raise PgvkitError(f"no row of the workload has owner_id = {filter_owner!r}; pick an owner that exists"
