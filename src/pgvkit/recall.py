@@ -134,7 +134,7 @@ def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: 
                 echo(f"searching {len(q):,} {SHAPES[name]} through the index ...")
                 found[name] = _search(conn, table, q, exclude, k)
             echo(f"exact neighbours: streaming {rows:,} rows of {table} ...")
-            truth = _exact(conn, table, dims, {n: s for n, s in shapes.items()}, k, rows, progress)
+            truth = _exact(conn, table, dims, shapes, k, rows, progress)
         for name, (ids, distances, latency, plan) in found.items():
             plain, tolerant = recall_at_k(truth[name], ids, distances)
             result.shapes[name] = ShapeResult(len(plain), float(plain.mean()), float(np.percentile(plain, 5)),
