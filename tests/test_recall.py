@@ -126,22 +126,31 @@ def test_a_table_without_rows_is_refused_in_one_line(migrated):
     assert proc.returncode == 2 and "has no rows" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def topic_embeddings():
+    from pgvkit.synthetic import Topics
+
+    return Topics(768, rows=12_000, seed=7).draw(14_000)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("query_file", [False, True], ids=["rows-taken-out", "query-file"])
-def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migrated, tmp_path, query_file):
-    """Real embeddings, 28,000 rows: pgvkit tune --write-migration, pgvkit migrate, then pgvkit
-    recall on 1,000 new vectors the tuner never saw. The choice meets the target on them, and
-    what the tuner predicted for each shape is within 0.02 of what the audit measures."""
+@pytest.mark.parametrize("data, query_file", [("real", False), ("real", True), ("topics", False)],
+                         ids=["real-rows-taken-out", "real-query-file", "topics-rows-taken-out"])
+def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migrated, tmp_path, data, query_file):
+    """28,000 rows of real embeddings (or 12,000 of pgvkit.synthetic.Topics): pgvkit tune
+    --write-migration, pgvkit migrate, then pgvkit recall on 1,000 new vectors the tuner never
+    saw. The choice meets the target on them, and what the tuner predicted for each shape is
+    within 0.02 of what the audit measures."""
     import shutil
 
     from .conftest import MIGRATIONS
 
-    vectors = real_embeddings()
-    load(migrated, vectors=vectors[:28_000], progress=False)
+    vectors = real_embeddings() if data == "real" else topic_embeddings()
+    rows = len(vectors) - 2_000
+    load(migrated, vectors=vectors[:rows], progress=False)
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
-    np.save(tmp_path / "tune.npy", vectors[28_000:29_000])
-    np.save(tmp_path / "audit.npy", vectors[29_000:])
+    np.save(tmp_path / "tune.npy", vectors[rows:rows + 1_000])
+    np.save(tmp_path / "audit.npy", vectors[rows + 1_000:])
     where = ["--database-url", migrated, "--migrations", str(migrations)]
     extra = ["--query-file", str(tmp_path / "tune.npy")] if query_file else []
     tuned = run_cli("tune", "--target-recall", "0.95", "--json", "--write-migration", *extra, *where, timeout=900)

@@ -70,7 +70,7 @@ class Workload:
         return self.vectors.shape[1]
 
     def describe(self) -> str:
-        what = f"a sample of {self.table}" if self.source == "table" else "synthetic clustered embeddings"
+        what = f"a sample of {self.table}" if self.source == "table" else "synthetic topic embeddings"
         sets = "; ".join(f"{SHAPES[s].split(' (')[0]}: {len(self.shape_sets(s)[0])} queries + "
                          f"{len(self.shape_sets(s)[2])} fresh" for s in self.shapes)
         text = (f"{self.rows:,} x {self.dims} vectors ({what}), k = {self.k}, cosine distance; {sets}"
@@ -99,7 +99,7 @@ def cleanup(url: str) -> None:
 
 
 def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries: int = 200, k: int = 10,
-            seed: int = 0, table: str = "ip_asset_embeddings", spread: float = 0.6,
+            seed: int = 0, table: str = "ip_asset_embeddings",
             filter_owner: str | None = None, shapes: tuple[str, ...] = ("new", "similar"),
             query_vectors: np.ndarray | None = None, echo: Echo | None = None) -> Workload:
     """The workload in numpy and in the scratch table pgvkit.tune_workload.
@@ -108,7 +108,8 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
     `query_vectors` (e.g. the application's logged query embeddings) are the new-vector queries,
     split into held-out and fresh halves; otherwise table rows are taken out of the scratch table
     for that shape, or synthetic ones drawn."""
-    from ..inserts import Synthetic, column_dimension
+    from ..inserts import column_dimension
+    from ..synthetic import Topics
 
     echo = echo or echo_to()
     if source not in ("auto", "table", "synthetic"):
@@ -177,9 +178,10 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
             conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, owner_id text, embedding vector({}) NOT NULL)")
                          .format(SCRATCH, sql.Literal(dims)))
             n = rows or 20_000
-            echo(f"generating {n:,} synthetic {dims}-d embeddings into {SCHEMA}.{WORKLOAD}")
-            # many overlapping clusters: neighbours straddle IVFFlat lists as in real data
-            synth = Synthetic(dims, clusters=max(20, n // 250), spread=spread, seed=seed)
+            echo(f"generating {n:,} synthetic {dims}-d embeddings (topics) into {SCHEMA}.{WORKLOAD}")
+            # many small topics of uneven size and spread: a new vector is as much harder to find
+            # than a row of the index as on real embeddings (pgvkit.synthetic)
+            synth = Topics(dims, rows=n, seed=seed)
             vectors = synth.draw(n)
             ids = np.arange(1, n + 1, dtype=np.int64)
             owners = np.char.add(b"owner-", np.char.zfill((ids % 20).astype("S"), 2))  # 20 owners, 5% each
