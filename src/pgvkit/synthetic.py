@@ -32,8 +32,11 @@ class Topics:
         self.scales = (1.0 / np.arange(1, intrinsic + 1) ** 0.3).astype(np.float32)  # anisotropic within a topic
         self.spread = self.rng.lognormal(0.0, 0.35, topics).astype(np.float32) * np.float32(0.9)  # uneven density
 
-    def draw(self, n: int) -> np.ndarray:
+    def draw(self, n: int, chunk: int = 1024) -> np.ndarray:
         which = self.rng.choice(len(self.centres), size=n, p=self.weights)
         z = self.rng.standard_normal((n, len(self.scales)), dtype=np.float32) * self.scales
-        x = self.centres[which] + np.einsum("ni,nid->nd", z, self.basis[which]) * self.spread[which, None]
+        x = self.centres[which]
+        for lo in range(0, n, chunk):  # each row's own topic basis, a chunk at a time (memory ~ chunk x basis)
+            part = slice(lo, lo + chunk)
+            x[part] += np.einsum("ni,nid->nd", z[part], self.basis[which[part]]) * self.spread[which[part], None]
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
