@@ -94,3 +94,26 @@ def test_the_tuning_notebook_writes_applies_and_verifies_its_migration(migrated,
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT status FROM pgvkit.schema_migrations WHERE version = 2").fetchone() == ("applied",)
         assert conn.execute("SELECT to_regclass('pgvkit.tune_workload')").fetchone()[0] is None
+
+
+def test_the_recall_notebook_audits_the_live_table_and_fails_below_the_target_when_asked(migrated, tmp_path):
+    import numpy as np
+
+    from pgvkit.inserts import load
+
+    from .conftest import real_embeddings
+
+    vectors = real_embeddings()
+    load(migrated, vectors=vectors[:5000], progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("ANALYZE ip_asset_embeddings")  # as a loaded production table is
+    queries = tmp_path / "new.npy"
+    np.save(queries, vectors[29_000:29_300])
+    out = run("07_recall_audit.ipynb", tmp_path, database_url=migrated, query_file=str(queries), sample=300)
+    text = out.read_text()
+    assert "the live table: 5,000 rows" in text and "new_vectors" in text and "MISSES the target" in text
+    with pytest.raises(papermill.PapermillExecutionError, match="recall below 0.95"):
+        run("07_recall_audit.ipynb", tmp_path, database_url=migrated, query_file=str(queries), sample=300,
+            fail_below_target=True)
+    with psycopg.connect(migrated) as conn:  # both runs recorded both shapes
+        assert conn.execute("SELECT count(*) FROM pgvkit.recall_audits").fetchone()[0] == 4

@@ -27,12 +27,14 @@ from .bulk import read_vectors, stream_vectors
 from .db import connect
 from .display import Echo, Table, echo_to
 from .errors import PgvkitError
+from .extras import need
 from .indexes import searched_index
 from .tuning.measure import plan_index
 from .tuning.truth import GroundTruth, recall_at_k
 from .vectors import as_vectors
 
-__all__ = ["ShapeResult", "Audit", "audit", "latest_audits", "SHAPES", "SETTINGS"]
+__all__ = ["ShapeResult", "Audit", "audit", "latest_audits", "worst_queries", "audit_history", "plot_recall",
+           "plot_history", "SHAPES", "SETTINGS"]
 
 SHAPES = {"similar_assets": "similar assets (rows of the table, each left out of its own answer)",
           "new_vectors": "new vectors (not in the table)"}
@@ -241,3 +243,63 @@ def latest_audits(conn, table: str) -> list[dict]:
         " FROM pgvkit.recall_audits WHERE table_name = %s ORDER BY shape, id DESC", [table])
     names = [d.name for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def worst_queries(url: str, result: Audit, n: int = 10):
+    """The similar-assets queries with the lowest recall, with their rows (a pandas DataFrame)."""
+    import pandas as pd
+
+    shape = result.shapes.get("similar_assets")
+    if shape is None:
+        return pd.DataFrame(columns=["id", "asset_id", "owner_id", "recall"])
+    order = np.argsort(shape.per_query, kind="stable")[:n]
+    ids = [int(i) for i in shape.query_ids[order]]
+    with connect(url) as conn:
+        rows = {r[0]: r[1:] for r in conn.execute(sql.SQL("SELECT id, asset_id, owner_id FROM {} WHERE id = ANY(%s)")
+                                                  .format(sql.Identifier(result.table)), [ids])}
+    return pd.DataFrame([{"id": i, "asset_id": rows.get(i, (None, None))[0], "owner_id": rows.get(i, (None, None))[1],
+                          "recall": float(r)} for i, r in zip(ids, shape.per_query[order])])
+
+
+def audit_history(url: str, table: str = "ip_asset_embeddings"):
+    """Every recorded audit of a table, oldest first (a pandas DataFrame; empty without any)."""
+    import pandas as pd
+
+    columns = ["at", "shape", "recall", "recall_p5", "target", "queries", "k", "index_definition"]
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass('pgvkit.recall_audits')").fetchone()[0] is None:
+            return pd.DataFrame(columns=columns)
+        rows = conn.execute(sql.SQL("SELECT {} FROM pgvkit.recall_audits WHERE table_name = %s ORDER BY id").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns))), [table]).fetchall()
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_recall(result: Audit):
+    """Per-query recall@k of each shape: how many searches return how much of the truth."""
+    plt = need("matplotlib.pyplot", "the recall plots")
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    bins = np.linspace(0, 1, result.k + 2) - 0.5 / (result.k + 1)
+    for name, s in result.shapes.items():
+        ax.hist(s.per_query, bins=bins, alpha=0.6, label=f"{name} (mean {s.recall:.3f})")
+    ax.axvline(result.target, color="red", ls=":", label=f"target {result.target}")
+    ax.set_xlabel(f"recall@{result.k} of one search")
+    ax.set_ylabel("searches")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history):
+    """Recall over time, one line per shape, with the target."""
+    plt = need("matplotlib.pyplot", "the recall plots")
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for shape, rows in history.groupby("shape"):
+        ax.plot(rows["at"], rows["recall"], "o-", label=shape)
+    if len(history):
+        ax.axhline(float(history["target"].iloc[-1]), color="red", ls=":", label="target")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("recall@k")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
