@@ -6,9 +6,11 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -163,12 +165,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def tcp_server(tmp_path_factory):
-    """A second embedded server, its own postgres process, on loopback with password logins."""
-    server = EmbeddedServer(tmp_path_factory.mktemp("tcp"), port=free_port())
+def tcp_server():
+    """A second embedded server, its own postgres process, on loopback with password logins (in
+    a directory of its own: pytest prunes old basetemp directories when other sessions run)."""
+    home = Path(tempfile.mkdtemp(prefix="pgvkit-tcp-"))
+    server = EmbeddedServer(home, port=free_port())
     server.start()
     yield server
     server.destroy()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
