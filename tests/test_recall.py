@@ -136,7 +136,7 @@ def topic_embeddings():
 @pytest.mark.parametrize("data, query_file", [("real", False), ("real", True), ("topics", False)],
                          ids=["real-rows-taken-out", "real-query-file", "topics-rows-taken-out"])
 def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migrated, tmp_path, data, query_file):
-    """28,000 rows of real embeddings (or 12,000 of pgvkit.synthetic.Topics): pgvkit tune
+    """20,000 rows of real embeddings (or 12,000 of pgvkit.synthetic.Topics): pgvkit tune
     --write-migration, pgvkit migrate, then pgvkit recall on 1,000 new vectors the tuner never
     saw. The choice meets the target on them, and what the tuner predicted for each shape is
     within 0.02 of what the audit measures."""
@@ -144,12 +144,12 @@ def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migr
 
     from .conftest import MIGRATIONS
 
-    vectors = real_embeddings() if data == "real" else topic_embeddings()
+    vectors = real_embeddings()[:22_000] if data == "real" else topic_embeddings()
     rows = len(vectors) - 2_000
     load(migrated, vectors=vectors[:rows], progress=False)
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
-    np.save(tmp_path / "tune.npy", vectors[rows:rows + 1_000])
+    np.save(tmp_path / "tune.npy", vectors[rows:rows + 400])  # 200 held-out + 200 fresh, as --queries
     np.save(tmp_path / "audit.npy", vectors[rows + 1_000:])
     where = ["--database-url", migrated, "--migrations", str(migrations)]
     extra = ["--query-file", str(tmp_path / "tune.npy")] if query_file else []
@@ -162,3 +162,25 @@ def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migr
     new, similar = audit["shapes"]["new_vectors"], audit["shapes"]["similar_assets"]
     assert new["recall"] >= 0.95 and new["plan"] == "index idx_embedding_cosine"
     assert abs(choice["new"] - new["recall"]) <= 0.02 and abs(choice["similar"] - similar["recall"]) <= 0.02
+    assert verify(migrated, migrations_dir=migrations)["recall"].status == "pass"
+
+
+@pytest.mark.parametrize("case", ["wrong dimension", "NaN", "empty"])
+def test_a_bad_query_file_for_tune_is_one_line_exit_2_and_nothing_built(real_table, tmp_path, case):
+    url, _ = real_table
+    bad = tmp_path / "bad.npy"
+    vectors = real_embeddings()[NEW].copy()
+    if case == "wrong dimension":
+        vectors = vectors[:, :384]
+    elif case == "NaN":
+        vectors[3, 5] = np.nan
+    else:
+        vectors = vectors[:0]
+    np.save(bad, vectors)
+    proc = run_cli("tune", "--query-file", str(bad), "--write-migration", "--database-url", url,
+                   "--migrations", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("pgvkit: error: bad.npy")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('pgvkit.tune_workload')").fetchone()[0] is None
