@@ -50,6 +50,7 @@ def pytest_configure(config):
     if getattr(config.option, "nbval", False) and not hasattr(config, "workerinput"):
         os.environ["DATABASE_URL"] = fresh_database(session_admin_url(), NOTEBOOK_DB)
         os.environ.setdefault("PGVKIT_HOME", tempfile.mkdtemp(prefix="pgvkit-nb-home-"))
+        os.environ["TQDM_DISABLE"] = "1"  # as notebooks/regenerate.py: no progress bars in outputs
 
 
 def pytest_unconfigure(config):

@@ -1,10 +1,14 @@
-"""Re-execute the notebooks in place so their committed outputs are real and current.
+"""Re-execute the notebooks in place so their committed outputs are real, current, and what a
+newcomer will see.
 
-    .venv/bin/python notebooks/regenerate.py
+    .venv/bin/python notebooks/regenerate.py [NOTEBOOK ...]
 
-Runs all of them, in order (each starts from the state the previous ones left, as under
-`pytest --nbval`), against a fresh database on a throwaway embedded server, named and reached
-exactly as the tests do (see the root conftest.py), so the outputs compare.
+Runs all of them (or those named), in order, each starting from the state the previous ones
+left, as under `pytest --nbval`, against the embedded default layout a newcomer has after
+`pgvkit migrate`: a throwaway PGVKIT_HOME, no DATABASE_URL, database `jarvis`. What would date
+the outputs to this machine is not saved: progress bars are off (TQDM_DISABLE, as `pgvkit run`
+sets it) and a figure is saved as its image, without matplotlib's `<Figure size ...>` text.
+tests/test_notebook_outputs.py checks the result.
 """
 
 from __future__ import annotations
@@ -19,32 +23,48 @@ import nbformat
 from nbconvert.preprocessors import ExecutePreprocessor
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "src"))
 
-from conftest import NOTEBOOK_DB  # noqa: E402  (the same database name as the tests)
 from pgvkit.embedded import EmbeddedServer  # noqa: E402
-from pgvkit.scratch import fresh_database  # noqa: E402
 
 
-def main() -> int:
-    paths = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
+def clean(nb) -> None:
+    """Keep what a reader needs: no execution timestamps, no widget placeholders (a progress
+    bar's frozen first frame), a figure's image without its repr."""
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                continue
+            if "image/png" in data:
+                data.pop("text/plain", None)
+            kept.append(out)
+        cell.outputs = kept
+    nb.metadata.pop("widgets", None)
+
+
+def main(names: list[str]) -> int:
+    paths = [HERE / n for n in names] if names else sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
     home = Path(tempfile.mkdtemp(prefix="pgvkit-regen-"))
-    server = EmbeddedServer(home / "server").start()
+    os.environ.pop("DATABASE_URL", None)
+    os.environ["PGVKIT_HOME"] = str(home)
+    os.environ["TQDM_DISABLE"] = "1"
     try:
-        os.environ["DATABASE_URL"] = fresh_database(server.url(database="postgres"), NOTEBOOK_DB)
-        os.environ["PGVKIT_HOME"] = str(home / "kit")
         for path in paths:
             print(f"executing {path.name}", flush=True)
             nb = nbformat.read(path, as_version=4)
-            ExecutePreprocessor(timeout=600, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(HERE)}})
-            for cell in nb.cells:
-                cell.metadata.pop("execution", None)  # timestamps: noise in diffs
+            ExecutePreprocessor(timeout=900, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(HERE)}})
+            clean(nb)
             nbformat.write(nb, path)
     finally:
-        server.destroy()
+        EmbeddedServer(home).destroy()
         shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

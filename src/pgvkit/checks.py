@@ -142,7 +142,8 @@ def verification(database: str, table: str, checks: list[Check] | None = None) -
 _DOCTOR_WORDS = {"name": "area", "detail": "what", "checks": "findings"}
 
 
-def diagnosis(target: str, checks: list[Check] | None = None) -> Report:
-    """The report of pgvkit doctor (and of explain): one block per check, in its own words."""
-    return Report(f"Doctor on {target}", checks or [], {"target": target}, _DOCTOR_WORDS, blocks=True,
+def diagnosis(target: str, checks: list[Check] | None = None, *, where: str | None = None) -> Report:
+    """The report of pgvkit doctor (and of explain): one block per check, in its own words.
+    `target` (the masked URL) goes into the JSON; the title says `where` in words when given."""
+    return Report(f"Doctor on {where or target}", checks or [], {"target": target}, _DOCTOR_WORDS, blocks=True,
                   failure=DiagnosisFailed)

@@ -18,6 +18,7 @@ __all__ = [
     "resolve",
     "connect",
     "mask_url",
+    "label",
     "has_password",
     "scrub",
     "psycopg_url",
@@ -40,6 +41,10 @@ class Target:
     @property
     def masked(self) -> str:
         return mask_url(self.url)
+
+    @property
+    def label(self) -> str:
+        return label(self.url)
 
     @property
     def is_embedded(self) -> bool:
@@ -157,6 +162,24 @@ def mask_url(url: str) -> str:
     return re.sub(
         r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url, flags=re.IGNORECASE
     )
+
+
+def label(url: str) -> str:
+    """Where a URL points, in words for a title: `jarvis as jarvis on db.internal:5432`, or `via
+    the local socket` (a socket directory is this machine's path: it would date a saved notebook
+    and means nothing to its reader). Never the password; the masked URL when it will not parse."""
+    try:
+        params = _conninfo.conninfo_to_dict(psycopg_url(url))
+    except Exception:
+        return mask_url(url)
+    user = params.get("user") or os.environ.get("PGUSER") or "the login user"
+    database = params.get("dbname") or user
+    hosts = (params.get("host") or os.environ.get("PGHOST") or "").split(",")
+    if not hosts[0] or hosts[0].startswith("/"):
+        return f"{database} as {user} via the local socket"
+    ports = (params.get("port") or "5432").split(",")
+    where = ",".join(f"{h}:{ports[min(i, len(ports) - 1)]}" for i, h in enumerate(hosts))
+    return f"{database} as {user} on {where}"
 
 
 def scrub(text: str, url: str) -> str:

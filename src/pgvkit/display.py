@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import html
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["Echo", "echo_to", "text_table", "html_table", "step", "Table", "Checklist"]
+__all__ = ["Echo", "echo_to", "text_table", "html_table", "step", "progress_bar", "Table", "Checklist"]
 
 Echo = Callable[[str], None]
 
@@ -34,6 +35,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def progress_bar(*, total: int, desc: str, unit: str, enabled: bool = True, leave: bool = True):
+    """A tqdm bar (a widget in a notebook), off when `enabled` is False or TQDM_DISABLE=1 is set:
+    pgvkit run, notebooks/regenerate.py and pytest set it for kernels, so no saved notebook holds
+    a bar frozen at the state it was saved in."""
+    from tqdm.auto import tqdm
+
+    off = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    return tqdm(total=total, desc=desc, unit=unit, disable=off, leave=leave)
 
 
 def text_table(rows: Sequence[dict], columns: Sequence[str]) -> str:

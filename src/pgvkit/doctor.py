@@ -54,7 +54,7 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
              dimension: int = 768) -> Report:
     """The stages, outside in: connection, extension, privileges, migrations, then (when the table
     exists) the schema as verify checks it, index builds, invalid indexes, grants and locks."""
-    report = diagnosis(target.masked)
+    report = diagnosis(target.masked, where=target.label)
     try:
         conn = connect(target.url, autocommit=True, application_name="pgvkit doctor")
     except ConnectionFailed as exc:

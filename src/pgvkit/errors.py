@@ -28,6 +28,11 @@ class PgvkitError(Exception):
 
     exit_code = 2
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: in a notebook, an expected error is its one
+        line (what happened and the fix), as on the command line."""
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class ConfigError(PgvkitError):
     """A setting (flag, environment variable, path) is wrong."""

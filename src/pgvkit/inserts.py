@@ -16,7 +16,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from .db import connect
-from .display import Table
+from .display import Table, progress_bar
 from .errors import PgvkitError
 from .vectors import as_vector, as_vectors
 
@@ -219,8 +219,6 @@ def load(url: str, rows: int | None = None, *, vectors=None, table: str = "ip_as
     vectors, checked against the column before anything is sent), with binary COPY over `jobs`
     connections (default: every core of a local server). Rows are tagged so `unload` removes
     exactly them; all rows commit or none."""
-    from tqdm.auto import tqdm
-
     from .bulk import Column, copy_arrays
 
     if (rows is None) == (vectors is None):
@@ -240,7 +238,7 @@ def load(url: str, rows: int | None = None, *, vectors=None, table: str = "ip_as
                Column("owner_id", np.char.add(f"{tag}owner-".encode(), np.char.zfill((np.arange(rows) % 100).astype("S"), 2))),
                Column("embedding", data)]
     start = time.perf_counter()
-    with tqdm(total=rows, unit="rows", desc="COPY", disable=not progress) as bar:
+    with progress_bar(total=rows, unit="rows", desc="COPY", enabled=progress) as bar:
         copy_arrays(url, sql.Identifier(table), columns, jobs=jobs, progress=bar.update)
     return LoadResult(rows, time.perf_counter() - start, tag)
 

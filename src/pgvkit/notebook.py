@@ -1,11 +1,19 @@
-"""The notebooks' preamble: connect by the one rule, show where (masked) and what versions, and
-point JupySQL's %sql at the same database."""
+"""The notebooks' preamble: connect by the one rule, show where (masked) and what versions, point
+JupySQL's %sql at the same database, and check that what a notebook needs has run first."""
 
 from __future__ import annotations
 
-from .db import Target, connect, require_database_name, resolve, server_info, sqlalchemy_url
+from psycopg import sql
 
-__all__ = ["open_target", "describe", "sql_engine", "confirm_destructive"]
+from .db import Target, connect, has_password, require_database_name, resolve, server_info, sqlalchemy_url
+from .errors import ConfigError, PgvkitError
+
+__all__ = ["open_target", "describe", "sql_engine", "enable_sql", "require_migrated", "confirm_destructive",
+           "NotReady"]
+
+
+class NotReady(PgvkitError):
+    """A notebook needs a step that has not run yet (01_migrate, usually)."""
 
 
 def describe(target: Target) -> dict:
@@ -22,7 +30,14 @@ def describe(target: Target) -> dict:
 
 
 def open_target(database_url: str | None = None) -> Target:
-    """Resolve the database (parameter, $DATABASE_URL, embedded), print what it is, return it."""
+    """Resolve the database (parameter, $DATABASE_URL, embedded), print what it is, return it.
+
+    A parameter is saved in the notebook (and in every executed copy), so one holding a password
+    is refused, as `pgvkit run -p` refuses it: the password belongs in DATABASE_URL or ~/.pgpass."""
+    if database_url and has_password(database_url):
+        raise ConfigError("the database_url parameter holds a password, and parameters are saved in the notebook; "
+                          "leave it None and set DATABASE_URL in the environment (pgvkit lab and pgvkit run pass it "
+                          "to the kernels), or keep the password in ~/.pgpass")
     target = resolve(database_url)
     for key, value in describe(target).items():
         print(f"{key:>9}: {value}")
@@ -34,6 +49,45 @@ def sql_engine(target: Target):
     from sqlalchemy import create_engine
 
     return create_engine(sqlalchemy_url(target.url))
+
+
+def enable_sql(target: Target) -> None:
+    """`%sql` and `%%sql` (JupySQL) on the target, configured for these notebooks: full errors,
+    no connection banner, no row-count chatter. Loading the extension quietly: JupySQL announces
+    which configuration files it looked for, by this machine's paths."""
+    from IPython import get_ipython
+    from IPython.utils.capture import capture_output
+
+    shell = get_ipython()
+    if shell is None:
+        raise PgvkitError("enable_sql runs inside a notebook (an IPython kernel); elsewhere use pgvkit.connect")
+    with capture_output():
+        shell.run_line_magic("load_ext", "sql")
+    for setting in ("SqlMagic.short_errors = False", "SqlMagic.displaycon = False", "SqlMagic.feedback = 0"):
+        shell.run_line_magic("config", setting)
+    shell.user_ns["_pgvkit_sql_engine"] = sql_engine(target)
+    shell.run_line_magic("sql", "_pgvkit_sql_engine")
+    print(f"%sql connected to {target.label}")
+
+
+def require_migrated(target: Target, migrations_dir="../migrations", *, table: str = "ip_asset_embeddings") -> int:
+    """Stop with one line unless the migrations have run (01_migrate first); else say so and
+    return how many rows the table holds."""
+    from .migrator import Migrator
+
+    with connect(target.url) as conn:
+        database = conn.info.dbname
+        if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0] is None:
+            raise NotReady(f"{table} does not exist in {database}: run 01_migrate first (or pgvkit migrate)")
+    status = Migrator(target.url, migrations_dir, echo=lambda _: None).status()
+    if status.baseline_hint:
+        raise NotReady(f"{database} has the schema but no pgvkit history: run 01_migrate first (it records it)")
+    if status.exit_code != 0:
+        raise NotReady(f"{database}: {status.summary}: run 01_migrate first (or pgvkit status to see why)")
+    with connect(target.url) as conn:
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    print(f"ready: {database} is migrated ({status.summary}); {table} holds {rows:,} rows")
+    return rows
 
 
 def confirm_destructive(target: Target, confirm_database: str | None, what: str) -> None:

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from .bulk import read_vectors, stream_vectors
 from .db import connect
-from .display import Echo, Table, echo_to
+from .display import Echo, Table, echo_to, progress_bar
 from .errors import PgvkitError
 from .extras import need
 from .indexes import searched_index
@@ -187,13 +187,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def _exact(conn, table: str, dims: int, shapes: dict, k: int, rows: int, progress: bool) -> dict[str, GroundTruth]:
     """The true k nearest rows of every query, over the table streamed a chunk at a time: each
     chunk's best candidates are merged into the running best k (memory ~ queries x chunk)."""
-    from tqdm.auto import tqdm
-
     best = {n: (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
             for n, (q, _) in shapes.items()}
     units = {n: _unit(q.astype(np.float32)) for n, (q, _) in shapes.items()}
     query = sql.SQL("SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0").format(sql.Identifier(table))
-    with tqdm(total=rows, unit="rows", desc="exact neighbours", disable=not progress, leave=False) as bar:
+    with progress_bar(total=rows, unit="rows", desc="exact neighbours", enabled=progress, leave=False) as bar:
         for ids, vectors in stream_vectors(conn, query, dims):
             base = _unit(vectors)
             for name, (_, exclude) in shapes.items():

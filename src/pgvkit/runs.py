@@ -96,9 +96,10 @@ def run_notebooks(notebooks: list[str | Path], parameters: dict | None = None, *
     directory = (home or default_home()) / "runs" / stamp
     directory.mkdir(parents=True, exist_ok=True)
     run = Run(directory)
-    env_before = os.environ.get("DATABASE_URL")
+    env_before = {name: os.environ.get(name) for name in ("DATABASE_URL", "TQDM_DISABLE")}
     if database_url:
         os.environ["DATABASE_URL"] = database_url  # the kernels inherit it; no notebook stores it
+    os.environ["TQDM_DISABLE"] = "1"  # a saved bar shows the state it was saved in, not the end
     try:
         for i, path in enumerate(paths):
             out = directory / path.name
@@ -121,11 +122,11 @@ def run_notebooks(notebooks: list[str | Path], parameters: dict | None = None, *
                 run.results += [NotebookResult(p.name, "not run") for p in paths[i + 1:]]
                 break
     finally:
-        if database_url:
-            if env_before is None:
-                os.environ.pop("DATABASE_URL", None)
+        for name, value in env_before.items():
+            if value is None:
+                os.environ.pop(name, None)
             else:
-                os.environ["DATABASE_URL"] = env_before
+                os.environ[name] = value
     run.report = write_report(run)
     return run
 

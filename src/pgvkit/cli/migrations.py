@@ -51,7 +51,8 @@ def migrate(args, ctx) -> int:
 
 
 def _baseline_arguments(p) -> None:
-    p.add_argument("version")
+    p.add_argument("version", nargs="?", help="record up to this one (default: the migrations whose objects "
+                   "all exist already, on a database with no history)")
 
 
 def baseline(args, ctx) -> int:
@@ -62,7 +63,8 @@ def baseline(args, ctx) -> int:
 
 
 def _repair_arguments(p) -> None:
-    p.add_argument("version")
+    p.add_argument("version", nargs="?", help="record up to this one (default: the migrations whose objects "
+                   "all exist already, on a database with no history)")
     p.add_argument("--reason", required=True, help="why the applied file changed (kept in the event log)")
 
 

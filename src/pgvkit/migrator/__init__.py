@@ -24,7 +24,7 @@ from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
 from .plan import Plan, apply_steps, check_down_files, check_extensions, rollback_steps, rollback_targets
 from .records import record_baseline, record_repair
-from .status import StatusReport, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
+from .status import StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
 
 __all__ = ["Migrator", "StatusReport", "Plan", "LOCK_KEY", "parse_version", "objects_present"]
 
@@ -112,15 +112,33 @@ class Migrator:
                 done.append(m.id)
         return done
 
-    def baseline(self, version: int | str, migrations: list[Migration] | None = None) -> list[str]:
-        """Record migrations up to `version` as applied without running them (old init-dir DBs)."""
+    def detect_baseline(self, migrations: list[Migration] | None = None) -> list[Migration]:
+        """What `baseline()` with no version would record: with no history yet, the leading
+        migrations whose objects all exist already (the old docker init ran them); else []."""
         migrations = self.read() if migrations is None else migrations
-        version = parse_version(version)
-        if version not in {m.version for m in migrations}:
-            raise ConfigError(f"no migration numbered {version} in {self._dir()}; see pgvkit status")
+        with connect(self.url) as conn:
+            return already_created(conn, migrations, history.applied(conn))
+
+    def baseline(self, version: int | str | None = None, migrations: list[Migration] | None = None) -> list[str]:
+        """Record migrations up to `version` as applied without running them (old init-dir DBs).
+        With no version: the ones `detect_baseline()` finds, re-checked under the lock."""
+        migrations = self.read() if migrations is None else migrations
+        if version is not None:
+            version = parse_version(version)
+            if version not in {m.version for m in migrations}:
+                raise ConfigError(f"no migration numbered {version} in {self._dir()}; see pgvkit status")
         with self.lock(), connect(self.url, autocommit=True) as conn:
             self._ensure_history(conn)
-            recorded = record_baseline(conn, migrations, version, history.applied(conn))
+            rows = history.applied(conn)
+            if version is None:
+                found = already_created(conn, migrations, rows)
+                if not found:
+                    raise ConfigError(
+                        "nothing to baseline: " + ("the history already has entries; pgvkit status shows them" if rows
+                                                   else "the first migration's objects do not all exist; pgvkit "
+                                                   "migrate creates them (or name a version: pgvkit baseline 001)"))
+                version = found[-1].version
+            recorded = record_baseline(conn, migrations, version, rows)
         self.echo(f"Baselined {', '.join(recorded) if recorded else 'nothing (already recorded)'}")
         return recorded
 

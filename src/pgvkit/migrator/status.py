@@ -89,17 +89,30 @@ def check_consistency(migrations: list[Migration], rows: dict) -> None:
             raise MigrationDriftError(m.label, row.checksum, m.checksum)
 
 
+def already_created(conn, migrations: list[Migration], rows: dict) -> list[Migration]:
+    """With no history: the leading migrations whose every created object already exists (a
+    database the old docker init directory made), in order; [] when there is history, or when
+    even the first one's objects are not all there. A file that creates nothing named stops it."""
+    if rows:
+        return []
+    found = []
+    for m in migrations:
+        objects = [s.creates for s in m.up.statements if s.creates]
+        if not objects or not all(_object_exists(conn, o) for o in objects):
+            break
+        found.append(m)
+    return found
+
+
 def baseline_hint(conn, migrations: list[Migration], rows: dict) -> str | None:
-    """With no history, do the first migration's objects already exist (old docker init)?"""
-    if rows or not migrations:
+    """With no history, do the first migrations' objects already exist (old docker init)?"""
+    found = already_created(conn, migrations, rows)
+    if not found:
         return None
-    first = migrations[0]
-    objects = [s.creates for s in first.up.statements if s.creates]
-    if not objects or not all(_object_exists(conn, o) for o in objects):
-        return None
+    names = ", ".join(m.id for m in found)
     return (
-        f"the objects of {first.id} already exist but there is no pgvkit history "
-        f"(created by the old docker init?); record it without running it: pgvkit baseline {first.label}"
+        f"the objects of {names} already exist but there is no pgvkit history "
+        f"(created by the old docker init?); record it without running it: pgvkit baseline {found[-1].label}"
     )
 
 

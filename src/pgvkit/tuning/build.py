@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from ..db import connect, is_local
+from ..display import progress_bar
 from ..sizing import hnsw_build_bytes, ivfflat_build_bytes
 from .workload import SCHEMA, SCRATCH
 
@@ -75,12 +76,10 @@ def build_settings(url: str, config: Config, rows: int, dims: int) -> dict:
 
 def _progress_watcher(url: str, pid: int, label: str, progress: bool):
     """Poll pg_stat_progress_create_index for the building backend into a progress bar."""
-    from tqdm.auto import tqdm
-
     done = threading.Event()
 
     def watch():
-        bar = tqdm(total=100, desc=f"build {label}", unit="%", disable=not progress, leave=False)
+        bar = progress_bar(total=100, desc=f"build {label}", unit="%", enabled=progress, leave=False)
         try:
             with connect(url, autocommit=True, application_name="pgvkit progress") as conn:
                 while not done.wait(0.5):
