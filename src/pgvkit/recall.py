@@ -34,7 +34,7 @@ from .tuning.truth import GroundTruth, recall_at_k
 from .vectors import as_vectors
 
 __all__ = ["ShapeResult", "Audit", "audit", "latest_audits", "worst_queries", "audit_history", "plot_recall",
-           "plot_history", "SHAPES", "SETTINGS"]
+           "plot_history", "short_filtered", "Shortfall", "SHAPES", "SETTINGS"]
 
 SHAPES = {"similar_assets": "similar assets (rows of the table, each left out of its own answer)",
           "new_vectors": "new vectors (not in the table)"}
@@ -257,6 +257,53 @@ def worst_queries(url: str, result: Audit, n: int = 10):
                                                   .format(sql.Identifier(result.table)), [ids])}
     return pd.DataFrame([{"id": i, "asset_id": rows.get(i, (None, None))[0], "owner_id": rows.get(i, (None, None))[1],
                           "recall": float(r)} for i, r in zip(ids, shape.per_query[order])])
+
+
+@dataclass
+class Shortfall:
+    owner: str
+    owned: int  # rows of that owner
+    want: int  # min(k, owned)
+    returned: list[int]  # rows each search returned
+
+    @property
+    def short(self) -> int:
+        return sum(g < self.want for g in self.returned)
+
+    def __str__(self) -> str:
+        return (f"{self.short} of {len(self.returned)} searches filtered on owner_id = {self.owner!r} ({self.owned} "
+                f"rows) returned fewer than {self.want} rows (median {int(np.median(self.returned))})")
+
+
+def short_filtered(url: str, owner: str | None = None, queries=None, *, k: int = 10, sample: int = 50,
+                   table: str = "ip_asset_embeddings") -> Shortfall | None:
+    """Filtered searches as the application runs them (a fresh session: database and role
+    defaults), `WHERE owner_id = owner ORDER BY embedding <=> q LIMIT k`: how many return fewer
+    than k rows although the owner has k. An approximate index hands back its usual candidates
+    and the filter drops the other owners' rows; pgvector 0.8's iterative scans keep going.
+    Defaults: the most frequent owner (the one the planner sends to the vector index rather than
+    the btree on owner_id), and `sample` rows of the table as queries; None on an empty table."""
+    with connect(url) as conn:
+        register_vector(conn)
+        dims = _table_facts(conn, table)[0]
+        name = sql.Identifier(table)
+        if owner is None:
+            top = conn.execute(sql.SQL("SELECT owner_id FROM {} GROUP BY owner_id ORDER BY count(*) DESC, owner_id"
+                                       " LIMIT 1").format(name)).fetchone()
+            if top is None:
+                return None
+            owner = top[0]
+        if queries is None:
+            queries = [r[0] for r in conn.execute(sql.SQL("SELECT embedding FROM {} ORDER BY id LIMIT %s").format(name),
+                                                  [sample])]
+        queries = as_vectors(queries, dims, what="queries")
+        owned = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE owner_id = %s").format(sql.Identifier(table)),
+                             [owner]).fetchone()[0]
+        want = min(k, owned)
+        search = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} WHERE owner_id = %s ORDER BY embedding <=> %s"
+                         " LIMIT %s) AS found").format(sql.Identifier(table))
+        got = [conn.execute(search, [owner, q, k]).fetchone()[0] for q in queries]
+    return Shortfall(owner, owned, want, got)
 
 
 def audit_history(url: str, table: str = "ip_asset_embeddings"):

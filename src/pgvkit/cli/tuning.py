@@ -16,7 +16,8 @@ def _tune_arguments(p) -> None:
                    help="the live table's vectors (auto: when it has >= 1000 rows) or synthetic ones")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--filter-owner", metavar="OWNER_ID",
-                   help="also measure filtered recall (WHERE owner_id = OWNER_ID) with iterative scans off and on")
+                   help="also measure filtered recall (WHERE owner_id = OWNER_ID) with iterative scans off and on; "
+                        "auto: the most frequent owner")
     p.add_argument("--shape", choices=["both", "new", "similar"], default="both",
                    help="which searches must meet the target: new vectors (not in the table), similar assets "
                         "(rows of the table, each left out of its answer), or both (default)")

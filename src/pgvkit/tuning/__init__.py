@@ -17,10 +17,10 @@ from .measure import IndexNotUsed, measure, plan_index, query_shape, require_ind
 from .migration import write_migration
 from .pipeline import tune
 from .plots import plot_builds, plot_tradeoff
-from .recommend import Recommendation, recommend
+from .recommend import Recommendation, at_full_size, recommend
 from .sweep import TUNE_LOCK, Point, SweepResult, default_grid, sweep
 from .truth import MARGIN_SE, GroundTruth, exact_knn, recall_at_k, recall_low
-from .workload import SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
+from .workload import MOST_FREQUENT, SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
 
 __all__ = [
     "Workload",
@@ -35,12 +35,14 @@ __all__ = [
     "recall_at_k",
     "sweep",
     "recommend",
+    "at_full_size",
     "write_migration",
     "cleanup",
     "tune",
     "plot_tradeoff",
     "plot_builds",
     # the steps' parts, for notebooks that go one level deeper
+    "MOST_FREQUENT",
     "SCHEMA",
     "WORKLOAD",
     "SCRATCH",

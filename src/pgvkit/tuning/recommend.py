@@ -9,7 +9,7 @@ from ..display import Table
 from .sweep import Point, SweepResult
 from .workload import SHAPES
 
-__all__ = ["Recommendation", "recommend", "figures"]
+__all__ = ["Recommendation", "recommend", "figures", "at_full_size"]
 
 
 @dataclass(repr=False)
@@ -76,3 +76,34 @@ def recommend(result: SweepResult, target: float = 0.95) -> Recommendation:
         f"{closest.search_param} = {closest.search_value} at {figures(closest)}; try larger ef_search or "
         "probes values, HNSW with m = 32 / ef_construction = 200, or a lower target",
         [closest], result.workload)
+
+
+def at_full_size(url: str, workload) -> str:
+    """What the workload's recall says about the live table: at full size when the whole table was
+    used; else an upper bound (at fixed settings recall falls as a table grows: a list or a graph
+    search covers a smaller share of the rows), beside the live index's latest recorded audit."""
+    from psycopg import sql
+
+    from ..db import connect
+
+    if workload.source == "synthetic":
+        head = (f"Measured on {workload.rows:,} synthetic rows: the live table holds {workload.live_rows:,}, too few to "
+                "tune on. Once it is loaded, tune on its own vectors and audit it (07_recall_audit).")
+    elif workload.live_rows > workload.rows:
+        head = (f"Measured on a sample: {workload.rows:,} of the live table's {workload.live_rows:,} rows. At the same "
+                "settings recall falls as a table grows, so these figures are an upper bound for the live table; "
+                "run the tuner with rows = the table's size for the figure at full size, and audit the index once "
+                "applied (07_recall_audit).")
+    else:
+        return f"Measured on the whole live table ({workload.rows:,} rows): these are its figures at full size."
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass('pgvkit.recall_audits')").fetchone()[0] is None:
+            return head
+        rows = conn.execute(sql.SQL(
+            "SELECT DISTINCT ON (shape) shape, recall, queries, at::date, index_definition FROM pgvkit.recall_audits"
+            " WHERE table_name = %s ORDER BY shape, id DESC"), [workload.table]).fetchall()
+    if not rows:
+        return head + " The live index has no recorded audit yet."
+    figures = ", ".join(f"{shape.replace('_', ' ')} {recall:.3f} ({queries} queries, {day})"
+                        for shape, recall, queries, day, _ in rows)
+    return head + f" At full size, the live index's latest audit: {figures}."

@@ -90,6 +90,7 @@ class Workload:
 
 
 SCRATCH = sql.Identifier(SCHEMA, WORKLOAD)
+MOST_FREQUENT = "auto"  # filter_owner: the workload's most frequent owner, whatever the team calls it
 
 
 def cleanup(url: str) -> None:
@@ -105,6 +106,7 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
     """The workload in numpy and in the scratch table pgvkit.tune_workload.
 
     source "auto" uses the live table when it holds >= 1,000 rows, else synthetic vectors.
+    filter_owner "auto" filters on the workload's most frequent owner.
     `query_vectors` (e.g. the application's logged query embeddings) are the new-vector queries,
     split into held-out and fresh halves; otherwise table rows are taken out of the scratch table
     for that shape, or synthetic ones drawn."""
@@ -199,6 +201,9 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
                                 similar_fresh_ids=ids[picked[queries:]], query_source=query_source)
         conn.execute(sql.SQL("ANALYZE {}").format(SCRATCH))
     workload.shapes = tuple(shape for shape in SHAPES if shape in shapes)
+    if filter_owner == MOST_FREQUENT:
+        names, counts = np.unique(workload.owners.astype(str), return_counts=True)
+        filter_owner = str(names[np.argmax(counts)])
     if filter_owner is not None:
         if not np.any(workload.owners == filter_owner):
             raise PgvkitError(f"no row of the workload has owner_id = {filter_owner!r}; pick an owner that exists"

@@ -1,0 +1,167 @@
+"""Size against memory: the table and its vector index beside what the server has to cache them.
+
+An approximate search is fast only while its index is in memory: at 768 dimensions a vector
+takes about 3 KB, and pgvector fits two of them on an 8 KB page, so an index needs about 4 KB
+a row. `memory()` measures the table and its vector index, reads `shared_buffers` and
+`effective_cache_size` (and the machine's memory where the server will say it), and projects
+the sizes at `growth` times the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from .db import connect
+from .display import Table
+from .extras import need
+from .indexes import live_vector_index
+
+__all__ = ["Memory", "memory", "plot_memory", "index_bytes_per_row"]
+
+PAGE = 8192
+
+
+def index_bytes_per_row(dims: int) -> float:
+    """What a vector index costs a row before any is measured: whole vectors per 8 KB page (an
+    index tuple is the vector, 4 bytes a dimension plus 8 of header, with ~24 bytes of tuple and
+    line pointer; pgvector never splits one across pages)."""
+    per_page = max(1, (PAGE - 24) // (4 * dims + 8 + 24))
+    return PAGE / per_page
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "not reported"
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # pragma: no cover
+
+
+@dataclass(repr=False)
+class Memory(Table):
+    database: str
+    table: str
+    rows_now: int
+    table_bytes: int
+    index: str | None  # "idx_embedding_cosine (ivfflat)"
+    index_bytes: int
+    per_row: float  # index bytes a row
+    per_row_measured: bool
+    shared_buffers: int
+    effective_cache_size: int
+    machine: int | None  # MemTotal, when the server reports it
+    growth: int = 10
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("what", "now", self._later)
+
+    @property
+    def _later(self) -> str:
+        return f"at {self.growth}x rows" if self.rows_now else "at 100,000 rows"
+
+    @property
+    def title(self) -> str:
+        return f"Size against memory on {self.database}: {self.verdict}"
+
+    @property
+    def projected_index(self) -> float:
+        return self.per_row * self.rows_now * self.growth if self.rows_now else self.per_row * 100_000
+
+    @property
+    def verdict(self) -> str:
+        def where(n: float) -> str:
+            if n <= self.shared_buffers:
+                return "fits shared_buffers"
+            if n <= self.effective_cache_size:
+                return "fits the cache the planner assumes (effective_cache_size), not shared_buffers"
+            return "exceeds effective_cache_size: searches will read from disk"
+        if self.index is None:
+            return "no vector index on the table"
+        grown = f"at {self.growth}x the rows ({self.rows_now * self.growth:,})" if self.rows_now else "at 100,000 rows"
+        return f"the vector index {where(self.index_bytes)}; {grown} it {where(self.projected_index)}"
+
+    def rows(self) -> list[dict]:
+        later = self._later
+        grow = (lambda n: n * self.growth) if self.rows_now else (lambda n: None)
+        basis = "measured" if self.per_row_measured else "estimated: too few rows to measure"
+        return [
+            {"what": "rows", "now": f"{self.rows_now:,}", later: f"{self.rows_now * self.growth or 100_000:,}"},
+            {"what": f"table {self.table} (heap + TOAST)", "now": _size(self.table_bytes),
+             later: _size(grow(self.table_bytes))},
+            {"what": f"vector index {self.index or '(none)'}, {self.per_row:,.0f} bytes a row ({basis})",
+             "now": _size(self.index_bytes), later: _size(self.projected_index)},
+            {"what": "shared_buffers (PostgreSQL's own cache)", "now": _size(self.shared_buffers), later: ""},
+            {"what": "effective_cache_size (what the planner assumes is cached)",
+             "now": _size(self.effective_cache_size), later: ""},
+            {"what": "machine memory (the server's /proc/meminfo)", "now": _size(self.machine), later: ""},
+        ]
+
+
+def _machine_memory(conn) -> int | None:
+    """MemTotal from the server's /proc/meminfo: needs superuser or pg_read_server_files, and a
+    Linux server; None otherwise."""
+    try:
+        with conn.transaction():
+            text = conn.execute("SELECT pg_read_file('/proc/meminfo', 0, 4096)").fetchone()[0]
+    except psycopg.Error:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def memory(url: str, table: str = "ip_asset_embeddings", *, growth: int = 10) -> Memory:
+    """The table and its live vector index against shared_buffers, effective_cache_size and the
+    machine's memory, now and at `growth` times the rows."""
+    with connect(url) as conn:
+        ident = sql.Identifier(table)
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+        table_bytes = conn.execute("SELECT pg_table_size(%s::regclass)", [ident.as_string(conn)]).fetchone()[0]
+        dims = conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
+            [ident.as_string(conn)]).fetchone()
+        dims = dims[0] if dims and dims[0] > 0 else 768
+        live = live_vector_index(conn, table)
+        index_bytes = 0
+        if live is not None:
+            index_bytes = conn.execute("SELECT pg_relation_size(%s::regclass)",
+                                       [sql.Identifier(live.schema, live.name).as_string(conn)]).fetchone()[0]
+        settings = dict(conn.execute(
+            "SELECT name, setting::bigint * pg_size_bytes(coalesce(nullif(unit, ''), '1')) FROM pg_settings"
+            " WHERE name IN ('shared_buffers', 'effective_cache_size')").fetchall())
+        machine = _machine_memory(conn)
+        database = conn.info.dbname
+    measured = live is not None and rows >= 1000
+    per_row = index_bytes / rows if measured else index_bytes_per_row(dims)
+    return Memory(database, table, rows, table_bytes, f"{live.name} ({live.method})" if live else None,
+                  index_bytes, per_row, measured, settings["shared_buffers"], settings["effective_cache_size"],
+                  machine, growth)
+
+
+def plot_memory(report: Memory):
+    """Bars: the vector index now and at 10x the rows, beside shared_buffers, effective_cache_size
+    and the machine's memory (log scale: they differ by orders of magnitude)."""
+    plt = need("matplotlib.pyplot", "the memory plot")
+    names = ["index now", f"index {report._later}", "shared_buffers", "effective_cache_size"]
+    values = [report.index_bytes, report.projected_index, report.shared_buffers, report.effective_cache_size]
+    colours = ["#4c72b0", "#8fa8d8", "#55a868", "#c0d9a8"]
+    if report.machine:
+        names.append("machine memory")
+        values.append(report.machine)
+        colours.append("#999999")
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.barh(names[::-1], [max(v, 1) / 2**20 for v in values[::-1]], color=colours[::-1])
+    ax.set_xscale("log")
+    ax.set_xlabel("MB (log scale)")
+    for y, v in enumerate(values[::-1]):
+        ax.text(max(v, 1) / 2**20, y, " " + _size(v), va="center", fontsize=8)
+    ax.set_title(f"{report.table}: vector index against memory", fontsize=10)
+    fig.tight_layout()
+    return fig
