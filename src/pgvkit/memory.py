@@ -99,7 +99,7 @@ class Memory(Table):
             {"what": "shared_buffers (PostgreSQL's own cache)", "now": _size(self.shared_buffers), later: ""},
             {"what": "effective_cache_size (what the planner assumes is cached)",
              "now": _size(self.effective_cache_size), later: ""},
-            {"what": "machine memory (the server's /proc/meminfo)", "now": _size(self.machine), later: ""},
+            {"what": "machine memory (MemTotal, as the server reads it)", "now": _size(self.machine), later: ""},
         ]
 
 
