@@ -238,3 +238,11 @@ def test_a_server_without_pgvector_says_so_and_applies_nothing(tmp_path):
             assert conn.execute("SELECT count(*) FROM pgvkit.schema_migrations").fetchone()[0] == 0
     finally:
         server.destroy()
+
+
+def test_baseline_with_no_version_finds_what_the_docker_init_ran(db_url):
+    psql_file(db_url, MIGRATIONS / "001_init_vector_store.sql")
+    out = run_cli("baseline", "--database-url", db_url)
+    assert out.returncode == 0 and "Baselined 001_init_vector_store" in out.stdout, out.stderr
+    again = run_cli("baseline", "--database-url", db_url)
+    assert again.returncode == 2 and "nothing to baseline" in again.stderr and "Traceback" not in again.stderr

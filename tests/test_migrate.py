@@ -7,6 +7,7 @@ import pytest
 
 from pgvkit import Migrator, history
 from pgvkit.errors import (
+    ConfigError,
     ConfirmationRequired,
     LockTimeout,
     MigrationDriftError,
@@ -182,6 +183,26 @@ def test_a_database_made_by_the_old_docker_init_is_baselined_not_rerun(db_url):
     assert migrator.status().exit_code == 0
     assert history_rows(db_url) == [(1, "baselined")]
     assert events(db_url) == [(1, "baseline")]
+
+
+def test_baseline_without_a_version_records_what_the_docker_init_ran_and_only_that(db_url, migrations_dir):
+    psql_file(db_url, MIGRATIONS / "001_init_vector_store.sql")
+    files = migrations_dir({"001_init_vector_store.sql": (MIGRATIONS / "001_init_vector_store.sql").read_text(),
+                            "20240101120000_probe_table.sql": "CREATE TABLE probe (id int);"})
+    migrator = Migrator(db_url, files, echo=lambda _: None)
+    assert [m.id for m in migrator.detect_baseline()] == ["001_init_vector_store"]  # not the newer file
+    assert migrator.baseline() == ["001_init_vector_store"]
+    assert migrator.detect_baseline() == []  # history now exists
+    with pytest.raises(ConfigError, match="history already has entries"):
+        migrator.baseline()
+    assert migrator.migrate() == ["20240101120000_probe_table"]
+    assert history_rows(db_url) == [(1, "baselined"), (20240101120000, "applied")]
+
+
+def test_baseline_without_a_version_refuses_a_database_without_the_schema(db_url):
+    with pytest.raises(ConfigError, match="nothing to baseline: the first migration's objects do not all exist"):
+        quiet(db_url).baseline()
+    assert history_rows(db_url) == []
 
 
 def test_rollback_needs_yes_then_undoes_newest_first_and_reapplies(db_url):

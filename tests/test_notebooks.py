@@ -117,3 +117,33 @@ def test_the_recall_notebook_audits_the_live_table_and_fails_below_the_target_wh
             fail_below_target=True)
     with psycopg.connect(migrated) as conn:  # both runs recorded both shapes
         assert conn.execute("SELECT count(*) FROM pgvkit.recall_audits").fetchone()[0] == 4
+
+
+def test_a_notebook_that_needs_01_says_so_in_one_line_without_a_traceback(db_url, tmp_path):
+    from .conftest import psql_file
+
+    with pytest.raises(papermill.PapermillExecutionError):
+        run("03_test_inserts.ipynb", tmp_path, database_url=db_url)
+    error = next(o for c in nbformat_read(tmp_path / "03_test_inserts.ipynb").cells
+                 for o in c.get("outputs", []) if o.output_type == "error")
+    assert error.ename == "NotReady" and len(error.traceback) == 1  # the message, not a stack
+    assert "ip_asset_embeddings does not exist" in error.traceback[0] and "run 01_migrate first" in error.traceback[0]
+    psql_file(db_url, MIGRATIONS / "001_init_vector_store.sql")  # the docker init's schema, no history
+    with pytest.raises(papermill.PapermillExecutionError, match="no pgvkit history: run 01_migrate first"):
+        run("07_recall_audit.ipynb", tmp_path, database_url=db_url)
+
+
+def test_a_database_url_parameter_holding_a_password_is_refused_before_connecting(tmp_path):
+    from pgvkit.errors import ConfigError
+    from pgvkit.notebook import open_target
+
+    url = "postgresql://jarvis:Pw#d0nt?l3ak&9f:2c@127.0.0.1:1/jarvis"  # nothing listens there: no attempt made
+    with pytest.raises(ConfigError, match="holds a password") as err:
+        open_target(url)
+    assert "l3ak" not in str(err.value) and "DATABASE_URL" in str(err.value)
+
+
+def nbformat_read(path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)

@@ -184,3 +184,29 @@ def test_a_bad_query_file_for_tune_is_one_line_exit_2_and_nothing_built(real_tab
     assert line.startswith("pgvkit: error: bad.npy")
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('pgvkit.tune_workload')").fetchone()[0] is None
+
+
+def test_filtered_searches_that_return_fewer_than_k_rows_are_counted_and_iterative_scans_fix_them(migrated):
+    """Without the btree on owner_id (a team that never made one) and on a table big enough that
+    the planner prefers the vector index to a sequential scan (enable_seqscan = off stands in for
+    the size), a filtered search goes through the IVFFlat index: the one probed list holds few of
+    a small owner's rows, and the filter leaves fewer than k."""
+    from pgvkit.recall import short_filtered
+
+    load(migrated, vectors=real_embeddings()[:8000], progress=False)
+    dbname = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("UPDATE ip_asset_embeddings SET owner_id = CASE WHEN id % 50 = 0 THEN 'Small Team' ELSE 'acme' END")
+        conn.execute("DROP INDEX idx_owner_id")
+        conn.execute("REINDEX INDEX idx_embedding_cosine")
+        conn.execute("ANALYZE ip_asset_embeddings")
+        conn.execute(f"ALTER DATABASE {dbname} SET enable_seqscan = off")
+    queries = np.asarray(real_embeddings()[29_000:29_040])
+    before = short_filtered(migrated, "Small Team", queries)
+    assert before.owned == 160 and before.want == 10
+    assert before.short > 20, str(before)  # probes = 1: most searches come back short
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {dbname} SET ivfflat.iterative_scan = relaxed_order")
+    after = short_filtered(migrated, "Small Team", queries)  # a fresh session: the database default
+    assert after.short == 0, str(after)
+    assert short_filtered(migrated).owner == "acme"  # by default: the most frequent owner

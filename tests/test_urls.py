@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgvkit.db import connect, mask_url, psycopg_url, resolve, scrub, sqlalchemy_url
+from pgvkit.db import connect, label, mask_url, psycopg_url, resolve, scrub, sqlalchemy_url
 from pgvkit.errors import ConfigError, ConnectionFailed
 
 from .conftest import free_port
@@ -99,6 +99,9 @@ def test_any_url_parses_to_its_parts_and_masks_its_password_whatever_it_holds(us
     assert {k: v for k, v in conninfo_to_dict(psycopg_url(masked)).items() if k != "password"} == {
         k: v for k, v in parts.items() if k != "password"}  # masking leaves everything else intact
     assert secret not in scrub(f"FATAL: password {secret} rejected", url)
+    where = label(url)  # the words a report's title uses
+    assert secret not in where and quote(secret, safe="") not in where
+    assert where == f"{dbname} as {user} on {host}:{port}"
 
 
 @pytest.mark.parametrize("password", ["Zq#9kLm2", "Tt?77seCret", "a&b=c:d", "x%40y", "semi;colon'quote", "spa ce"])
@@ -162,3 +165,14 @@ def test_no_output_of_a_failing_connection_shows_a_printable_password(password, 
     seen += [out.getvalue(), err.getvalue()]
     leaked = [text for text in seen if secret in text or quote(secret, safe="") in text]
     assert leaked == []
+
+
+@pytest.mark.parametrize("url, words", [
+    ("host=/tmp/pgvkit-regen-x1/server/pgdata user=jarvis dbname=jarvis port=5432",
+     "jarvis as jarvis via the local socket"),  # a saved notebook must not hold this machine's path
+    ("postgresql://jarvis:Pw#d0nt?l3ak&9f:2c@db.internal/jarvis", "jarvis as jarvis on db.internal:5432"),
+    ("postgresql://app@h1:5433,h2:5434/vectors?target_session_attrs=read-write", "vectors as app on h1:5433,h2:5434"),
+    ("postgresql+psycopg://app:s3cret@[::1]:6432/v", "v as app on ::1:6432"),
+])
+def test_a_title_says_where_in_words_without_password_or_socket_directory(url, words):
+    assert label(url) == words

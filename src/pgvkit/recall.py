@@ -294,8 +294,8 @@ def short_filtered(url: str, owner: str | None = None, queries=None, *, k: int =
                 return None
             owner = top[0]
         if queries is None:
-            queries = [r[0] for r in conn.execute(sql.SQL("SELECT embedding FROM {} ORDER BY id LIMIT %s").format(name),
-                                                  [sample])]
+            queries = read_vectors(conn, sql.SQL("SELECT id, embedding FROM {} ORDER BY id LIMIT {}").format(
+                name, sql.Literal(sample)), dims)[1]
         queries = as_vectors(queries, dims, what="queries")
         owned = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE owner_id = %s").format(sql.Identifier(table)),
                              [owner]).fetchone()[0]
