@@ -104,10 +104,10 @@ def test_an_unknown_directive_is_refused_naming_its_line(directive):
 
 
 @pytest.mark.parametrize("name, tool, rename", [
-    ("V1__init.sql", "Flyway", "rename V1__init.sql to 001_init.sql"),
-    ("V2_1__add_owner.sql", "Flyway", "rename V1__init.sql to 001_init.sql"),
-    ("R__views.sql", "Flyway", "rename"),
-    ("000001_create_assets.up.sql", "golang-migrate", "rename NNN_name.up.sql to NNN_name.sql"),
+    ("V1__init.sql", "Flyway", "pgvkit import --from flyway DIR"),
+    ("V2_1__add_owner.sql", "Flyway", "pgvkit import --from flyway DIR"),
+    ("R__views.sql", "Flyway", "pgvkit import --from flyway DIR"),
+    ("000001_create_assets.up.sql", "golang-migrate", "pgvkit import --from golang-migrate DIR"),
 ])
 def test_another_tools_file_names_are_refused_naming_the_tool_and_the_rename(migrations_dir, name, tool, rename):
     d = migrations_dir({name: "SELECT 1;"})

@@ -44,8 +44,8 @@ def test_a_syntax_error_names_the_file_and_line():
     assert "syntax error" in str(info.value)
 
 
-def test_psql_meta_commands_are_refused_as_syntax_errors():
-    with pytest.raises(MigrationSQLError):
+def test_psql_meta_commands_are_refused_naming_the_command_not_as_a_syntax_error():
+    with pytest.raises(MigrationFileError, match=r"003_meta\.sql:1: holds the psql meta-command \\i,"):
         parse_sql("\\i other.sql\n", "003_meta.sql")
 
 

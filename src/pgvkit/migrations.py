@@ -15,9 +15,10 @@ __all__ = ["Migration", "read_migrations", "default_migrations_dir", "directory_
 # other tools' file names, refused with what to rename them to
 _FOREIGN_NAMES = [
     ("Flyway", re.compile(r"^[VU]\d+(?:[._]\d+)*__.+\.sql$|^R__.+\.sql$", re.IGNORECASE),
-     "rename V1__init.sql to 001_init.sql (and its undo to 001_init.down.sql)"),
+     "bring the directory in with pgvkit import --from flyway DIR (or rename V1__init.sql to 001_init.sql)"),
     ("golang-migrate", re.compile(r"^\d+_.+\.up\.sql$"),
-     "rename NNN_name.up.sql to NNN_name.sql (NNN_name.down.sql keeps its name)"),
+     "bring the directory in with pgvkit import --from golang-migrate DIR (or rename NNN_name.up.sql to "
+     "NNN_name.sql)"),
 ]
 MAX_VERSION = 2**63 - 1  # the history keeps versions as bigint
 _NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*?)(?P<down>\.down)?\.sql$")

@@ -11,6 +11,7 @@ from pathlib import Path
 from pglast import ast, parser
 
 from .errors import MigrationFileError, MigrationSQLError
+from .foreign import foreign_syntax
 
 __all__ = [
     "Statement",
@@ -159,6 +160,9 @@ def parse_sql(text: str, path: Path | str = "<sql>") -> SQLFile:
     path = Path(path)
     text = normalise(text)
     directives = _directives(path, text)
+    foreign = foreign_syntax(text)  # before parsing: another tool's markers parse as comments
+    if foreign:
+        raise MigrationFileError(f"{path}:{foreign[0]}", foreign[1])
     statements = split_statements(text, path)
     if not statements:
         raise MigrationFileError(path, "has no SQL statement; delete it or add its SQL")

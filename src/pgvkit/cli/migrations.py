@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import backups, history
 from ..db import connect
 from ..display import text_table
+from ..errors import ConfigError
 from ..migrator import Migrator, parse_version
 from .base import Command, confirm_database_argument, guard, print_json
 
@@ -50,13 +51,48 @@ def migrate(args, ctx) -> int:
     return 0
 
 
+def _import_arguments(p) -> None:
+    from ..importing import TOOLS
+
+    p.add_argument("--from", dest="tool", required=True, choices=TOOLS, help="the tool the files were written for")
+    p.add_argument("directory", metavar="DIR", help="that tool's migrations directory")
+    p.add_argument("--write", action="store_true", help="write the files (default: show what would be written)")
+
+
+def import_(args, ctx) -> int:
+    from ..importing import plan_import
+
+    plan = plan_import(args.tool, args.directory, ctx.migrations_dir)
+    if ctx.as_json:
+        written = [str(p) for p in plan.write()] if args.write else []
+        print_json({"tool": args.tool, "migrations": plan.rows(), "skipped": plan.skipped, "written": written})
+        return 0
+    ctx.echo(str(plan))
+    if not args.write:
+        for path, text in plan.files:
+            ctx.echo(f"\n-- {path.name}\n{text.rstrip()}")
+        ctx.echo("\ndry run: nothing written; add --write to write these files, then pgvkit plan")
+        return 0
+    written = plan.write()
+    ctx.echo(f"wrote {len(written)} file(s) into {plan.migrations_dir}; next: pgvkit plan, and on a database "
+             f"{args.tool} already migrated, pgvkit baseline --from {args.tool} before pgvkit migrate")
+    return 0
+
+
 def _baseline_arguments(p) -> None:
     p.add_argument("version", nargs="?", help="record up to this one (default: the migrations whose objects "
                    "all exist already, on a database with no history)")
+    from ..importing import TOOLS
+
+    p.add_argument("--from", dest="tool", choices=TOOLS,
+                   help="record what that tool's history table shows applied (files brought in by pgvkit import)")
 
 
 def baseline(args, ctx) -> int:
-    recorded = _migrator(args, ctx).baseline(args.version)
+    if args.tool and args.version:
+        raise ConfigError("give a VERSION or --from TOOL, not both")
+    migrator = _migrator(args, ctx)
+    recorded = migrator.baseline_from(args.tool) if args.tool else migrator.baseline(args.version)
     if ctx.as_json:
         print_json({"baselined": recorded})
     return 0
@@ -109,8 +145,12 @@ COMMANDS = [
     Command("plan", "dry run: each pending migration, its transaction mode and its SQL", "pgvkit plan", plan),
     Command("migrate", "apply pending migrations, each in its own transaction", "pgvkit migrate --backup", migrate,
             _migrate_arguments),
-    Command("baseline", "record migrations up to VERSION as applied without running them", "pgvkit baseline 001",
+    Command("baseline", "record migrations up to VERSION (or what --from TOOL's history shows) as applied without "
+            "running them", "pgvkit baseline 001   or   pgvkit baseline --from flyway",
             baseline, _baseline_arguments),
+    Command("import", "translate another tool's migrations (goose, dbmate, golang-migrate, flyway) into NNN_name.sql "
+            "files; a dry run unless --write", "pgvkit import --from goose db/migrations --write", import_,
+            _import_arguments, needs_target=False),
     Command("repair", "accept the changed checksum of an applied migration", "pgvkit repair 001 --reason 'comment fix'",
             repair, _repair_arguments),
     Command("rollback", "run down files newest first down to version N", "pgvkit rollback --to 0 --yes", rollback,

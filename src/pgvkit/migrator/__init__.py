@@ -142,6 +142,31 @@ class Migrator:
         self.echo(f"Baselined {', '.join(recorded) if recorded else 'nothing (already recorded)'}")
         return recorded
 
+    def baseline_from(self, tool: str, migrations: list[Migration] | None = None) -> list[str]:
+        """Record as baselined the imported migrations (pgvkit import) that `tool`'s own history
+        table on this database shows applied, without running them; a dirty or failed entry in
+        that history stops it first."""
+        from ..importing import imported_versions, old_history
+
+        migrations = self.read() if migrations is None else migrations
+        imported = imported_versions(migrations)
+        with self.lock(), connect(self.url, autocommit=True) as conn:
+            versions = old_history(conn, tool, imported)
+            missing = [v for v in versions if (tool, v) not in imported]
+            if missing:
+                raise ConfigError(
+                    f"{tool}'s history shows {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} applied, but "
+                    f"no migration in {self._dir()} was imported from it; run pgvkit import --from {tool} DIR --write "
+                    "first")
+            if not versions:
+                raise ConfigError(f"{tool}'s history on {conn.info.dbname} shows nothing applied; pgvkit migrate "
+                                  "applies everything")
+            self._ensure_history(conn)
+            chosen = sorted((imported[(tool, v)] for v in versions), key=lambda m: m.version)
+            recorded = record_baseline(conn, chosen, chosen[-1].version, history.applied(conn))
+        self.echo(f"Baselined from {tool}'s history: {', '.join(recorded) if recorded else 'nothing (already recorded)'}")
+        return recorded
+
     def repair(self, version: int | str, reason: str, migrations: list[Migration] | None = None) -> None:
         """Accept an applied file's new checksum, recording who, when and why as an event."""
         if not reason or not reason.strip():
