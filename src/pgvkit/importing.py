@@ -62,6 +62,16 @@ def _blank(lines: list[str], keep) -> str:
     return "\n".join(line if keep(i) else "" for i, line in enumerate(lines))
 
 
+def _sections(tool: str, up_marker: str, m: re.Match, path: Path, lines: list[str], sections: dict,
+              no_tx: bool) -> Foreign:
+    """One file holding both directions (goose, dbmate): the line numbers of each section."""
+    if not sections["up"]:
+        raise ImportRefused(f"{path}: no {up_marker}; {tool} needs one too")
+    down = _blank(lines, sections["down"].__contains__)
+    return Foreign(tool, m[1], _name(m[2]), path, _blank(lines, sections["up"].__contains__),
+                   path if down.strip() else None, down if down.strip() else None, no_tx, (int(m[1]),))
+
+
 def _goose(directory: Path) -> list[Foreign]:
     found = []
     for path in sorted(directory.iterdir()):
@@ -90,11 +100,7 @@ def _goose(directory: Path) -> list[Foreign]:
             elif line.strip() and not line.strip().startswith("--"):
                 raise ImportRefused(f"{path}:{i + 1}: SQL before `-- +goose Up`; goose would not run it either: "
                                     "move it below the Up annotation")
-        if not sections["up"]:
-            raise ImportRefused(f"{path}: no `-- +goose Up` annotation; goose needs one too")
-        down = _blank(lines, sections["down"].__contains__)
-        found.append(Foreign("goose", m[1], _name(m[2]), path, _blank(lines, sections["up"].__contains__),
-                             path if down.strip() else None, down if down.strip() else None, no_tx, (int(m[1]),)))
+        found.append(_sections("goose", "`-- +goose Up` annotation", m, path, lines, sections, no_tx))
     return found
 
 
@@ -116,11 +122,7 @@ def _dbmate(directory: Path) -> list[Foreign]:
                 continue
             if section:
                 sections[section].add(i)
-        if not sections["up"]:
-            raise ImportRefused(f"{path}: no `-- migrate:up` section; dbmate needs one too")
-        down = _blank(lines, sections["down"].__contains__)
-        found.append(Foreign("dbmate", m[1], _name(m[2]), path, _blank(lines, sections["up"].__contains__),
-                             path if down.strip() else None, down if down.strip() else None, no_tx, (int(m[1]),)))
+        found.append(_sections("dbmate", "`-- migrate:up` section", m, path, lines, sections, no_tx))
     return found
 
 
