@@ -49,6 +49,7 @@ def test_objects_without_history_are_told_to_baseline_and_baseline_clears_it(db_
     report = doctor(db_url, migrations_dir=MIGRATIONS)
     assert report["migrations"].status == "fail" and report["migrations"].fix == "pgvkit baseline 001"
     assert run_cli("baseline", "001", "--database-url", db_url).returncode == 0
+    assert run_cli("migrate", "--database-url", db_url).returncode == 0  # 002, newer than the docker init
     assert doctor(db_url, migrations_dir=MIGRATIONS)["migrations"].status == "pass"
 
 
@@ -219,7 +220,7 @@ def test_verify_and_doctor_report_the_same_check_of_the_schema(migrated):
     assert type(seen_by_verify) is type(seen_by_doctor)
     assert (seen_by_verify.status, seen_by_verify.detail) == (seen_by_doctor.status, seen_by_doctor.detail) \
         == ("fail", "similar_assets missing")
-    assert seen_by_verify.fix == seen_by_doctor.fix and "001_init_vector_store.sql:" in seen_by_doctor.fix
+    assert seen_by_verify.fix == seen_by_doctor.fix and "002_search_assets.sql:" in seen_by_doctor.fix  # its latest definition
 
 
 def test_nothing_listening_a_missing_database_and_a_bad_scheme_are_findings_not_tracebacks(admin_url):

@@ -56,12 +56,15 @@ def test_a_missing_directory_says_how_to_point_at_the_right_one(tmp_path):
         read_migrations(tmp_path / "nope")
 
 
-def test_the_shipped_migration_parses_and_has_its_rollback():
-    (m,) = read_migrations("migrations")
-    assert m.id == "001_init_vector_store" and m.transactional
-    kinds = [s.kind for s in m.up.statements]
+def test_the_shipped_migrations_parse_and_have_their_rollbacks():
+    init, search = read_migrations("migrations")
+    assert init.id == "001_init_vector_store" and init.transactional
+    kinds = [s.kind for s in init.up.statements]
     assert kinds.count("IndexStmt") == 3 and "ViewStmt" in kinds and "CreateTrigStmt" in kinds
-    assert [s.kind for s in m.down.statements][-1] == "DropStmt"
+    assert [s.kind for s in init.down.statements][-1] == "DropStmt"
+    assert search.id == "002_search_assets" and search.transactional
+    assert [s.kind for s in search.up.statements] == ["CreateFunctionStmt", "DoStmt", "ViewStmt"]
+    assert [s.kind for s in search.down.statements] == ["ViewStmt", "DropStmt"]  # 001's view back, then the function
 
 
 # -- properties -------------------------------------------------------------------------------

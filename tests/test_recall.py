@@ -9,6 +9,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from pgvkit.inserts import load
+from pgvkit.search import SIGNATURE
 from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, real_embeddings, run_cli
@@ -61,16 +62,19 @@ def test_a_good_index_passes_and_a_changed_index_asks_for_a_new_audit(real_table
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP INDEX idx_embedding_cosine")
         conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)")
-        conn.execute("ALTER DATABASE " + conn.info.dbname + " SET hnsw.ef_search = 100")
+        conn.execute(f"ALTER FUNCTION {SIGNATURE} SET hnsw.ef_search = 100")  # what the application's searches get
     assert verify(url, migrations_dir=MIGRATIONS)["recall"].status == "warn"  # never measured
     proc, data = recall_cli(url, "--query-file", str(queries), "--target", "0.9")
     assert proc.returncode == 0 and data["met"] and data["settings"]["hnsw.ef_search"] == "100", proc.stderr
     # inside the graph is easier to reach than outside it: the two shapes differ on real data
     assert data["shapes"]["similar_assets"]["recall"] > data["shapes"]["new_vectors"]["recall"] >= 0.9
-    assert {s["plan"] for s in data["shapes"].values()} == {"index idx_embedding_cosine"}
+    assert {s["plan"] for s in data["shapes"].values()} == {"index idx_embedding_cosine (through search_assets)"}
     assert verify(url, migrations_dir=MIGRATIONS)["recall"].status == "pass"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("ALTER DATABASE " + conn.info.dbname + " SET hnsw.ef_search = 20")
+        conn.execute("ALTER DATABASE " + conn.info.dbname + " SET hnsw.ef_search = 100")  # direct queries only
+    assert verify(url, migrations_dir=MIGRATIONS)["recall"].status == "pass"  # the function's setting counts
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"ALTER FUNCTION {SIGNATURE} SET hnsw.ef_search = 20")
     changed = verify(url, migrations_dir=MIGRATIONS)["recall"]
     assert changed.status == "warn" and "changed since the last audit" in changed.detail
 
@@ -81,7 +85,7 @@ def test_the_audit_agrees_with_an_independent_exact_measurement(real_table):
         conn.execute("DROP INDEX idx_embedding_cosine")
         conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)"
                      " WITH (m = 8, ef_construction = 32)")
-        conn.execute("ALTER DATABASE " + conn.info.dbname + " SET hnsw.ef_search = 15")
+        conn.execute(f"ALTER FUNCTION {SIGNATURE} SET hnsw.ef_search = 15")
     _, data = recall_cli(url, "--query-file", str(queries), "--target", "0.5")
 
     new = np.load(queries).astype(np.float64)
@@ -91,7 +95,7 @@ def test_the_audit_agrees_with_an_independent_exact_measurement(real_table):
         ids = np.array([r[0] for r in rows])
         table = np.array([r[1] for r in rows], dtype=np.float64)
         table /= np.linalg.norm(table, axis=1, keepdims=True)
-        found = [[r[0] for r in conn.execute("SELECT id FROM ip_asset_embeddings ORDER BY embedding <=> %s LIMIT 10",
+        found = [[r[0] for r in conn.execute("SELECT id FROM search_assets(%s, 10)",  # as the application asks
                                              [q.astype(np.float32)]).fetchall()] for q in new]
     true = ids[np.argsort(-(new / np.linalg.norm(new, axis=1, keepdims=True)) @ table.T, axis=1)[:, :10]]
     independent = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, true)])
@@ -160,7 +164,7 @@ def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migr
     proc, audit = recall_cli(migrated, "--query-file", str(tmp_path / "audit.npy"))
     assert proc.returncode == 0, proc.stderr
     new, similar = audit["shapes"]["new_vectors"], audit["shapes"]["similar_assets"]
-    assert new["recall"] >= 0.95 and new["plan"] == "index idx_embedding_cosine"
+    assert new["recall"] >= 0.95 and new["plan"] == "index idx_embedding_cosine (through search_assets)"
     assert abs(choice["new"] - new["recall"]) <= 0.02 and abs(choice["similar"] - similar["recall"]) <= 0.02
     assert verify(migrated, migrations_dir=migrations)["recall"].status == "pass"
 
@@ -205,6 +209,10 @@ def test_filtered_searches_that_return_fewer_than_k_rows_are_counted_and_iterati
     before = short_filtered(migrated, "Small Team", queries)
     assert before.owned == 160 and before.want == 10
     assert before.short > 20, str(before)  # probes = 1: most searches come back short
+    with psycopg.connect(migrated) as conn:  # search_assets binds iterative scans: every search gets its 10
+        register_vector(conn)
+        assert {conn.execute("SELECT count(*) FROM search_assets(%s, 10, 'Small Team')", [q]).fetchone()[0]
+                for q in queries} == {10}
     with psycopg.connect(migrated, autocommit=True) as conn:
         conn.execute(f"ALTER DATABASE {dbname} SET ivfflat.iterative_scan = relaxed_order")
     after = short_filtered(migrated, "Small Team", queries)  # a fresh session: the database default

@@ -246,6 +246,13 @@ def vector_index_rows(url):
         return vector_indexes(conn, "ip_asset_embeddings")
 
 
+def function_settings(url: str) -> dict:
+    from pgvkit import search
+
+    with psycopg.connect(url) as conn:
+        return search.settings(conn)
+
+
 @pytest.mark.parametrize("setup, create, name", LIVE_INDEXES.values(), ids=LIVE_INDEXES)
 def test_tune_replaces_the_live_vector_index_whatever_its_name_and_rollback_restores_it(migrated, tmp_path,
                                                                                       setup, create, name):
@@ -264,26 +271,30 @@ def test_tune_replaces_the_live_vector_index_whatever_its_name_and_rollback_rest
         conn.execute("ANALYZE ip_asset_embeddings")
     [before] = vector_index_rows(migrated)
     assert before.name == name
-    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40]}
+    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [20]}  # not search_assets' 40
     _, _, rec = tune(migrated, target=0.5, rows=2000, queries=20, source="synthetic", grid=grid, progress=False,
                      echo=lambda _: None)
     up, _ = write_migration(migrated, rec, migrations)
+    bound_before = function_settings(migrated)
     applied = run_cli("migrate", "--database-url", migrated, "--migrations", str(migrations))
     assert applied.returncode == 0, applied.stderr
     assert "measure what it returns now with pgvkit recall" in applied.stdout
 
     [after] = vector_index_rows(migrated)  # one vector index: the old one was replaced, not joined
     assert (after.schema, after.name, after.method, after.tuned_for) == (before.schema, name, "hnsw",
-                                                                        "hnsw.ef_search = 40")
+                                                                        "hnsw.ef_search = 20")
+    assert function_settings(migrated)["hnsw.ef_search"] == "20"  # search_assets' own setting moved with the index
     report = verify(migrated, migrations_dir=migrations)
     assert report["vector indexes"].status == "pass" and report["index idx_embedding_cosine"].status == "pass"
-    assert report["query plan"].detail.endswith(f"uses {name}, tuned by pgvkit tune for hnsw.ef_search = 40")
+    assert report["query plan"].detail.endswith(f"uses {name}, tuned by pgvkit tune for hnsw.ef_search = 20")
+    assert report["search function"].status == "pass" and "hnsw.ef_search = 20" in report["search function"].detail
 
-    rolled = run_cli("rollback", "--to", "1", "--yes", "--database-url", migrated, "--migrations", str(migrations),
+    rolled = run_cli("rollback", "--to", "2", "--yes", "--database-url", migrated, "--migrations", str(migrations),
                      "--confirm-database", dbname)
     assert rolled.returncode == 0, rolled.stderr
     [restored] = vector_index_rows(migrated)
     assert (restored.name, restored.definition, restored.comment) == (name, before.definition, None)
+    assert function_settings(migrated) == bound_before  # and the function's settings with it
 
 
 def test_two_vector_indexes_with_one_operator_class_are_a_warning_with_the_fix(migrated, tmp_path):

@@ -13,7 +13,7 @@ from psycopg import sql
 from pgvkit.inserts import LOAD_TAG, SmokeFailed, load, smoke, synthetic, unload
 from pgvkit.verify import VerificationFailed, verify
 
-from .conftest import leave_invalid_index, run_cli
+from .conftest import MIGRATIONS, as_role, leave_invalid_index, run_cli
 
 
 def count(url, where="true"):
@@ -160,3 +160,41 @@ def test_reports_become_dataframes_coloured_by_status(migrated):
     assert set(frame["status"]) <= {"pass", "warn", "fail"}
     html = report.styled().to_html()
     assert "#fff3cd" in html and "#d4edda" in html  # warn and pass rows keep their colours
+
+
+def test_verify_reads_the_plan_of_the_statement_search_assets_runs(migrated):
+    load(migrated, 2000, progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("REINDEX INDEX idx_embedding_cosine")
+        conn.execute("ANALYZE ip_asset_embeddings")
+        conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = 7")
+    check = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
+    assert check.status == "pass" and check.detail.startswith("search_assets")
+    assert "idx_embedding_cosine" in check.detail and "ivfflat.probes = 7" in check.detail
+    settings = verify(migrated, migrations_dir=MIGRATIONS)["search settings"]
+    assert settings.detail == "ivfflat.probes = 7"  # what the function's callers get, not the database default
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_embedding_cosine")
+    gone = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
+    assert gone.status == "warn" and "sequential scan" in gone.detail and "vector_cosine_ops" in gone.fix
+
+
+def test_without_search_assets_verify_says_how_to_add_it_and_smoke_skips_it(migrated):
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION search_assets(vector, integer, text) CASCADE")  # the view goes with it
+    check = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
+    assert check.status == "warn" and check.fix.startswith("pgvkit migrate")
+
+
+def test_the_smoke_test_searches_through_search_assets_as_the_application_does(migrated):
+    report = smoke(migrated)
+    step = next(s for s in report.steps if s.name == "search_assets function")
+    assert step.status == "pass" and "ranks test rows 0, 1, 2" in step.detail
+
+
+def test_a_role_that_cannot_load_auto_explain_gets_a_warning_not_an_error(migrated, make_role):
+    role = make_role("pw-v")
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute(f'GRANT SELECT ON ip_asset_embeddings, similar_assets TO "{role}"')
+    check = verify(as_role(migrated, role, "pw-v"), migrations_dir=MIGRATIONS)["search function"]
+    assert check.status == "warn" and "cannot load auto_explain" in check.detail

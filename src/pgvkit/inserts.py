@@ -15,6 +15,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from . import search
 from .db import connect
 from .display import Table, progress_bar
 from .errors import PgvkitError
@@ -145,6 +146,15 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", embedding=None,
                     assert rows and rows[0][0] == ids[1], f"similar_assets gave {rows}"
                     return "similar_assets: nearest to test row 0 is test row 1"
 
+                def search_function():
+                    if not search.exists(conn):
+                        return f"no {search.SIGNATURE} yet (pgvkit migrate adds it): skipped"
+                    rows = conn.execute(f"SELECT asset_id FROM {search.FUNCTION}(%s, 3, %s)", [vectors[0], tag]).fetchall()
+                    assert [r[0] for r in rows] == ids, f"{search.FUNCTION} gave {[r[0] for r in rows]}"
+                    top = conn.execute(f"SELECT asset_id FROM {search.FUNCTION}(%s, 1)", [vectors[0]]).fetchone()
+                    assert top is not None, f"{search.FUNCTION} without an owner returned nothing"
+                    return f"{search.FUNCTION}(v, 3, owner) ranks test rows 0, 1, 2, as the application calls it"
+
                 def trigger():
                     row = conn.execute(sql.SQL("UPDATE {} SET updated_at = '2000-01-01', metadata = '{{}}'"
                                                " WHERE asset_id = %s RETURNING updated_at = now()").format(tbl),
@@ -156,6 +166,7 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", embedding=None,
                 run("read back", read_back)
                 run("similarity operator", operator)
                 run("similar_assets view", view)
+                run("search_assets function", search_function)
                 run("updated_at trigger", trigger)
                 raise psycopg.Rollback()
     if raise_on_failure and not report.ok:

@@ -23,6 +23,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from . import search
 from .bulk import read_vectors, stream_vectors
 from .db import connect
 from .display import Echo, Table, echo_to, progress_bar
@@ -123,8 +124,7 @@ def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: 
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(statement_timeout)))
             live = searched_index(conn, table)
-            settings = {name: conn.execute("SELECT current_setting(%s, true)", [name]).fetchone()[0]
-                        for name in SETTINGS}
+            settings = search.effective_settings(conn, SETTINGS, table)
             conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
             own_ids, own = read_vectors(conn, sql.SQL(
                 "SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0 ORDER BY random() LIMIT {}").format(
@@ -160,13 +160,24 @@ def _table_facts(conn, table: str) -> tuple[int, int]:
 
 
 def _search(conn, table: str, queries: np.ndarray, exclude: np.ndarray | None, k: int):
-    """Each query as the application sends it (prepared, binary): ids, distances, latency in ms."""
-    where = sql.SQL("WHERE id <> %(self)s ") if exclude is not None else sql.SQL("")
-    query = sql.SQL("SELECT id, embedding <=> %(q)s FROM {} {}ORDER BY embedding <=> %(q)s LIMIT {}").format(
-        sql.Identifier(table), where, sql.Literal(k))
-    first = {"q": queries[0], "self": int(exclude[0])} if exclude is not None else {"q": queries[0]}
-    index, _ = plan_index(conn, query, first)
-    plan = f"index {index}" if index else "sequential scan: the planner uses no index, every search reads the table"
+    """Each query as the application sends it (prepared, binary): through search_assets when the
+    migrations made it (its bound settings apply; similar assets ask for k + 1 and drop the row
+    itself), else as a direct ORDER BY. Returns ids, distances, latency in ms and the plan."""
+    through = table == "ip_asset_embeddings" and search.exists(conn)
+    if through:
+        query = sql.SQL(search.call_sql(k + 1 if exclude is not None else k))
+        found = search.nested_plan(conn, queries[0], k + 1 if exclude is not None else k)
+        scans = search._index_scans(found["Plan"]) if found else []
+        plan = (f"index {', '.join(scans)} (through {search.FUNCTION})" if scans else
+                f"sequential scan (through {search.FUNCTION}): every search reads the table" if found else
+                f"through {search.FUNCTION} (its plan needs auto_explain, which this role cannot load)")
+    else:
+        where = sql.SQL("WHERE id <> %(self)s ") if exclude is not None else sql.SQL("")
+        query = sql.SQL("SELECT id, embedding <=> %(q)s FROM {} {}ORDER BY embedding <=> %(q)s LIMIT {}").format(
+            sql.Identifier(table), where, sql.Literal(k))
+        first = {"q": queries[0], "self": int(exclude[0])} if exclude is not None else {"q": queries[0]}
+        index, _ = plan_index(conn, query, first)
+        plan = f"index {index}" if index else "sequential scan: the planner uses no index, every search reads the table"
     ids, distances, latency = [], [], []
     with conn.cursor(binary=True) as cur:
         for i, q in enumerate(queries):
@@ -174,6 +185,8 @@ def _search(conn, table: str, queries: np.ndarray, exclude: np.ndarray | None, k
             start = time.perf_counter()
             rows = cur.execute(query, params, prepare=True).fetchall()
             latency.append((time.perf_counter() - start) * 1000)
+            if through and exclude is not None:
+                rows = [r for r in rows if r[0] != int(exclude[i])][:k]
             ids.append([r[0] for r in rows])
             distances.append([r[1] for r in rows])
     return ids, distances, np.array(latency), plan
@@ -232,10 +245,17 @@ def _finite(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-def latest_audits(conn, table: str) -> list[dict]:
-    """The newest audit of each shape of a table (empty when there is none, or no audit table)."""
+def latest_audits(conn, table: str) -> list[dict] | None:
+    """The newest audit of each shape of a table (empty when there is none, or no audit table);
+    None when this role may not read pgvkit's schema (an application role, usually)."""
+    if conn.execute("SELECT to_regnamespace('pgvkit')").fetchone()[0] is None:
+        return []
+    if not conn.execute("SELECT has_schema_privilege('pgvkit', 'USAGE')").fetchone()[0]:
+        return None
     if conn.execute("SELECT to_regclass('pgvkit.recall_audits')").fetchone()[0] is None:
         return []
+    if not conn.execute("SELECT has_table_privilege('pgvkit.recall_audits', 'SELECT')").fetchone()[0]:
+        return None
     cur = conn.execute(
         "SELECT DISTINCT ON (shape) shape, at, index_definition, settings, queries, k, recall, recall_p5, target"
         " FROM pgvkit.recall_audits WHERE table_name = %s ORDER BY shape, id DESC", [table])

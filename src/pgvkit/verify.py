@@ -14,6 +14,8 @@ from .db import connect
 from .errors import PgvkitError
 from .indexes import searched_index, vector_indexes
 from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
+from .search import SIGNATURE, check_search_function, effective_settings
+from .search import exists as search_exists
 from .sizing import ROWS_PER_LIST
 
 __all__ = ["Check", "Report", "VerificationFailed", "Recreate", "verify", "schema_checks", "health_checks",
@@ -126,7 +128,11 @@ def check_grants(conn, table: str, role: str = APP_ROLE) -> Check:
 def check_history(url: str, migrations_dir) -> Check:
     from .migrator import Migrator
 
-    report = Migrator(url, migrations_dir, echo=lambda _: None).status()
+    try:
+        report = Migrator(url, migrations_dir, echo=lambda _: None).status()
+    except psycopg.errors.InsufficientPrivilege:
+        return Check("migrations", "warn", "this role may not read pgvkit's history (schema pgvkit)",
+                     fix="run pgvkit verify as the migrating role")
     if report.exit_code == 0:
         return Check("migrations", "pass", "history up to date")
     return Check("migrations", "fail" if report.problems else "warn", report.summary, fix="pgvkit status, then pgvkit migrate")
@@ -228,12 +234,15 @@ def check_recall(conn, table: str) -> Check:
     from .recall import SETTINGS, latest_audits
 
     audits = latest_audits(conn, table)
+    if audits is None:
+        return Check("recall", "warn", f"{conn.info.user} may not read pgvkit.recall_audits", fix="run pgvkit verify "
+                     "as the migrating role to see the latest recall audit")
     if not audits:
         return Check("recall", "warn", "never measured: nothing says what share of the true neighbours searches return",
                      fix="pgvkit recall (add --query-file with new query vectors to measure that shape too)")
     live = searched_index(conn, table)
     conn.execute("SELECT '[1]'::vector")  # loads pgvector so its settings exist in this session
-    settings = {name: conn.execute("SELECT current_setting(%s, true)", [name]).fetchone()[0] for name in SETTINGS}
+    settings = effective_settings(conn, SETTINGS, table)
     when = max(a["at"] for a in audits).strftime("%Y-%m-%d %H:%M")
     if any(a["index_definition"] != (live.definition if live else None) or a["settings"] != settings for a in audits):
         return Check("recall", "warn", f"the index or its settings changed since the last audit ({when})",
@@ -259,6 +268,14 @@ def check_invalid_indexes(conn, table: str) -> Check:
     return Check("invalid indexes", "pass", "none")
 
 
+def _settings_fix(conn, table: str, name: str, value: int) -> str:
+    """Where a search setting must change: on search_assets first (it binds its own), and for the
+    database (direct queries)."""
+    bound = f"ALTER FUNCTION {SIGNATURE} SET {name} = {value}; " \
+        if table == "ip_asset_embeddings" and search_exists(conn) else ""
+    return f"{bound}ALTER DATABASE {conn.info.dbname} SET {name} = {value}; (or run pgvkit tune)"
+
+
 def check_probes(conn, table: str = "ip_asset_embeddings", k: int = 10) -> Check:
     """The query-time setting of each vector index the table has: ivfflat.probes = 1 (the
     default) searches one list; hnsw.ef_search below k returns fewer than k rows."""
@@ -267,18 +284,19 @@ def check_probes(conn, table: str = "ip_asset_embeddings", k: int = 10) -> Check
                                       " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = to_regclass(%s)",
                                 [_qualified(conn, table)])}
     details = []
+    effective = effective_settings(conn, ("ivfflat.probes", "hnsw.ef_search"), table)  # search_assets' own
     if "ivfflat" in methods:
-        probes = conn.execute("SELECT current_setting('ivfflat.probes', true)").fetchone()[0]
+        probes = effective["ivfflat.probes"]
         if probes in (None, "", "1"):
             return Check("search settings", "warn",
                          "ivfflat.probes = 1 (the default): each query searches 1 list, recall is poor",
-                         fix=f"ALTER DATABASE {conn.info.dbname} SET ivfflat.probes = 10; (or run pgvkit tune)")
+                         fix=_settings_fix(conn, table, "ivfflat.probes", 10))
         details.append(f"ivfflat.probes = {probes}")
     if "hnsw" in methods:
-        ef = int(conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone()[0] or 40)
+        ef = int(effective["hnsw.ef_search"] or 40)
         if ef < k:
             return Check("search settings", "warn", f"hnsw.ef_search = {ef} < k = {k}: queries return fewer than {k} rows",
-                         fix=f"ALTER DATABASE {conn.info.dbname} SET hnsw.ef_search = {max(40, k)}; (or run pgvkit tune)")
+                         fix=_settings_fix(conn, table, "hnsw.ef_search", max(40, k)))
         details.append(f"hnsw.ef_search = {ef}")
     return Check("search settings", "pass", ", ".join(details) or "no vector index")
 
@@ -294,7 +312,8 @@ def health_checks(conn, table: str, dimension: int = 768) -> list[Check]:
     """What makes searches good or bad on a correct schema: data for IVFFlat, zero vectors, the
     query plan and the query-time setting."""
     return [check_ivfflat_data(conn, table), check_zero_vectors(conn, table),
-            check_index_used(conn, table, dimension), check_probes(conn, table)]
+            check_index_used(conn, table, dimension), check_probes(conn, table),
+            check_search_function(conn, table, dimension)]
 
 
 def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768, migrations_dir=None) -> Report:

@@ -12,7 +12,7 @@ from pglast import parse_sql
 from pglast.stream import RawStream
 from psycopg import sql
 
-from .. import history
+from .. import history, search
 from ..db import connect
 from ..errors import PgvkitError
 from ..indexes import TUNED_BY, VectorIndex, live_vector_index
@@ -40,6 +40,16 @@ def _set_database(conn, name: str, value: str | None) -> str:
         execute = sql.SQL("format({}, current_database(), {})").format(
             sql.Literal(f"ALTER DATABASE %I SET {name} = %L"), sql.Literal(value))
     return sql.SQL("DO $$\nBEGIN\n    PERFORM '[1]'::vector;\n    EXECUTE {};\nEND\n$$;\n").format(execute).as_string(conn)
+
+
+def _set_function(conn, name: str, value: str | None) -> str:
+    """The setting bound to search_assets (002_search_assets), which overrides the database's for
+    every caller of the function; nothing where the function does not exist."""
+    change = (sql.SQL("ALTER FUNCTION {} RESET {}").format(sql.SQL(search.SIGNATURE), sql.SQL(name)) if value is None
+              else sql.SQL("ALTER FUNCTION {} SET {} = {}").format(sql.SQL(search.SIGNATURE), sql.SQL(name),
+                                                                   sql.Literal(value)))
+    return sql.SQL("DO $$\nBEGIN\n    IF to_regprocedure({}) IS NOT NULL THEN\n        {};\n    END IF;\nEND\n$$;\n").format(
+        sql.Literal(search.SIGNATURE), change).as_string(conn)
 
 
 def _suffixed(name: str, suffix: str) -> str:
@@ -92,6 +102,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         live = live_vector_index(conn, table)
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table_schema, table_name))).fetchone()[0]
         old = {param: _current_setting(conn, param) for param in SEARCH_PARAM.values()}
+        bound = search.settings(conn) if search.exists(conn) else None  # None: no search_assets here
         schema, target = (live.schema, live.name) if live else (table_schema, index)
         create = sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} (embedding vector_cosine_ops)"
                          " WITH ({})").format(sql.Identifier(_suffixed(target, "_next")),
@@ -114,11 +125,15 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
               + f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines
               + _swap(conn, create, schema, target, _suffixed(target, "_next"))
               + _comment(conn, schema, target, f"{TUNED_BY} {p.search_param} = {p.search_value}")
-              + "".join(f"RESET {k};\n" for k in settings))
+              + "".join(f"RESET {k};\n" for k in settings)
+              + "\n-- search_assets binds its own setting: it changes with the index it is for\n"
+              + _set_function(conn, p.search_param, str(p.search_value)))
         slug = re.sub(r"[^A-Za-z0-9_-]+", "_", target).strip("_-") or "vector_index"
         name = f"{version_after(existing, recorded):03d}_tune_{slug}"
         down = f"-- pgvkit:no-transaction\n-- Undo {name}: the previous index and query-time settings.\n\n"
         down += "".join(_set_database(conn, param, value) for param, value in old.items())
+        if bound is not None:
+            down += "".join(_set_function(conn, param, bound.get(param)) for param in SEARCH_PARAM.values())
         if live:
             down += "\n" + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
                                  _suffixed(target, "_prev"))
