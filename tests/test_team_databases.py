@@ -81,13 +81,13 @@ def test_every_notebook_runs_with_its_defaults_on_a_database_the_docker_init_mad
 
     assert "001_init_vector_store exist with no history: recording them, nothing runs" in texts["01_migrate.ipynb"]
     after = facts(db_url)
-    assert after["history"] == [(1, "baselined")] and after["rows"] == 3_000
+    assert after["history"] == [(1, "baselined"), (2, "applied")] and after["rows"] == 3_000  # 002 is newer
     assert after["scratch"] == 0 and after["workload"] is None
     status = run_cli("status", env={"DATABASE_URL": db_url, "PGVKIT_HOME": str(tmp_path / "home")})
     assert status.returncode == 0, status.stdout + status.stderr  # up to date
     with psycopg.connect(db_url) as conn:
         events = conn.execute("SELECT version, event FROM pgvkit.migration_events ORDER BY id").fetchall()
-    assert events == [(1, "baseline")]  # recorded, never run
+    assert events == [(1, "baseline"), (2, "apply")]  # 001 recorded, never run; then what is newer
 
 
 def test_the_migrate_notebook_refuses_an_init_dir_database_when_told_not_to_baseline(db_url, tmp_path):
