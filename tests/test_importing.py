@@ -194,7 +194,7 @@ def test_a_marker_anywhere_is_found_on_its_own_line(before, marker):
 def test_a_goose_project_is_imported_migrated_and_rolled_back(db_url, tmp_path):
     source = lay_out(tmp_path / "db" / "migrations", GOOSE)
     target = lay_out(tmp_path / "migrations", {})
-    dry = run_cli("import", "--from", "goose", str(source), "--migrations", str(target))
+    dry = run_cli("import", "--from", "goose", str(source), cwd=tmp_path)  # migrations/ of the working directory
     assert dry.returncode == 0 and "dry run: nothing written" in dry.stdout
     assert "001_vector_records.sql" in dry.stdout and list(target.iterdir()) == []
     wrote = run_cli("import", "--from", "goose", str(source), "--migrations", str(target), "--write")

@@ -22,7 +22,7 @@ from psycopg import sql
 from .display import Table
 from .errors import MigrationFileError, PgvkitError
 from .foreign import comment_text
-from .migrations import _NAME, read_migrations
+from .migrations import _NAME, default_migrations_dir, read_migrations
 from .sqlfile import parse_sql
 
 __all__ = ["TOOLS", "Foreign", "ImportPlan", "ImportRefused", "read_foreign", "plan_import", "imported_versions",
@@ -243,10 +243,11 @@ def _translate(text: str, path: Path, no_transaction: bool) -> tuple[str, bool]:
     return text.strip("\n") + "\n", True
 
 
-def plan_import(tool: str, source: Path | str, migrations_dir: Path | str) -> ImportPlan:
+def plan_import(tool: str, source: Path | str, migrations_dir: Path | str | None = None) -> ImportPlan:
     """What `pgvkit import --from TOOL DIR` would write: the old tool's migrations not imported
     before, numbered after the highest version in migrations_dir, in the old tool's order."""
-    source, migrations_dir = Path(source), Path(migrations_dir)
+    source = Path(source)
+    migrations_dir = Path(migrations_dir) if migrations_dir is not None else default_migrations_dir()
     existing = read_migrations(migrations_dir) if migrations_dir.is_dir() else []
     done = imported_versions(existing)
     plan = ImportPlan(tool, source, migrations_dir)
