@@ -72,6 +72,7 @@ def test_a_second_migrate_applies_nothing(db_url):
     again = quiet(db_url)
     assert again.migrate() == []
     assert events(db_url) == [(1, "apply"), (2, "apply")]
+    assert not [line for line in again.lines if "NOTICE" in line], again.lines  # nothing to say, nothing said
 
 
 def test_the_seed_file_is_idempotent_under_psql(db_url):

@@ -50,7 +50,9 @@ def test_topics_show_the_gap_between_queries_inside_the_index_and_new_vectors_th
     data, new = topics.draw(20_000), topics.draw(300)
     inside, outside = inside_and_new_recall(make_database(), data, new)
     gap = inside - outside
-    assert gap >= 0.04, (inside, outside)  # real embeddings: 0.980 vs 0.919
+    # real embeddings: 0.980 vs 0.919; one HNSW build is noisy (parallel workers), 300 queries a
+    # side give the gap a standard error near 0.01: 0.038 was seen once, so 0.03
+    assert gap >= 0.03, (inside, outside)
     plain = Synthetic(768, clusters=80, spread=0.6)
     inside, outside = inside_and_new_recall(make_database(), plain.draw(20_000), plain.draw(300))
     assert gap >= (inside - outside) + 0.02, (gap, inside, outside)  # why the kit's synthetic source changed

@@ -122,7 +122,8 @@ def _upgrade(conn: psycopg.Connection) -> list[str]:
     done = []
     with conn.transaction():
         current = kit_schema_version(conn)
-        conn.execute(_KIT_SCHEMA_DDL)
+        if current == 1:  # no pgvkit.kit_schema yet (IF NOT EXISTS would say so on every migrate)
+            conn.execute(_KIT_SCHEMA_DDL)
         for version, note, ddl in KIT_SCHEMA:
             if version > current:
                 conn.execute(ddl)
