@@ -16,7 +16,6 @@ import os
 import statistics
 import time
 
-import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
