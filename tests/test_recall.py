@@ -157,7 +157,8 @@ def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migr
     np.save(tmp_path / "audit.npy", vectors[rows + 1_000:])
     where = ["--database-url", migrated, "--migrations", str(migrations)]
     extra = ["--query-file", str(tmp_path / "tune.npy")] if query_file else []
-    tuned = run_cli("tune", "--target-recall", "0.95", "--json", "--write-migration", *extra, *where, timeout=900)
+    tuned = run_cli("tune", "--target-recall", "0.95", "--json", "--write-migration", "--candidates", "vector", *extra,
+                    *where, timeout=900)
     assert tuned.returncode == 0, tuned.stderr
     choice = json.loads(tuned.stdout)["recommendation"]["choice"]
     assert run_cli("migrate", *where).returncode == 0

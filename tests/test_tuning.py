@@ -21,7 +21,8 @@ from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, ROOT, run_cli
 
-SMALL_GRID = {"ivfflat_lists": [55], "probes": [1, 4, 16], "hnsw": [(16, 64)], "ef_search": [10, 40]}
+SMALL_GRID = {"ivfflat_lists": [55], "probes": [1, 4, 16], "hnsw": [(16, 64)], "ef_search": [10, 40],
+              "kinds": ["vector"]}
 
 
 def brute_force(vectors, queries, k, ids, exclude=None):
@@ -100,7 +101,7 @@ def test_a_sweep_recommends_a_configuration_meeting_the_target(migrated):
 
 
 def test_a_target_nothing_meets_is_reported_and_no_migration_is_written(migrated, tmp_path):
-    grid = {"ivfflat_lists": [55], "probes": [1], "hnsw": [], "ef_search": []}
+    grid = {"ivfflat_lists": [55], "probes": [1], "hnsw": [], "ef_search": [], "kinds": ["vector"]}
     _, result, rec = tune(migrated, target=0.999, rows=3000, queries=60, grid=grid, progress=False,
                           echo=lambda _: None)
     assert not rec.met and rec.point is None and "nothing reached" in rec.message
@@ -197,7 +198,7 @@ def test_recommend_prefers_the_lowest_p95_among_points_meeting_the_target():
 
 
 def test_filtered_recall_is_measured_with_iterative_scans_off_and_on(migrated):
-    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40]}
+    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40], "kinds": ["vector"]}
     workload, result, rec = tune(migrated, target=0.9, rows=4000, queries=40, grid=grid, filter_owner="owner-03",
                                  progress=False, echo=lambda _: None)
     assert "filtered on owner_id = owner-03 (5.0% of rows)" in workload.describe()
@@ -271,7 +272,7 @@ def test_tune_replaces_the_live_vector_index_whatever_its_name_and_rollback_rest
         conn.execute("ANALYZE ip_asset_embeddings")
     [before] = vector_index_rows(migrated)
     assert before.name == name
-    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [20]}  # not search_assets' 40
+    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [20], "kinds": ["vector"]}  # not search_assets' 40
     _, _, rec = tune(migrated, target=0.5, rows=2000, queries=20, source="synthetic", grid=grid, progress=False,
                      echo=lambda _: None)
     up, _ = write_migration(migrated, rec, migrations)
@@ -306,9 +307,9 @@ def test_two_vector_indexes_with_one_operator_class_are_a_warning_with_the_fix(m
     assert check.status == "warn" and "every INSERT and UPDATE writes each" in check.detail
     assert "idx_embedding_cosine" in check.detail and "ip_asset_embeddings_embedding_idx" in check.detail
     _, _, rec = tune(migrated, target=0.5, rows=2000, queries=20, source="synthetic",
-                     grid={"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40]}, progress=False,
+                     grid={"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40], "kinds": ["vector"]}, progress=False,
                      echo=lambda _: None)
-    with pytest.raises(PgvkitError, match="2 vector indexes with vector_cosine_ops"):
+    with pytest.raises(PgvkitError, match="has 2 indexes a cosine search can use"):
         write_migration(migrated, rec, tmp_path)
     with psycopg.connect(migrated, autocommit=True) as conn:
         for statement in check.fix.rstrip(";").split("; "):

@@ -1,5 +1,6 @@
 """The table's vector indexes found by what they are (a pgvector access method on the embedding
-column), whatever they are called: PostgreSQL's default name, a quoted one, the migration's."""
+column, or on an expression of it: halfvec, binary quantization), whatever they are called:
+PostgreSQL's default name, a quoted one, the migration's."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from .errors import PgvkitError
+from .kinds import KINDS, Kind, kind_of
 
-__all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "searched_index", "TUNED_BY"]
+__all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "searched_index", "search_index", "TUNED_BY"]
+
+COSINE = tuple(k.opclass for k in KINDS.values())  # the operator classes a cosine search can use
 
 TUNED_BY = "pgvkit tune:"  # how the comment on an index tune built begins
 
@@ -25,6 +29,12 @@ class VectorIndex:
     definition: str  # pg_get_indexdef
     valid: bool
     comment: str | None
+    key: str = ""  # the indexed column, or the expression: (embedding::halfvec(768))
+
+    @property
+    def kind(self) -> Kind | None:
+        """vector / halfvec / binary (None: an operator class cosine searches cannot use)."""
+        return kind_of(self.opclass)
 
     @property
     def identifier(self) -> sql.Identifier:
@@ -43,19 +53,24 @@ class VectorIndex:
 
 
 def vector_indexes(conn, table: str, column: str = "embedding") -> list[VectorIndex]:
-    """Every IVFFlat / HNSW index on the column (cosine first, valid first, then by name)."""
+    """Every IVFFlat / HNSW index on the column or on an expression of it (cosine first, valid
+    first, then by name)."""
     rows = conn.execute("""
         SELECT n.nspname, c.relname, tn.nspname, t.relname, am.amname, opc.opcname, pg_get_indexdef(c.oid),
-               i.indisvalid, obj_description(c.oid, 'pg_class')
+               i.indisvalid, obj_description(c.oid, 'pg_class'), pg_get_indexdef(c.oid, 1, true)
         FROM pg_index i
         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
         JOIN pg_am am ON am.oid = c.relam
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
         LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-        WHERE i.indrelid = to_regclass(%s) AND a.attname = %s AND am.amname IN ('ivfflat', 'hnsw')
+        WHERE i.indrelid = to_regclass(%s) AND am.amname IN ('ivfflat', 'hnsw')
+          AND (a.attname = %s OR (i.indkey[0] = 0 AND EXISTS (
+               SELECT FROM pg_depend d JOIN pg_attribute x ON x.attrelid = d.refobjid AND x.attnum = d.refobjsubid
+               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refobjid = i.indrelid
+                 AND x.attname = %s)))
         ORDER BY opc.opcname = 'vector_cosine_ops' DESC, i.indisvalid DESC, c.relname""",
-        [sql.Identifier(table).as_string(conn), column]).fetchall()
+        [sql.Identifier(table).as_string(conn), column, column]).fetchall()
     return [VectorIndex(*r) for r in rows]
 
 
@@ -74,3 +89,16 @@ def live_vector_index(conn, table: str, opclass: str = "vector_cosine_ops") -> V
 def searched_index(conn, table: str, opclass: str = "vector_cosine_ops") -> VectorIndex | None:
     """The first valid index cosine searches can use, without refusing when there are two."""
     return next((i for i in vector_indexes(conn, table) if i.opclass == opclass and i.valid), None)
+
+
+def search_index(conn, table: str) -> VectorIndex | None:
+    """The one valid index a cosine search uses, of any kind (vector, halfvec, binary
+    quantization); None when there is none. Two of them is refused with both names, as
+    live_vector_index does."""
+    live = [i for i in vector_indexes(conn, table) if i.opclass in COSINE and i.valid]
+    if len(live) > 1:
+        names = ", ".join(f"{sql.Identifier(i.name).as_string(conn)} ({i.kind.name})" for i in live)
+        raise PgvkitError(f"{table} has {len(live)} indexes a cosine search can use ({names}); every write pays for "
+                          "each: drop the one search_assets does not use (DROP INDEX CONCURRENTLY ...), "
+                          "then run pgvkit tune again")
+    return live[0] if live else None

@@ -17,9 +17,10 @@ from psycopg import sql
 from .db import connect
 from .display import Table
 from .extras import need
-from .indexes import live_vector_index
+from .errors import PgvkitError
+from .indexes import search_index
 
-__all__ = ["Memory", "memory", "plot_memory", "index_bytes_per_row"]
+__all__ = ["Memory", "memory", "plot_memory", "index_bytes_per_row", "Budget", "budget", "parse_size", "size_text"]
 
 PAGE = 8192
 
@@ -30,6 +31,11 @@ def index_bytes_per_row(dims: int) -> float:
     line pointer; pgvector never splits one across pages)."""
     per_page = max(1, (PAGE - 24) // (4 * dims + 8 + 24))
     return PAGE / per_page
+
+
+def size_text(n: float | None) -> str:
+    """Bytes for people: "781.3 MB", "not reported" for None."""
+    return _size(n)
 
 
 def _size(n: float | None) -> str:
@@ -128,7 +134,7 @@ def memory(url: str, table: str = "ip_asset_embeddings", *, growth: int = 10) ->
             "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
             [ident.as_string(conn)]).fetchone()
         dims = dims[0] if dims and dims[0] > 0 else 768
-        live = live_vector_index(conn, table)
+        live = search_index(conn, table)
         index_bytes = 0
         if live is not None:
             index_bytes = conn.execute("SELECT pg_relation_size(%s::regclass)",
@@ -140,7 +146,8 @@ def memory(url: str, table: str = "ip_asset_embeddings", *, growth: int = 10) ->
         database = conn.info.dbname
     measured = live is not None and rows >= 1000
     per_row = index_bytes / rows if measured else index_bytes_per_row(dims)
-    return Memory(database, table, rows, table_bytes, f"{live.name} ({live.method})" if live else None,
+    kind = f", {live.kind.name}" if live and live.kind and live.kind.name != "vector" else ""
+    return Memory(database, table, rows, table_bytes, f"{live.name} ({live.method}{kind})" if live else None,
                   index_bytes, per_row, measured, settings["shared_buffers"], settings["effective_cache_size"],
                   machine, growth)
 
@@ -165,3 +172,54 @@ def plot_memory(report: Memory):
     ax.set_title(f"{report.table}: vector index against memory", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """A size as PostgreSQL writes one ("512MB", "2GB", "1.5 GB", "800kB"; MiB/GiB too; plain
+    bytes) into bytes; one line naming the form on anything else."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise PgvkitError(f"cannot read the size {text!r}: write a number and a unit as PostgreSQL does, e.g. 512MB, "
+                          "2GB or 800kB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Memory the search index may take, and how that figure was reached."""
+
+    bytes: int
+    how: str
+
+    def __str__(self) -> str:
+        return f"{_size(self.bytes)} ({self.how})"
+
+
+def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
+    """What the server's cache leaves for the search index: effective_cache_size (PostgreSQL's
+    figure for shared_buffers plus the operating system's cache; capped by the machine's memory
+    when the server reports it) less what searches read besides the index: the table (heap and
+    TOAST, where the vectors are) and its other indexes."""
+    with connect(url) as conn:
+        ident = sql.Identifier(table).as_string(conn)
+        settings = dict(conn.execute(
+            "SELECT name, setting::bigint * pg_size_bytes(coalesce(nullif(unit, ''), '1')) FROM pg_settings"
+            " WHERE name IN ('shared_buffers', 'effective_cache_size')").fetchall())
+        machine = _machine_memory(conn)
+        table_bytes, other = conn.execute(
+            "SELECT pg_table_size(%s::regclass), coalesce(sum(pg_relation_size(i.indexrelid)) FILTER (WHERE am.amname"
+            " NOT IN ('ivfflat', 'hnsw')), 0) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = %s::regclass", [ident, ident]).fetchone()
+    cache = max(settings["effective_cache_size"], settings["shared_buffers"])
+    capped = machine is not None and machine < cache
+    cache = min(cache, machine) if capped else cache
+    left = max(0, cache - table_bytes - int(other))
+    source = "machine memory" if capped else "effective_cache_size"
+    return Budget(left, f"{source} {_size(cache)} less the table {_size(table_bytes)} and its other indexes "
+                        f"{_size(int(other))}")

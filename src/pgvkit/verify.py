@@ -13,7 +13,9 @@ from .checks import Check, Report, VerificationFailed, verification
 from .db import connect
 from .errors import PgvkitError
 from .indexes import searched_index, vector_indexes
+from .kinds import kind_of
 from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
+from .planchecks import check_index_used, check_vector_indexes
 from .search import SIGNATURE, check_search_function, effective_settings
 from .search import exists as search_exists
 from .sizing import ROWS_PER_LIST
@@ -70,14 +72,21 @@ def check_index(conn, table: str, name: str, method: str, column: str, opclass: 
         LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
         LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[0]
         WHERE i.indrelid = to_regclass(%s) AND c.relname = %s""", [_qualified(conn, table), name])
-    if not rows and method == "ivfflat|hnsw":  # the vector index may have another name
+    if not rows and method == "ivfflat|hnsw":  # the vector index may have another name, or another kind
         found = [i for i in vector_indexes(conn, table, column) if opclass in (None, i.opclass)]
+        found = found or [i for i in vector_indexes(conn, table, column) if i.kind and i.valid]
         if found:
             check = check_index(conn, table, found[0].name, method, column, opclass, recreate)
             return replace(check, name=f"index {name}", detail=f"{check.detail} (named {found[0].name})")
     if not rows:
         return Check(f"index {name}", "fail", "missing", fix=(recreate or Recreate()).fix(name, "pgvkit migrate (it creates the index)"))
     am, valid, col, opc, options = rows[0]
+    kind = kind_of(opc)
+    if kind is not None and not kind.direct and valid and search_exists(conn):  # pgvkit tune's change of kind
+        key = conn.execute("SELECT pg_get_indexdef(to_regclass(%s), 1, true)",
+                           [sql.Identifier(name).as_string(conn)]).fetchone()[0]
+        return Check(f"index {name}", "pass", f"{am} on {key} {opc}{', ' + ', '.join(options) if options else ''}, "
+                     f"valid: a {kind.name} index, searched through search_assets")
     problems = []
     if am not in method.split("|"):
         problems.append(f"access method {am}, expected {method.replace('|', ' or ')}")
@@ -163,70 +172,6 @@ def check_zero_vectors(conn, table: str) -> Check:
         return Check("zero vectors", "warn", f"{zeros} zero vectors: cosine distance is undefined, the index skips them",
                      fix="fix the embedding pipeline; delete or re-embed those rows")
     return Check("zero vectors", "pass", "none")
-
-
-def planned_vector_index(conn, table: str, dimension: int = 768) -> tuple[str | None, bool]:
-    """The vector index the canonical query ORDER BY embedding <=> $1 LIMIT 10 scans, and
-    whether the planner only took it with sequential scans off (None: it cannot use one)."""
-    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT id FROM {} ORDER BY embedding <=> %s::vector LIMIT 10").format(
-        sql.Identifier(table))
-    probe = "[" + ",".join(["0.1"] * dimension) + "]"
-    names = {i.name for i in vector_indexes(conn, table)}
-
-    def scanned() -> str | None:
-        plan = conn.execute(query, [probe]).fetchone()[0]
-        return next((n for n in _index_names(plan[0]["Plan"]) if n in names), None)
-
-    with conn.transaction():
-        used = scanned()
-        if used:
-            return used, False
-        conn.execute("SET LOCAL enable_seqscan = off")
-        forced = scanned()
-    return forced, forced is not None
-
-
-def check_index_used(conn, table: str, dimension: int = 768) -> Check:
-    """EXPLAIN the canonical query: ORDER BY embedding <=> $1 LIMIT k must use the vector index,
-    and the one pgvkit tune built its settings for."""
-    used, forced = planned_vector_index(conn, table, dimension)
-    if used is None:
-        return Check("query plan", "fail", "ORDER BY embedding <=> $1 cannot use a vector index",
-                     fix="create the index with vector_cosine_ops (the operator class must match <=>)")
-    if forced:
-        return Check("query plan", "warn",
-                     f"the planner prefers a sequential scan at this table size; {used} is usable (chosen with enable_seqscan off)",
-                     fix="nothing to do on a small table; on a large one run ANALYZE " + table)
-    indexes = {i.name: i for i in vector_indexes(conn, table)}
-    if indexes[used].tuned_for:
-        return Check("query plan", "pass", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}, "
-                                           f"tuned by pgvkit tune for {indexes[used].tuned_for}")
-    tuned = [i for i in indexes.values() if i.tuned_for and i.name != used]
-    if tuned:
-        return Check("query plan", "warn", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}, not {tuned[0].name} "
-                                           f"that pgvkit tune built for {tuned[0].tuned_for}",
-                     fix=f"DROP INDEX CONCURRENTLY {sql.Identifier(indexes[used].schema, used).as_string(conn)}; "
-                         "unless the application needs it")
-    return Check("query plan", "pass", f"ORDER BY embedding <=> $1 LIMIT 10 uses {used}")
-
-
-def check_vector_indexes(conn, table: str, dimension: int = 768) -> Check:
-    """One vector index per operator class: a second one costs every write and serves no search."""
-    indexes = [i for i in vector_indexes(conn, table) if i.valid]
-    by_opclass: dict[str, list] = {}
-    for i in indexes:
-        by_opclass.setdefault(i.opclass, []).append(i)
-    for opclass, same in by_opclass.items():
-        if len(same) > 1:
-            used, _ = planned_vector_index(conn, table, dimension) if opclass == "vector_cosine_ops" else (None, False)
-            extra = [i for i in same if i.name != (used or same[0].name)]
-            return Check("vector indexes", "warn",
-                         f"{len(same)} vector indexes with {opclass} on embedding ({', '.join(i.name for i in same)}): "
-                         f"every INSERT and UPDATE writes each, and a search uses one ({used or same[0].name})",
-                         fix="; ".join(sql.SQL("DROP INDEX CONCURRENTLY {}").format(i.identifier).as_string(conn)
-                                       for i in extra) + ";")
-    return Check("vector indexes", "pass", ", ".join(f"{i.name} ({i.method}, {i.opclass})" for i in indexes)
-                 or "no vector index")
 
 
 def check_recall(conn, table: str) -> Check:
@@ -389,11 +334,3 @@ def _regclass(conn, name: str):
 
 def _qualified(conn, name: str) -> str:
     return sql.Identifier(name).as_string(conn)
-
-
-def _index_names(node: dict) -> list[str]:
-    """Every index an EXPLAIN (FORMAT JSON) plan scans."""
-    names = [node["Index Name"]] if node.get("Index Name") else []
-    for child in node.get("Plans", []):
-        names += _index_names(child)
-    return names

@@ -24,12 +24,24 @@ def _tune_arguments(p) -> None:
     p.add_argument("--query-file", metavar="FILE",
                    help="the application's own new-vector queries (.npy, .json, one [...] per line), split into "
                         "held-out and fresh halves")
+    p.add_argument("--candidates", default="vector,halfvec,binary", metavar="KINDS",
+                   help="index kinds to try, comma-separated: vector, halfvec (half the size), binary "
+                        "(binary quantization + re-rank by cosine, tens of times smaller); default all")
+    p.add_argument("--memory-budget", metavar="SIZE", default="auto",
+                   help="memory the index may take at the live table's size, e.g. 2GB; larger candidates are left "
+                        "out (default: what effective_cache_size leaves beside the table; 'none': no limit)")
     p.add_argument("--write-migration", action="store_true",
                    help="write the recommendation as the next numbered migration (and its down file)")
+    p.add_argument("--allow-query-change", action="store_true",
+                   help="let the recommendation and its migration change the index kind (halfvec, binary): only "
+                        "search_assets can use such an index, direct ORDER BY embedding <=> ... queries lose theirs "
+                        "(without it, only vector indexes are recommended)")
 
 
 def tune(args, ctx) -> int:
     from .. import tuning
+    from ..kinds import parse_candidates
+    from ..memory import parse_size
 
     if not 0 < args.target_recall <= 1:
         raise PgvkitError("--target-recall must be between 0 and 1, e.g. --target-recall 0.95")
@@ -37,13 +49,22 @@ def tune(args, ctx) -> int:
         raise PgvkitError("--k and --queries must be positive and --rows larger than k, e.g. --k 10 --rows 20000")
     url, echo = ctx.target.url, ctx.echo
     shapes = ("new", "similar") if args.shape == "both" else (args.shape,)
+    candidates = parse_candidates(args.candidates)
+    budget = args.memory_budget.strip().lower()
+    budget = budget if budget in ("auto", "none") else parse_size(args.memory_budget)
     query_vectors = vector_file(args.query_file, url) if args.query_file else None
     _, result, rec = tuning.tune(url, target=args.target_recall, k=args.k, rows=args.rows, queries=args.queries,
                                  source=args.source, seed=args.seed, filter_owner=args.filter_owner, shapes=shapes,
-                                 query_vectors=query_vectors, progress=not ctx.as_json, echo=echo)
-    written = None
+                                 query_vectors=query_vectors, candidates=candidates,
+                                 memory_budget=None if budget == "none" else budget,
+                                 query_change=args.allow_query_change, progress=not ctx.as_json,
+                                 echo=echo)
+    written, refused = None, None
     if args.write_migration and rec.met:
-        written = tuning.write_migration(url, rec, ctx.migrations_dir)
+        try:
+            written = tuning.write_migration(url, rec, ctx.migrations_dir, allow_query_change=args.allow_query_change)
+        except tuning.QueryChangeRefused as exc:  # the figures first, then why nothing was written
+            refused = exc
     if ctx.as_json:
         print_json({"sweep": result.to_dict(), "recommendation": rec.to_dict(),
                     "migration": [str(p) for p in written] if written else None})
@@ -53,12 +74,15 @@ def tune(args, ctx) -> int:
         echo(("recommended: " if rec.met else "NOT MET: ") + rec.message)
         if written:
             echo(f"wrote {written[0]} and {written[1].name}; apply with: pgvkit plan, then pgvkit migrate")
-        elif args.write_migration:
+        elif args.write_migration and not refused:
             echo("no migration written: nothing met the target")
+    if refused:
+        raise refused
     return 0 if rec.met else 1
 
 
 COMMANDS = [
-    Command("tune", "sweep IVFFlat/HNSW settings on a scratch copy, recommend the cheapest meeting a recall target",
+    Command("tune", "sweep IVFFlat/HNSW settings (vector, halfvec, binary) on a scratch copy, recommend the cheapest "
+            "meeting a recall target within the memory budget",
             "pgvkit tune --target-recall 0.95 --rows 20000 --write-migration", tune, _tune_arguments),
 ]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pglast import ast
+import psycopg
+from pglast import ast, enums
 
 from ..display import Table
 from ..errors import ExtensionNotOnServer, ExtensionUnavailable, RollbackError
 from ..migrations import Migration
 
-__all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions"]
+__all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
+           "direct_query_notes"]
 
 _NO_EXTENSION = {  # what to do instead when a server lacks an extension migrations often start with
     "pgcrypto": "if it is for gen_random_uuid(), that is built in since PostgreSQL 13: drop the CREATE EXTENSION",
@@ -115,3 +117,42 @@ def check_extensions(conn, to_apply: list[Migration]) -> None:
             fix = _NO_EXTENSION.get(name, "install it on the server (often its postgresql-contrib package)")
             raise ExtensionNotOnServer(m.path, st.line, name, fix + ", or point DATABASE_URL at a server that has it "
                                        "(SELECT name FROM pg_available_extensions lists what it has)")
+
+
+def _serves_direct(node: ast.IndexStmt, column: str) -> bool:
+    """An IVFFlat / HNSW index on the column itself with a vector operator class: what the
+    application's own ORDER BY embedding <=> ... can use (an expression index cannot)."""
+    first = node.indexParams[0] if node.indexParams else None
+    opclass = [s.sval for s in (first.opclass or ())] if first is not None else []
+    return (node.accessMethod in ("ivfflat", "hnsw") and first is not None and first.name == column
+            and (not opclass or opclass[-1].startswith("vector_")))
+
+
+def direct_query_notes(conn, to_apply: list[Migration], table: str = "ip_asset_embeddings",
+                       column: str = "embedding") -> list[str]:
+    """A migration that drops the last index the application's direct ORDER BY embedding <=> ...
+    queries can use and creates none (e.g. a swap to a halfvec or binary-quantized index, which
+    only search_assets queries): one warning each, for plan to show before anything runs."""
+    from ..indexes import vector_indexes
+
+    try:
+        with conn.transaction():
+            direct = {i.name for i in vector_indexes(conn, table, column) if i.valid and i.kind and i.kind.direct}
+    except psycopg.Error:
+        return []
+    notes = []
+    for m in to_apply:
+        dropped, created = set(), False
+        for st in m.up.statements:
+            node = st.node
+            if isinstance(node, ast.DropStmt) and node.removeType == enums.ObjectType.OBJECT_INDEX:
+                dropped |= {obj[-1].sval for obj in node.objects} & direct
+            elif isinstance(node, ast.IndexStmt) and _serves_direct(node, column):
+                created = True
+        if dropped and not created and not direct - dropped:
+            direct -= dropped
+            notes.append(f"{m.id} drops {', '.join(sorted(dropped))}, the index direct ORDER BY {column} <=> ... "
+                         f"queries use, and creates none they can: after it only search_assets searches {table} "
+                         "through an index; move every direct query to search_assets before applying it (README: "
+                         "Moving the application)")
+    return notes

@@ -3,22 +3,25 @@
 1. workload  `prepare()`: the live table's vectors (a sample of `rows`) or synthetic ones, in a
    scratch table `pgvkit.tune_workload`, with held-out queries and a second, fresh query set.
 2. truth     `exact_knn()`: the true neighbours in numpy; `recall_at_k()` against them.
-3. build     `build()`: each candidate index on the scratch table (never on the live one), with
-   `maintenance_work_mem` sized so the build fits and parallel workers on.
+3. build     `build()`: each candidate index on the scratch table (never on the live one), of each
+   kind (vector, halfvec, binary quantization: pgvkit.kinds), with `maintenance_work_mem` sized
+   so the build fits and parallel workers on.
 4. measure   `measure()`: every query prepared with binary parameters; the EXPLAIN guard.
 5. sweep     `sweep()`: every query-time setting of every candidate: recall, latency, build, size.
-6. recommend `recommend()`: the cheapest configuration meeting the recall target.
-7. migration `write_migration()`: that choice as a numbered migration (and its down file).
+6. recommend `recommend()`: the cheapest configuration meeting the recall target within the memory
+   budget (`resolve_budget()`).
+7. migration `write_migration()`: that choice as a numbered migration (and its down file), with
+   search_assets' query when the index kind changes.
 plots draws the trade-off; pipeline's `tune()` runs steps 1 to 6, as `pgvkit tune` does.
 """
 
 from .build import SEARCH_PARAM, Config, build, build_settings, spare_memory
 from .measure import IndexNotUsed, measure, plan_index, query_shape, require_index
-from .migration import write_migration
-from .pipeline import tune
-from .plots import plot_builds, plot_tradeoff
+from .migration import QueryChangeRefused, write_migration
+from .pipeline import resolve_budget, tune
+from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, recommend
-from .sweep import TUNE_LOCK, Point, SweepResult, default_grid, sweep
+from .sweep import TUNE_LOCK, Point, SweepResult, candidates, default_grid, settings_of, sweep
 from .truth import MARGIN_SE, GroundTruth, exact_knn, recall_at_k, recall_low
 from .workload import MOST_FREQUENT, SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
 
@@ -30,6 +33,7 @@ __all__ = [
     "SweepResult",
     "Recommendation",
     "IndexNotUsed",
+    "QueryChangeRefused",
     "prepare",
     "exact_knn",
     "recall_at_k",
@@ -41,6 +45,7 @@ __all__ = [
     "tune",
     "plot_tradeoff",
     "plot_builds",
+    "plot_kinds",
     # the steps' parts, for notebooks that go one level deeper
     "MOST_FREQUENT",
     "SCHEMA",
@@ -53,6 +58,9 @@ __all__ = [
     "build_settings",
     "spare_memory",
     "default_grid",
+    "candidates",
+    "settings_of",
+    "resolve_budget",
     "measure",
     "plan_index",
     "query_shape",

@@ -1,6 +1,6 @@
-"""Step 3: the builds. Each candidate index (IVFFlat or HNSW, cosine) built on the scratch table
-with maintenance_work_mem sized so it fits and parallel workers on, its progress shown from
-pg_stat_progress_create_index."""
+"""Step 3: the builds. Each candidate index (IVFFlat or HNSW, cosine; on the vectors, on their
+halfvec cast or on their binary quantization) built on the scratch table with maintenance_work_mem
+sized so it fits and parallel workers on, its progress shown from pg_stat_progress_create_index."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from psycopg import sql
 
 from ..db import connect, is_local
 from ..display import progress_bar
+from ..kinds import KINDS, Kind
 from ..sizing import hnsw_build_bytes, ivfflat_build_bytes
 from .workload import SCHEMA, SCRATCH
 
@@ -28,23 +29,31 @@ SEARCH_PARAM = {"ivfflat": "ivfflat.probes", "hnsw": "hnsw.ef_search"}
 class Config:
     method: str  # ivfflat / hnsw
     params: tuple[tuple[str, int], ...]  # (("lists", 100),) or (("m", 16), ("ef_construction", 64))
+    kind_name: str = "vector"  # vector / halfvec / binary (pgvkit.kinds)
+
+    @property
+    def kind(self) -> Kind:
+        return KINDS[self.kind_name]
 
     @property
     def label(self) -> str:
-        return f"{self.method}(" + ", ".join(f"{k}={v}" for k, v in self.params) + ")"
+        prefix = "" if self.kind_name == "vector" else self.kind_name + " "
+        return prefix + f"{self.method}(" + ", ".join(f"{k}={v}" for k, v in self.params) + ")"
 
     @property
     def index_name(self) -> str:
-        return "tune_" + self.method + "_" + "_".join(f"{k}{v}" for k, v in self.params)
+        prefix = "" if self.kind_name == "vector" else self.kind_name + "_"
+        return "tune_" + prefix + self.method + "_" + "_".join(f"{k}{v}" for k, v in self.params)
 
     def with_clause(self) -> sql.Composable:
         return sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in self.params)
 
     def build_bytes(self, rows: int, dims: int) -> int:
         p = dict(self.params)
+        weight = max(1, round(self.kind.embedding_dims(dims)))  # a halfvec weighs half a vector
         if self.method == "ivfflat":
-            return ivfflat_build_bytes(p["lists"], dims, rows)
-        return hnsw_build_bytes(rows, dims, p.get("m", 16))
+            return ivfflat_build_bytes(p["lists"], weight, rows)
+        return hnsw_build_bytes(rows, weight, p.get("m", 16))
 
 
 def spare_memory(url: str) -> int:
@@ -117,8 +126,9 @@ def build(url: str, conn, config: Config, rows: int, dims: int, *, progress: boo
     stop = _progress_watcher(url, conn.info.backend_pid, config.label, progress)
     start = time.perf_counter()
     try:
-        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING {} (embedding vector_cosine_ops) WITH ({})").format(
-            sql.Identifier(config.index_name), SCRATCH, sql.SQL(config.method), config.with_clause()))
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING {} ({}) WITH ({})").format(
+            sql.Identifier(config.index_name), SCRATCH, sql.SQL(config.method), config.kind.index_key(dims),
+            config.with_clause()))
     finally:
         stop()
         conn.remove_notice_handler(handler)

@@ -9,6 +9,7 @@ import numpy as np
 from psycopg import sql
 
 from ..errors import PgvkitError
+from ..kinds import KINDS, Kind, nearest
 from .workload import SCRATCH, Workload
 
 __all__ = ["IndexNotUsed", "query_shape", "plan_index", "require_index", "measure"]
@@ -18,11 +19,14 @@ class IndexNotUsed(PgvkitError):
     """The query shape cannot use (or the planner will not choose) the index under test."""
 
 
-def query_shape(k: int, exclude_self: bool, filtered: bool = False) -> sql.Composable:
-    limit = k + 1 if exclude_self else k
-    where = sql.SQL(" WHERE owner_id = %(owner)s") if filtered else sql.SQL("")
-    return sql.SQL("SELECT id, embedding <=> %(q)s AS distance FROM {}{} ORDER BY embedding <=> %(q)s LIMIT {}").format(
-        SCRATCH, where, sql.Literal(limit))
+def query_shape(k: int, exclude_self: bool, filtered: bool = False, *, kind: Kind = KINDS["vector"],
+                dims: int = 0, depth: int = 0) -> sql.Composable:
+    """The search of one shape on the scratch table, as search_assets runs it for an index of
+    `kind` (pgvkit.kinds.nearest): id and exact cosine distance, nearest first; a similar-assets
+    search asks for k + 1 and leaves its own row out afterwards."""
+    limit = sql.Literal(k + 1 if exclude_self else k)
+    return nearest(kind, dims, SCRATCH, sql.SQL("%(q)s::vector"), limit,
+                   owner=sql.SQL("%(owner)s") if filtered else None, depth=sql.Literal(depth) if depth else None)
 
 
 def plan_index(conn, query: sql.Composable, params: dict) -> tuple[str | None, str]:
@@ -53,9 +57,9 @@ def require_index(conn, query: sql.Composable, params: dict, index: str) -> None
 
 
 def measure(conn, workload: Workload, queries: np.ndarray, exclude: np.ndarray | None,
-            filtered: bool = False) -> tuple[list, list, np.ndarray]:
+            filtered: bool = False, *, kind: Kind = KINDS["vector"], depth: int = 0) -> tuple[list, list, np.ndarray]:
     """Run each query once (prepared, binary); ids, distances and latencies in ms."""
-    query = query_shape(workload.k, exclude is not None, filtered)
+    query = query_shape(workload.k, exclude is not None, filtered, kind=kind, dims=workload.dims, depth=depth)
     extra = {"owner": workload.filter_owner} if filtered else {}
     found_ids, found_d, lat = [], [], []
     with conn.cursor(binary=True) as cur:

@@ -1,6 +1,12 @@
 """Step 7: the migration. The recommendation as the next numbered migration: the new index built
-concurrently beside the old one, swapped in, and the query-time setting for the database; its
-down file restores the previous index and settings."""
+concurrently beside the old one, swapped in, and the query-time setting for the database and for
+search_assets; its down file restores the previous index and settings.
+
+When the index kind changes (to halfvec or binary quantization, or back), the query must change
+with it: the migration replaces search_assets' body and settings once the new index is valid,
+before the old index goes, and its down file restores the function as it was
+(pg_get_functiondef). Direct ORDER BY embedding <=> ... queries cannot use a halfvec or binary
+index, so such a migration is written only when asked (`allow_query_change`)."""
 
 from __future__ import annotations
 
@@ -15,12 +21,17 @@ from psycopg import sql
 from .. import history, search
 from ..db import connect
 from ..errors import PgvkitError
-from ..indexes import TUNED_BY, VectorIndex, live_vector_index
+from ..indexes import TUNED_BY, VectorIndex, search_index
+from ..kinds import KINDS, RERANK_DEPTH, function_sql
 from ..migrations import default_migrations_dir, read_migrations
 from .build import SEARCH_PARAM, build_settings
 from .recommend import Recommendation, figures
 
-__all__ = ["write_migration"]
+__all__ = ["write_migration", "QueryChangeRefused"]
+
+
+class QueryChangeRefused(PgvkitError):
+    """The recommended index serves only search_assets, and the query change was not allowed."""
 
 
 def _current_setting(conn, name: str) -> str | None:
@@ -58,13 +69,28 @@ def _suffixed(name: str, suffix: str) -> str:
     return base + suffix
 
 
-def _swap(conn, create: str, schema: str, name: str, temp: str) -> str:
-    """Build `temp` concurrently beside `name`, then drop `name` and give `temp` its name."""
+def _swap(conn, create: str, schema: str, name: str, temp: str, between: str = "") -> str:
+    """Build `temp` concurrently beside `name`, run `between` (the function that searches it),
+    then drop `name` and give `temp` its name."""
     drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};").format(sql.Identifier(schema, name))
     rename = sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {};").format(sql.Identifier(schema, temp),
                                                                       sql.Identifier(name))
-    return (f"{create};\n-- the old index goes only once the new one is built and valid\n"
+    return (f"{create};\n{between}-- the old index goes only once the new one is built and valid\n"
             f"{drop.as_string(conn)}\n{rename.as_string(conn)}\n")
+
+
+def _function_now(conn) -> str:
+    """search_assets as it is defined now (its body and SET clauses), to restore it."""
+    text = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
+    return text.rstrip() + ";\n"
+
+
+def _bound_after(bound: dict, changes: dict) -> dict:
+    """The function's settings once the migration ran: iterative scans kept, the tuned values in,
+    a re-rank depth only for a binary index."""
+    after = {k: v for k, v in bound.items() if k != RERANK_DEPTH}
+    after.update(changes)
+    return after
 
 
 def _comment(conn, schema: str, name: str, text: str | None) -> str:
@@ -80,17 +106,20 @@ def _previous(conn, live: VectorIndex, temp: str) -> str:
 
 
 def write_migration(url: str, recommendation: Recommendation, migrations_dir: str | Path | None = None, *,
-                    table: str = "ip_asset_embeddings", index: str = "idx_embedding_cosine") -> tuple[Path, Path]:
-    """Write NNN_tune_<index>.sql and its .down.sql: the table's live cosine vector index, found by
-    what it is whatever its name (else a new one called `index`), replaced concurrently under its
-    own name, with the query-time parameter set for the database; the down file brings back the
-    previous definition, comment and settings."""
+                    table: str = "ip_asset_embeddings", index: str = "idx_embedding_cosine",
+                    allow_query_change: bool = False) -> tuple[Path, Path]:
+    """Write NNN_tune_<index>.sql and its .down.sql: the table's live search index (of any kind),
+    found by what it is whatever its name (else a new one called `index`), replaced concurrently
+    under its own name, with the query-time setting for search_assets (and for the database when
+    direct queries can use the new index); a change of kind replaces search_assets' body with it.
+    The down file brings back the previous definition, comment, function and settings."""
     if recommendation.point is None:
         raise PgvkitError("no configuration met the target, so there is no migration to write; "
                           "lower --target-recall or widen the sweep")
     directory = Path(migrations_dir or default_migrations_dir())
     existing = read_migrations(directory)
     p = recommendation.point
+    kind = p.config.kind
     with connect(url) as conn:
         recorded = history.applied(conn)  # a version applied here whose file is gone is still taken
         where = conn.execute("SELECT n.nspname, c.relname, (SELECT atttypmod FROM pg_attribute WHERE attrelid = c.oid"
@@ -99,53 +128,87 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         if where is None:
             raise PgvkitError(f"table {table} does not exist here; run pgvkit migrate first")
         table_schema, table_name, dims = where
-        live = live_vector_index(conn, table)
+        live = search_index(conn, table)
+        live_kind = live.kind if live else KINDS["vector"]
+        has_function = search.exists(conn)
+        if not kind.direct and not has_function:
+            raise QueryChangeRefused(f"the recommendation is a {kind.name} index, which only search_assets can search, "
+                                     "and this database has no search_assets: run pgvkit migrate (002_search_assets) "
+                                     "and move the application to it, or tune with --candidates vector")
+        if not kind.direct and not allow_query_change:
+            raise QueryChangeRefused(
+                f"the recommendation is a {kind.name} index ({p.config.label}): direct ORDER BY embedding <=> ... "
+                "queries cannot use it and would read every row; move the application to search_assets (README: "
+                "Moving the application), then pass --allow-query-change, or tune with --candidates vector")
+        body_changes = has_function and kind.name != live_kind.name
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table_schema, table_name))).fetchone()[0]
         old = {param: _current_setting(conn, param) for param in SEARCH_PARAM.values()}
-        bound = search.settings(conn) if search.exists(conn) else None  # None: no search_assets here
+        bound = search.settings(conn) if has_function else None  # None: no search_assets here
+        previous_function = _function_now(conn) if body_changes else ""
         schema, target = (live.schema, live.name) if live else (table_schema, index)
-        create = sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} (embedding vector_cosine_ops)"
-                         " WITH ({})").format(sql.Identifier(_suffixed(target, "_next")),
-                                              sql.Identifier(table_schema, table_name),
-                                              sql.SQL(p.config.method), p.config.with_clause()).as_string(conn)
+        temp = _suffixed(target, "_next")
+        create = sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} ({}) WITH ({})").format(
+            sql.Identifier(temp), sql.Identifier(table_schema, table_name), sql.SQL(p.config.method),
+            kind.index_key(dims), p.config.with_clause()).as_string(conn)
         settings = build_settings(url, p.config, max(rows, 1), dims)
         set_lines = "".join(sql.SQL("SET {} = {};\n").format(sql.SQL(k), sql.Literal(str(v))).as_string(conn)
                             for k, v in settings.items())
+        changes = {p.search_param: str(p.search_value), **({RERANK_DEPTH: str(p.rerank)} if kind.reranks else {})}
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        replaces = (f"replaces {live.method} index {sql.Identifier(live.name).as_string(conn)}" if live
-                    else "creates the vector index")
+        what = f"{kind.name} {p.config.method}" if not kind.direct else p.config.method
+        replaces = (f"replaces {live_kind.name} {live.method} index {sql.Identifier(live.name).as_string(conn)}"
+                    f" with a {what} index" if live else f"creates the {what} index")
+        between = ""
+        if body_changes:
+            between = ("-- search_assets searches the new index from here on (its query and settings change with it)\n"
+                       + function_sql(conn, kind, dims, _bound_after(bound, changes),
+                                      sql.Identifier(table_schema, table_name)))
         up = (f"-- pgvkit:no-transaction\n"
               f"-- Written by pgvkit tune on {stamp}; {replaces}. Measured on {recommendation.workload}:\n"
-              f"--   {p.config.label}, {p.search_param} = {p.search_value}: recall@{recommendation.k} {figures(p)},"
+              f"--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
               f" p95 {p.p95_ms:.2f} ms,"
               f" build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB\n"
-              f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n\n"
-              f"-- queries read the setting when they connect\n"
-              + _set_database(conn, p.search_param, str(p.search_value))
-              + f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines
-              + _swap(conn, create, schema, target, _suffixed(target, "_next"))
-              + _comment(conn, schema, target, f"{TUNED_BY} {p.search_param} = {p.search_value}")
-              + "".join(f"RESET {k};\n" for k in settings)
-              + "\n-- search_assets binds its own setting: it changes with the index it is for\n"
-              + _set_function(conn, p.search_param, str(p.search_value)))
+              f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n"
+              + ("" if kind.direct else
+                 f"-- Direct ORDER BY embedding <=> ... queries cannot use a {kind.name} index: after this migration "
+                 "they read every row.\n-- Written with --allow-query-change: the application searches through "
+                 "search_assets.\n") + "\n")
+        if kind.direct:
+            up += "-- queries read the setting when they connect\n" + _set_database(conn, p.search_param,
+                                                                                      str(p.search_value))
+        up += (f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines
+               + _swap(conn, create, schema, target, temp, between)
+               + _comment(conn, schema, target, f"{TUNED_BY} {_setting_text(p)}"
+                          + ("" if kind.direct else f" ({kind.name}, through search_assets)"))
+               + "".join(f"RESET {k};\n" for k in settings))
+        if has_function and not body_changes:
+            up += ("\n-- search_assets binds its own setting: it changes with the index it is for\n"
+                   + "".join(_set_function(conn, k, v) for k, v in changes.items()))
         slug = re.sub(r"[^A-Za-z0-9_-]+", "_", target).strip("_-") or "vector_index"
         name = f"{version_after(existing, recorded):03d}_tune_{slug}"
-        down = f"-- pgvkit:no-transaction\n-- Undo {name}: the previous index and query-time settings.\n\n"
+        down = f"-- pgvkit:no-transaction\n-- Undo {name}: the previous index, search_assets and query-time settings.\n\n"
         down += "".join(_set_database(conn, param, value) for param, value in old.items())
-        if bound is not None:
-            down += "".join(_set_function(conn, param, bound.get(param)) for param in SEARCH_PARAM.values())
+        if bound is not None and not body_changes:
+            down += "".join(_set_function(conn, param, bound.get(param))
+                            for param in dict.fromkeys([*SEARCH_PARAM.values(), *changes]))
+        restore = ("-- search_assets as it was, searching the index it was written for\n" + previous_function
+                   if body_changes else "")
         if live:
             down += "\n" + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
-                                 _suffixed(target, "_prev"))
+                                 _suffixed(target, "_prev"), restore)
             down += _comment(conn, schema, target, live.comment)
         else:
-            down += "\n" + sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(
+            down += "\n" + restore + sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(
                 sql.Identifier(schema, target)).as_string(conn)
     up_path = directory / f"{name}.sql"
     down_path = directory / f"{name}.down.sql"
     up_path.write_text(up)
     down_path.write_text(down)
     return up_path, down_path
+
+
+def _setting_text(p) -> str:
+    return f"{p.search_param} = {p.search_value}" + (f", {RERANK_DEPTH} = {p.rerank}" if p.rerank else "")
 
 
 def version_after(existing, recorded: dict) -> int:

@@ -1,11 +1,12 @@
 """Step 6: the recommendation. The cheapest measured configuration whose recall clears the target
-with a margin."""
+with a margin and whose index fits the memory budget at the live table's size."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..display import Table
+from ..memory import Budget, size_text
 from .sweep import Point, SweepResult
 from .workload import SHAPES
 
@@ -21,25 +22,38 @@ class Recommendation(Table):
     message: str
     runner_up: list[Point] = field(default_factory=list)
     workload: str = ""
+    dims: int = 768
+    budget: Budget | None = None
+    excluded: Point | None = None  # the cheapest point that met the target but not the budget
+    with_query_change: Point | None = None  # what a halfvec / binary index would give, when not allowed
     columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "decided by", "p95 ms", "qps",
-               "build s", "size MB")
+               "build s", "size MB", "memory MB")
 
     @property
     def title(self) -> str:
         return self.message
 
     def rows(self) -> list[dict]:
-        return [p.row() for p in ([self.point] if self.point else []) + self.runner_up]
+        return [p.row() for p in self.rows_points()]
+
+    def rows_points(self) -> list[Point]:
+        return ([self.point] if self.point else []) + self.runner_up
 
     def to_dict(self) -> dict:
         return {"target_recall": self.target, "k": self.k, "met": self.met, "message": self.message,
                 "choice": self.point.row() if self.point else None,
-                "index_definition": self.index_clause if self.point else None}
+                "index_definition": self.index_clause if self.point else None,
+                "kind": self.point.config.kind_name if self.point else None,
+                "memory_budget_bytes": self.budget.bytes if self.budget else None,
+                "memory_budget": str(self.budget) if self.budget else None,
+                "excluded_by_budget": self.excluded.row() if self.excluded else None,
+                "with_query_change": self.with_query_change.row() if self.with_query_change else None}
 
     @property
     def index_clause(self) -> str:
         c = self.point.config
-        return f"USING {c.method} (embedding vector_cosine_ops) WITH (" + ", ".join(f"{k} = {v}" for k, v in c.params) + ")"
+        return (f"USING {c.method} ({c.kind.index_key(self.dims).as_string()}) WITH ("
+                + ", ".join(f"{k} = {v}" for k, v in c.params) + ")")
 
 
 def figures(p: Point) -> str:
@@ -51,31 +65,81 @@ def figures(p: Point) -> str:
     return text + (f"; {SHAPES[p.decided_by].split(' (')[0]} decided" if len(p.shapes) > 1 else "")
 
 
-def recommend(result: SweepResult, target: float = 0.95) -> Recommendation:
+def _setting(p: Point) -> str:
+    return f"{p.search_param} = {p.search_value}" + (f", re-rank depth {p.rerank}" if p.rerank else "")
+
+
+def _cost(best: Point, excluded: Point, budget: Budget, rows: int) -> str:
+    """What the budget cost: the choice against the cheapest point it excluded."""
+    recall = best.recall_low - excluded.recall_low
+    return (f"; the memory budget {size_text(budget.bytes)} cost {best.p95_ms - excluded.p95_ms:+.2f} ms p95 and "
+            f"{recall:+.3f} recall against {excluded.config.label} with {_setting(excluded)} (p95 "
+            f"{excluded.p95_ms:.2f} ms), which needs {size_text(excluded.memory_bytes)} at {rows:,} rows")
+
+
+def recommend(result: SweepResult, target: float = 0.95, budget: Budget | None = None, *,
+              query_change: bool = True) -> Recommendation:
     """The cheapest measured configuration (lowest p95 latency, then build time, then size)
     whose mean recall@k on the held-out queries of every shape measured meets the target with a
     margin of MARGIN_SE standard errors (not just the mean: a few hundred queries are a sample,
-    and the choice must hold on queries nobody measured); the shape with the least margin decides."""
+    and the choice must hold on queries nobody measured); the shape with the least margin decides.
+    With a memory `budget`, an index that would not fit it at the live table's size is left out,
+    and the message says what that cost. Without `query_change`, only indexes the application's
+    direct ORDER BY embedding <=> ... can use (vector) are chosen, and the message names what a
+    halfvec or binary index would have given."""
     counted = [p for p in result.points if p.index_used and p.iterative is None]
+    if query_change:
+        return _choose(result, counted, target, budget)
+    direct = [p for p in counted if p.config.kind.direct]
+    free = _choose(result, counted, target, budget)
+    if not direct and counted:
+        return Recommendation(target, result.k, None, False,
+                              "only halfvec or binary indexes were measured, which direct ORDER BY embedding <=> ... "
+                              "queries cannot use: add vector to --candidates, or pass --allow-query-change once the "
+                              "application searches through search_assets", free.rows_points(),
+                              workload=result.workload, dims=result.dims, budget=budget)
+    rec = _choose(result, direct, target, budget)
+    if free.point is not None and not free.point.config.kind.direct and free.point is not rec.point:
+        q = free.point
+        rec.message += (f"; with --allow-query-change (the application searching through search_assets): "
+                        f"{q.config.label} with {_setting(q)}, p95 {q.p95_ms:.2f} ms, needs "
+                        f"{size_text(q.memory_bytes)}")
+        rec.with_query_change = q
+    return rec
+
+
+def _choose(result: SweepResult, counted: list[Point], target: float, budget: Budget | None) -> Recommendation:
     meets = sorted((p for p in counted if p.recall_low >= target), key=lambda p: (p.p95_ms, p.build_s, p.size_bytes))
-    if meets:
-        best = meets[0]
+    fits = [p for p in meets if budget is None or p.memory_bytes <= budget.bytes]
+    common = {"workload": result.workload, "dims": result.dims, "budget": budget}
+    if fits:
+        best = fits[0]
+        excluded = meets[0] if meets[0] is not best else None
         return Recommendation(
             target, result.k, best, True,
-            f"{best.config.label} with {best.search_param} = {best.search_value}: recall@{result.k} "
-            f"{figures(best)} >= {target}, p95 {best.p95_ms:.2f} ms",
-            meets[1:4], result.workload)
+            f"{best.config.label} with {_setting(best)}: recall@{result.k} "
+            f"{figures(best)} >= {target}, p95 {best.p95_ms:.2f} ms, needs {size_text(best.memory_bytes)} at "
+            f"{result.live_rows:,} rows" + (_cost(best, excluded, budget, result.live_rows) if excluded else ""),
+            fits[1:4], excluded=excluded, **common)
+    if meets:
+        smallest = min(meets, key=lambda p: p.memory_bytes)
+        return Recommendation(
+            target, result.k, None, False,
+            f"nothing that reaches recall@{result.k} >= {target} fits the memory budget {budget}: the smallest, "
+            f"{smallest.config.label} with {_setting(smallest)}, needs {size_text(smallest.memory_bytes)} at "
+            f"{result.live_rows:,} rows; raise --memory-budget, give the server more memory, or add a smaller kind "
+            "to --candidates (halfvec, binary)", [smallest], excluded=smallest, **common)
     if not counted:
         return Recommendation(target, result.k, None, False,
                               "no configuration could be measured: the planner never used a candidate index "
-                              "(is the workload too small? try --rows 10000 or more)", workload=result.workload)
+                              "(is the workload too small? try --rows 10000 or more)", **common)
     closest = max(counted, key=lambda p: (p.recall, -p.p95_ms))
     return Recommendation(
         target, result.k, None, False,
         f"nothing reached recall@{result.k} >= {target}: closest is {closest.config.label} with "
-        f"{closest.search_param} = {closest.search_value} at {figures(closest)}; try larger ef_search or "
+        f"{_setting(closest)} at {figures(closest)}; try larger ef_search or "
         "probes values, HNSW with m = 32 / ef_construction = 200, or a lower target",
-        [closest], result.workload)
+        [closest], **common)
 
 
 def at_full_size(url: str, workload) -> str:

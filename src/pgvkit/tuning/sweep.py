@@ -1,6 +1,8 @@
-"""Step 5: the sweep. Build each candidate, then measure every query-time setting (ivfflat.probes,
-hnsw.ef_search): recall on the held-out and the fresh queries, latency percentiles, build time
-and size; filtered queries with iterative scans off and on when asked."""
+"""Step 5: the sweep. Build each candidate of each kind (vector, halfvec, binary quantization +
+re-rank), then measure every query-time setting (ivfflat.probes, hnsw.ef_search, the re-rank
+depth): recall on the held-out and the fresh queries, latency percentiles, build time, size and
+the memory it needs at the live table's size; filtered queries with iterative scans off and on
+when asked."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .measure import measure, plan_index, query_shape
 from .truth import GroundTruth, exact_knn, recall_at_k, recall_low
 from .workload import SCHEMA, Workload
 
-__all__ = ["Point", "SweepResult", "default_grid", "sweep", "TUNE_LOCK"]
+__all__ = ["Point", "SweepResult", "default_grid", "candidates", "settings_of", "sweep", "TUNE_LOCK"]
 
 
 TUNE_LOCK = (LOCK_KEY[0], 2)  # one tuning run per database at a time
@@ -44,6 +46,8 @@ class Point:
     qps: float = float("nan")
     build_s: float = float("nan")
     size_bytes: int = 0
+    rerank: int = 0  # binary: the nearest N by Hamming distance re-ranked by cosine
+    memory_bytes: int = 0  # the index at the live table's row count: what must sit in memory to be fast
     note: str = ""
     shapes: dict[str, dict] = field(default_factory=dict)  # per query shape: recall, p5, fresh, low
     decided_by: str = ""  # the shape whose margin is smallest: recall, p5, fresh and low above are its
@@ -62,7 +66,7 @@ class Point:
         def r(x: float, digits: int = 2):
             return None if math.isnan(x) else round(x, digits)
 
-        setting = f"{self.search_param}={self.search_value}"
+        setting = f"{self.search_param}={self.search_value}" + (f", re-rank {self.rerank}" if self.rerank else "")
         if self.iterative is not None:
             setting += f", filtered, iterative_scan={self.iterative}"
         shape = {f"{prefix}{name}": r(self.shapes[name][key], 4) if name in self.shapes else None
@@ -71,6 +75,7 @@ class Point:
                 "recall": r(self.recall, 4), "p5": r(self.recall_p5, 3), "fresh": r(self.fresh_recall, 4),
                 "p50 ms": r(self.p50_ms), "p95 ms": r(self.p95_ms), "p99 ms": r(self.p99_ms), "qps": r(self.qps, 0),
                 "build s": r(self.build_s), "size MB": round(self.size_bytes / 2**20, 1),
+                "memory MB": round(self.memory_bytes / 2**20, 1), "kind": self.config.kind_name,
                 "index used": self.index_used, "note": self.note}
 
 
@@ -80,29 +85,36 @@ class SweepResult(Table):
     k: int
     points: list[Point] = field(default_factory=list)
     builds: list[dict] = field(default_factory=list)
+    live_rows: int = 0  # the row count "memory MB" is for
+    dims: int = 768
     columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "p5", "p50 ms", "p95 ms", "qps",
-               "build s", "size MB", "index used", "note")
+               "build s", "size MB", "memory MB", "index used", "note")
 
     @property
     def title(self) -> str:
         return (f"Sweep over {self.workload}: recall@{self.k} per index and setting, for new vectors (not in the "
-                "index) and similar assets (rows of the index, each left out of its own answer)")
+                "index) and similar assets (rows of the index, each left out of its own answer); memory MB: the "
+                f"index at {self.live_rows:,} rows")
 
     def rows(self) -> list[dict]:
         return [p.row() for p in self.points]
 
     def to_dict(self) -> dict:
-        return {"workload": self.workload, "k": self.k, "points": self.rows(), "builds": self.builds}
+        return {"workload": self.workload, "k": self.k, "live_rows": self.live_rows, "points": self.rows(),
+                "builds": self.builds}
 
     def __add__(self, other: SweepResult) -> SweepResult:
         """Two sweeps of the same workload (e.g. the IVFFlat one and the HNSW one) as one."""
-        return SweepResult(self.workload, self.k, self.points + other.points, self.builds + other.builds)
+        return SweepResult(self.workload, self.k, self.points + other.points, self.builds + other.builds,
+                           max(self.live_rows, other.live_rows), self.dims)
 
 
 def default_grid(rows: int, k: int) -> dict:
     """IVFFlat lists at rows/1000 and sqrt(rows) (pgvector's guidance below and above 1M rows)
     with probes from 1 to 64; HNSW at pgvector's defaults and a denser graph, each swept over
-    ef_search from 2k upwards."""
+    ef_search from 2k upwards; for each kind asked (vector and halfvec with both methods, binary
+    quantization with HNSW at pgvector's defaults over re-rank depths from 4k, ef_search = the
+    depth)."""
     lists = sorted({max(1, round(rows / 1000)), max(1, round(math.sqrt(rows)))})
     return {
         "ivfflat_lists": lists,
@@ -111,7 +123,31 @@ def default_grid(rows: int, k: int) -> dict:
         # from 2k up: at ef_search = k the search has no slack, and its recall swings between
         # query sets (0.988 held-out, 0.948 fresh in one 20k-row run)
         "ef_search": [2 * k, 4 * k, 8 * k, 16 * k],
+        "kinds": ["vector", "halfvec", "binary"],
+        "binary_hnsw": [(16, 64)],
+        "rerank": [4 * k, 8 * k, 16 * k, 32 * k, 64 * k],
     }
+
+
+def candidates(grid: dict) -> list[Config]:
+    """Every index the grid builds, kind by kind."""
+    configs = []
+    for kind in grid["kinds"]:
+        if kind == "binary":
+            configs += [Config("hnsw", (("m", m), ("ef_construction", efc)), kind) for m, efc in grid["binary_hnsw"]]
+            continue
+        configs += [Config("ivfflat", (("lists", lists),), kind) for lists in grid["ivfflat_lists"]]
+        configs += [Config("hnsw", (("m", m), ("ef_construction", efc)), kind) for m, efc in grid["hnsw"]]
+    return configs
+
+
+def settings_of(config: Config, grid: dict) -> list[tuple[int, int]]:
+    """(search value, re-rank depth) of every query-time setting a candidate is measured at."""
+    if config.kind.reranks:
+        return [(depth, depth) for depth in grid["rerank"]]
+    if config.method == "ivfflat":
+        return [(p, 0) for p in grid["probes"] if p <= dict(config.params)["lists"]]
+    return [(ef, 0) for ef in grid["ef_search"]]
 
 
 def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: GroundTruth | None = None,
@@ -127,9 +163,10 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
         truths[shape] = tuple(t or exact_knn(workload.vectors, q, workload.k, ids=workload.ids, exclude=e)
                               for t, q, e in zip(given, (queries, fresh), (own, fresh_own)))
     filtered_truth = workload.filtered_truth() if workload.filter_owner is not None else None
-    configs = [Config("ivfflat", (("lists", lists),)) for lists in grid["ivfflat_lists"]]
-    configs += [Config("hnsw", (("m", m), ("ef_construction", efc))) for m, efc in grid["hnsw"]]
-    result = SweepResult(workload.describe(), workload.k)
+    configs = candidates(grid)
+    result = SweepResult(workload.describe(), workload.k, live_rows=max(workload.live_rows, workload.rows),
+                         dims=workload.dims)
+    scale = result.live_rows / workload.rows
     with _tune_lock(url), connect(url, autocommit=True, application_name="pgvkit tune") as conn:
         register_vector(conn)
         for config in configs:
@@ -141,13 +178,14 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                  f" {built['max_parallel_maintenance_workers']} parallel workers)"
                  + "".join(f"\n  NOTICE: {n}" for n in built["notices"]))
             param = SEARCH_PARAM[config.method]
-            values = [p for p in grid["probes"] if p <= dict(config.params)["lists"]] \
-                if config.method == "ivfflat" else grid["ef_search"]
-            for value in values:
+            values = settings_of(config, grid)
+            for value, depth in values:
                 conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(param), sql.Literal(value)))
-                point = Point(config, param, value, False, build_s=built["build_s"], size_bytes=built["size_bytes"])
+                point = Point(config, param, value, False, build_s=built["build_s"], size_bytes=built["size_bytes"],
+                              rerank=depth, memory_bytes=round(built["size_bytes"] * scale))
                 first = workload.shape_sets(workload.shapes[0])
-                used, top = plan_index(conn, query_shape(workload.k, first[1] is not None), {"q": first[0][0]})
+                shape = query_shape(workload.k, first[1] is not None, kind=config.kind, dims=workload.dims, depth=depth)
+                used, top = plan_index(conn, shape, {"q": first[0][0]})
                 if used != config.index_name:
                     point.note = f"EXPLAIN shows {top}, not the index: the planner costs it higher; not counted"
                     result.points.append(point)
@@ -156,8 +194,8 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                 latencies = []
                 for shape in workload.shapes:
                     queries, own, fresh, fresh_own = workload.shape_sets(shape)
-                    ids, dists, lat = measure(conn, workload, queries, own)
-                    fresh_ids, fresh_d, _ = measure(conn, workload, fresh, fresh_own)
+                    ids, dists, lat = measure(conn, workload, queries, own, kind=config.kind, depth=depth)
+                    fresh_ids, fresh_d, _ = measure(conn, workload, fresh, fresh_own, kind=config.kind, depth=depth)
                     plain, tolerant = recall_at_k(truths[shape][0], ids, dists)
                     point.measured(shape, plain, tolerant, recall_at_k(truths[shape][1], fresh_ids, fresh_d)[0])
                     latencies.append(lat)
@@ -167,25 +205,27 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                 result.points.append(point)
             if workload.filter_owner is not None and values:
                 result.points += _filtered_points(conn, workload, config, param, values[len(values) // 2],
-                                                  filtered_truth, built)
+                                                  filtered_truth, built, scale)
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(SCHEMA, config.index_name)))
             conn.execute(sql.SQL("RESET {}").format(sql.SQL(param)))
     return result
 
 
-def _filtered_points(conn, workload: Workload, config: Config, param: str, value: int, truth: GroundTruth,
-                     built: dict) -> list[Point]:
+def _filtered_points(conn, workload: Workload, config: Config, param: str, setting: tuple[int, int],
+                     truth: GroundTruth, built: dict, scale: float) -> list[Point]:
     """Filtered queries (WHERE owner_id = ...) through the index, with pgvector 0.8's iterative
     scans off and on: off, the index hands back its usual candidates and the filter leaves
     fewer than k; relaxed_order keeps scanning until k rows pass the filter."""
     points = []
+    value, depth = setting
     scan = f"{config.method}.iterative_scan"
     conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(param), sql.Literal(value)))
     for mode in ("off", "relaxed_order"):
         conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(scan), sql.Literal(mode)))
         point = Point(config, param, value, False, build_s=built["build_s"], size_bytes=built["size_bytes"],
-                      iterative=mode)
-        shape = query_shape(workload.k, workload.query_ids is not None, True)
+                      iterative=mode, rerank=depth, memory_bytes=round(built["size_bytes"] * scale))
+        shape = query_shape(workload.k, workload.query_ids is not None, True, kind=config.kind, dims=workload.dims,
+                            depth=depth)
         params = {"q": workload.queries[0], "owner": workload.filter_owner}
         used, top = plan_index(conn, shape, params)
         forced = used != config.index_name
@@ -196,7 +236,8 @@ def _filtered_points(conn, workload: Workload, config: Config, param: str, value
             point.note = f"EXPLAIN shows {top}, not the index; not counted"
         else:
             point.index_used = True
-            ids, dists, lat = measure(conn, workload, workload.queries, workload.query_ids, filtered=True)
+            ids, dists, lat = measure(conn, workload, workload.queries, workload.query_ids, filtered=True,
+                                      kind=config.kind, depth=depth)
             plain, _ = recall_at_k(truth, ids, dists)
             point.recall, point.recall_p5 = float(plain.mean()), float(np.percentile(plain, 5))
             point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))

@@ -1,0 +1,144 @@
+"""The three kinds of vector index a cosine search can use, and the query each one needs.
+
+- vector:  (embedding vector_cosine_ops), ORDER BY embedding <=> q. The application's direct
+           queries use it.
+- halfvec: ((embedding::halfvec(D)) halfvec_cosine_ops), about half the size; only a query that
+           orders by embedding::halfvec(D) <=> q::halfvec(D) uses it.
+- binary:  ((binary_quantize(embedding)::bit(D)) bit_hamming_ops), tens of times smaller; the
+           nearest N by Hamming distance, re-ordered by exact cosine distance (pgvector's README
+           query). N, the re-rank depth, is the setting `pgvkit.rerank_depth`.
+
+Every kind returns the exact cosine distance of what it found, so recall and similarity mean the
+same whichever index answered. `nearest()` writes the query for the tuner (on its scratch table)
+and for `search_assets` (`function_sql()`), so what is measured is what the application runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+__all__ = ["Kind", "KINDS", "RERANK_DEPTH", "kind_named", "kind_of", "nearest", "function_sql", "parse_candidates"]
+
+RERANK_DEPTH = "pgvkit.rerank_depth"  # binary: how many Hamming neighbours are re-ranked by cosine
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # vector / halfvec / binary
+    opclass: str
+    bytes_per_dim: float  # what one dimension costs in the index
+    methods: tuple[str, ...]  # the access methods the tuner tries for it
+
+    @property
+    def direct(self) -> bool:
+        """Whether the application's own ORDER BY embedding <=> q can use an index of this kind."""
+        return self.name == "vector"
+
+    @property
+    def reranks(self) -> bool:
+        return self.name == "binary"
+
+    def key(self, dims: int, column: str = "embedding") -> sql.Composable:
+        """The index key: the column, or the expression the index is built on."""
+        col = sql.Identifier(column)
+        if self.name == "vector":
+            return col
+        if self.name == "halfvec":
+            return sql.SQL("({}::halfvec({}))").format(col, sql.Literal(dims))
+        return sql.SQL("(binary_quantize({})::bit({}))").format(col, sql.Literal(dims))
+
+    def index_key(self, dims: int, column: str = "embedding") -> sql.Composable:
+        """`key opclass`, as CREATE INDEX ... USING method (...) takes it."""
+        return sql.SQL("{} {}").format(self.key(dims, column), sql.SQL(self.opclass))
+
+    def order(self, dims: int, column: sql.Composable, query: sql.Composable) -> sql.Composable:
+        """The ORDER BY expression that matches the index key (else the planner cannot use it)."""
+        if self.name == "vector":
+            return sql.SQL("{} <=> {}").format(column, query)
+        if self.name == "halfvec":
+            return sql.SQL("{}::halfvec({}) <=> {}::halfvec({})").format(column, sql.Literal(dims), query,
+                                                                         sql.Literal(dims))
+        return sql.SQL("binary_quantize({})::bit({}) <~> binary_quantize({})").format(column, sql.Literal(dims), query)
+
+    def embedding_dims(self, dims: int) -> float:
+        """Dimensions of float4 one indexed vector weighs (for sizing builds and memory)."""
+        return dims * self.bytes_per_dim / 4
+
+
+KINDS = {
+    "vector": Kind("vector", "vector_cosine_ops", 4, ("ivfflat", "hnsw")),
+    "halfvec": Kind("halfvec", "halfvec_cosine_ops", 2, ("ivfflat", "hnsw")),
+    "binary": Kind("binary", "bit_hamming_ops", 1 / 8, ("hnsw",)),
+}
+
+
+def kind_named(name: str) -> Kind:
+    return KINDS[name]
+
+
+def kind_of(opclass: str | None) -> Kind | None:
+    """The kind of an index from its operator class (None: not one a cosine search uses)."""
+    return next((k for k in KINDS.values() if k.opclass == opclass), None)
+
+
+def parse_candidates(text: str) -> tuple[str, ...]:
+    """--candidates vector,halfvec,binary -> the kinds, in that order; one line on a wrong name."""
+    from .errors import PgvkitError
+
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    wrong = [n for n in names if n not in KINDS]
+    if wrong or not names:
+        raise PgvkitError(f"--candidates takes index kinds from {', '.join(KINDS)} (got {text!r}); "
+                          "e.g. --candidates vector,halfvec,binary")
+    return names
+
+
+def nearest(kind: Kind, dims: int, table: sql.Composable, query: sql.Composable, limit: sql.Composable, *,
+            columns: tuple[str, ...] = ("id",), owner: sql.Composable | None = None,
+            depth: sql.Composable | None = None) -> sql.Composed:
+    """The nearest `limit` rows to `query`: the given columns and the exact cosine `distance`,
+    nearest first, filtered by owner_id when `owner` is given. For binary, the nearest
+    greatest(limit, depth) by Hamming distance are re-ranked by cosine distance."""
+    where = sql.SQL(" WHERE e.owner_id = {}").format(owner) if owner is not None else sql.SQL("")
+    cols = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(c)) for c in columns)
+    emb = sql.SQL("e.embedding")
+    if not kind.reranks:
+        return sql.SQL("SELECT {cols}, {emb} <=> {q} AS distance FROM {table} AS e{where} ORDER BY {order} LIMIT {limit}"
+                       ).format(cols=cols, emb=emb, q=query, table=table, where=where,
+                                order=kind.order(dims, emb, query), limit=limit)
+    outer = sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in columns)
+    return sql.SQL(
+        "SELECT {outer}, c.embedding <=> {q} AS distance FROM (SELECT {cols}, {emb} FROM {table} AS e{where}"
+        " ORDER BY {order} LIMIT greatest({limit}, {depth})) AS c ORDER BY c.embedding <=> {q} LIMIT {limit}"
+    ).format(outer=outer, q=query, cols=cols, emb=emb, table=table, where=where,
+             order=kind.order(dims, emb, query), limit=limit, depth=depth if depth is not None else limit)
+
+
+FUNCTION_HEAD = """CREATE OR REPLACE FUNCTION search_assets(query vector, k integer DEFAULT 10, owner text DEFAULT NULL)
+RETURNS TABLE (id bigint, asset_id varchar, owner_id varchar, distance double precision,
+               similarity double precision)
+LANGUAGE plpgsql STABLE
+"""
+
+
+def function_sql(conn, kind: Kind, dims: int, settings: dict[str, str],
+                 table: sql.Composable = sql.Identifier("ip_asset_embeddings")) -> str:
+    """search_assets (as 002_search_assets defines it) searching through an index of `kind`, with
+    `settings` bound to it (SET clauses: the function's whole configuration)."""
+    depth = sql.SQL("coalesce(current_setting({}, true)::integer, k)").format(sql.Literal(RERANK_DEPTH))
+    cols = ("id", "asset_id", "owner_id")
+
+    def body(owner):
+        inner = nearest(kind, dims, table, sql.SQL("query"), sql.SQL("k"), columns=cols, owner=owner, depth=depth)
+        return sql.SQL("WITH nearest AS MATERIALIZED ({}) SELECT n.id, n.asset_id, n.owner_id, n.distance, "
+                       "1 - n.distance FROM nearest AS n ORDER BY n.distance").format(inner).as_string(conn)
+
+    bound = "".join(sql.SQL("SET {} = {}\n").format(sql.SQL(name), sql.Literal(str(value))).as_string(conn)
+                    for name, value in settings.items())
+    return (FUNCTION_HEAD + bound + "AS $$\n#variable_conflict use_column\nBEGIN\n"
+            f"    -- searches through a {kind.name} index ({kind.opclass})"
+            + (f", the nearest {RERANK_DEPTH} by Hamming distance re-ranked by cosine" if kind.reranks else "") + "\n"
+            "    IF owner IS NULL THEN\n        RETURN QUERY " + body(None) + ";\n"
+            "    ELSE\n        RETURN QUERY " + body(sql.SQL("owner")) + ";\n    END IF;\nEND;\n$$;\n")
