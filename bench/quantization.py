@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -56,7 +57,10 @@ def search_sql(kind: str, similar: bool, depth: int = 0) -> sql.Composable:
 
 def measure(conn, kind: str, sets: dict, ef_search: int, depth: int = 0) -> dict:
     """recall@10 of each shape and the p50 latency (ms) over all of its searches."""
-    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(max(ef_search, depth))))
+    # ef_search tops out at 1,000: a deeper re-rank keeps the graph search going (iterative scan),
+    # as search_assets does
+    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(min(max(ef_search, depth), 1000))))
+    conn.execute(sql.SQL("SET hnsw.iterative_scan = {}").format(sql.Literal("relaxed_order" if depth > 1000 else "off")))
     out, latency = {}, []
     with conn.cursor(binary=True) as cur:
         for shape, (queries, own, truth) in sets.items():
@@ -89,6 +93,7 @@ def sweep(conn, kind: str, sets: dict, target: float) -> dict:
     for value in grid:
         got = measure(conn, kind, sets, value, value if kind == "binary" else 0)
         points.append({("rerank_depth" if kind == "binary" else "ef_search"): value, **got})
+        print(kind, points[-1], file=sys.stderr, flush=True)  # a long run shows where it is
         if min(got["new_vectors"], got["similar_assets"]) >= target:
             break
     return {"sweep": points, "chosen": points[-1]}

@@ -26,6 +26,7 @@ __all__ = ["Point", "SweepResult", "default_grid", "candidates", "settings_of", 
 
 
 TUNE_LOCK = (LOCK_KEY[0], 2)  # one tuning run per database at a time
+EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 
 
 @dataclass
@@ -143,8 +144,8 @@ def candidates(grid: dict) -> list[Config]:
 
 def settings_of(config: Config, grid: dict) -> list[tuple[int, int]]:
     """(search value, re-rank depth) of every query-time setting a candidate is measured at."""
-    if config.kind.reranks:
-        return [(depth, depth) for depth in grid["rerank"]]
+    if config.kind.reranks:  # ef_search tops out at 1,000; deeper re-ranks rely on the iterative scan
+        return [(min(depth, EF_SEARCH_MAX), depth) for depth in grid["rerank"]]
     if config.method == "ivfflat":
         return [(p, 0) for p in grid["probes"] if p <= dict(config.params)["lists"]]
     return [(ef, 0) for ef in grid["ef_search"]]
@@ -179,6 +180,8 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                  + "".join(f"\n  NOTICE: {n}" for n in built["notices"]))
             param = SEARCH_PARAM[config.method]
             values = settings_of(config, grid)
+            if config.kind.reranks:  # as search_assets runs: a re-rank deeper than ef_search keeps scanning
+                conn.execute("SET hnsw.iterative_scan = relaxed_order")
             for value, depth in values:
                 conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(param), sql.Literal(value)))
                 point = Point(config, param, value, False, build_s=built["build_s"], size_bytes=built["size_bytes"],
@@ -208,6 +211,7 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                                                   filtered_truth, built, scale)
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(SCHEMA, config.index_name)))
             conn.execute(sql.SQL("RESET {}").format(sql.SQL(param)))
+            conn.execute("RESET hnsw.iterative_scan")
     return result
 
 
