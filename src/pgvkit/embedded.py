@@ -63,6 +63,8 @@ def project_root() -> Path | None:
 class EmbeddedServer:
     """A PostgreSQL server whose data directory lives in ``home/pgdata``."""
 
+    socket_port = SOCKET_PORT  # names the socket file (.s.PGSQL.<port>) when there is no TCP port
+
     def __init__(
         self,
         home: Path | str,
@@ -97,7 +99,7 @@ class EmbeddedServer:
     def socket_dir(self) -> Path:
         """The pgdata directory when its path is short enough for a socket, else a /tmp dir."""
         candidate = self.pgdata
-        if len(str(candidate / f".s.PGSQL.{SOCKET_PORT}")) <= _MAX_SOCKET_PATH:
+        if len(str(candidate / f".s.PGSQL.{self.socket_port}")) <= _MAX_SOCKET_PATH:
             return candidate
         digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"pgvkit-{digest}"
@@ -129,7 +131,7 @@ class EmbeddedServer:
     def socket_url(self, database: str | None = None, user: str | None = None) -> str:
         """A URL over the Unix socket (trust auth, reachable only by the server's owner)."""
         host = quote(str(self.socket_dir), safe="/")
-        port = SOCKET_PORT if self.port is None else self.port
+        port = self.socket_port if self.port is None else self.port
         return (
             f"postgresql://{quote(user or self.user, safe='')}@/{quote(database or self.database, safe='')}"
             f"?host={host}&port={port}"
@@ -276,7 +278,7 @@ class EmbeddedServer:
         sock = self.socket_dir
         sock.mkdir(parents=True, exist_ok=True, mode=0o700)
         listen = "" if self.port is None else "127.0.0.1"
-        port = SOCKET_PORT if self.port is None else self.port
+        port = self.socket_port if self.port is None else self.port
         lines = [
             "# written by pgvkit at every start; edit postgresql.conf for your own settings",
             f"listen_addresses = '{listen}'",

@@ -236,7 +236,8 @@ def _record(url: str, result: Audit) -> bool:
                     " recall, recall_p5, p50_ms, p95_ms, target) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [result.table, result.index, json.dumps(result.settings), name, s.queries, result.k,
                      s.recall, s.recall_p5, _finite(s.p50_ms), _finite(s.p95_ms), result.target])
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName,
+            psycopg.errors.ReadOnlySqlTransaction):  # a hot standby: its searches measured, nothing stored there
         return False
     return True
 

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="migrations directory (default: $PGVKIT_MIGRATIONS, else ./migrations)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output on stdout")
+    common.add_argument("--standby", action="append", default=argparse.SUPPRESS, metavar="URL",
+                        help="a hot standby of the database (repeatable; default: $PGVKIT_STANDBY_URLS, else the "
+                             "embedded standby when it runs): migrate waits for it, status and verify report it")
 
     parser = argparse.ArgumentParser(
         prog="pgvkit", parents=[common], epilog=EXAMPLES,

@@ -45,6 +45,13 @@ class Context:
     def target(self) -> Target:
         return resolve(getattr(self.args, "database_url", None))
 
+    @cached_property
+    def standbys(self) -> list[str]:
+        """--standby URLs, else $PGVKIT_STANDBY_URLS, else the embedded standby when it runs."""
+        from ..standby import standby_urls
+
+        return standby_urls(self.target.url, getattr(self.args, "standby", None))
+
     @property
     def migrations_dir(self):
         return getattr(self.args, "migrations", None)

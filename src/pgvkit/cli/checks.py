@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from .base import Command
+from ..db import mask_url
+from .base import Command, print_json
 
 
 def verify(args, ctx) -> int:
     from ..verify import verify
 
     report = verify(ctx.target.url, migrations_dir=ctx.migrations_dir)
+    if ctx.standbys:
+        from ..standby import check_standbys
+
+        checks, data = check_standbys(ctx.target.url, ctx.standbys)
+        report.checks += checks
+        report.context["standbys"] = data
     ctx.report(report)
     return report.exit_code
 
@@ -49,17 +56,25 @@ def recall(args, ctx) -> int:
 
     url = ctx.target.url
     queries = vector_file(args.query_file, url) if args.query_file else None
-    result = audit(url, k=args.k, sample=args.sample, queries=queries, target=args.target, seed=args.seed,
-                   progress=not ctx.as_json, echo=ctx.echo)
-    ctx.report(result)
-    if not ctx.as_json:
+    options = {"k": args.k, "sample": args.sample, "queries": queries, "target": args.target, "seed": args.seed,
+               "progress": not ctx.as_json, "echo": ctx.echo}
+    result = audit(url, **options)
+    # where the application's searches run: each standby too, the same queries and sample
+    standbys = [(mask_url(s), audit(s, record=False, **options)) for s in ctx.standbys]
+    if ctx.as_json:
+        print_json({**result.to_dict(), "standbys": [{"url": u, **a.to_dict()} for u, a in standbys]})
+    else:
+        ctx.report(result)
+        for where, measured in standbys:
+            ctx.echo(f"\non standby {where}:")
+            ctx.report(measured)
         if not result.recorded:
-            ctx.echo("not recorded: pgvkit.recall_audits is missing or not writable for this role "
-                     "(pgvkit migrate creates it)")
-        if not result.met:
+            ctx.echo("not recorded: pgvkit.recall_audits is missing or not writable here (a standby is read-only: "
+                     "audit the primary to record; pgvkit migrate creates the table)")
+        if not all(r.met for r in [result] + [a for _, a in standbys]):
             ctx.echo("fix: pgvkit tune --target-recall "
                      f"{args.target} --write-migration, then pgvkit migrate and pgvkit recall again")
-    return result.exit_code
+    return max([result.exit_code] + [a.exit_code for _, a in standbys])
 
 
 COMMANDS = [

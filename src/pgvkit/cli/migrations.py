@@ -7,6 +7,8 @@ from ..db import connect
 from ..display import text_table
 from ..errors import ConfigError
 from ..migrator import Migrator, parse_version
+from ..checks import Report
+from ..standby import check_standbys, wait_for_replay
 from .base import Command, confirm_database_argument, guard, print_json
 
 
@@ -17,8 +19,18 @@ def _migrator(args, ctx) -> Migrator:
 
 def status(args, ctx) -> int:
     report = _migrator(args, ctx).status()
-    ctx.report(report)
-    return report.exit_code
+    standbys = ctx.standbys
+    if not standbys:
+        ctx.report(report)
+        return report.exit_code
+    checks, data = check_standbys(ctx.target.url, standbys)
+    if ctx.as_json:
+        print_json({**report.to_dict(), "standbys": data})
+    else:
+        ctx.echo(str(report))
+        ctx.echo("")
+        ctx.echo(str(Report(f"Standbys of {ctx.target.masked}", checks)))
+    return report.exit_code or Report("standbys", checks).exit_code
 
 
 def plan(args, ctx) -> int:
@@ -35,6 +47,9 @@ def _migrate_arguments(p) -> None:
                    help="lock_timeout for each DDL statement, retried within --retry-budget (default 5s)")
     p.add_argument("--retry-budget", type=float, default=60.0, metavar="SECONDS",
                    help="total time to keep retrying DDL that hit lock_timeout (default 60)")
+    p.add_argument("--wait-standbys", type=float, default=300.0, metavar="SECONDS",
+                   help="after applying, wait up to this long for every standby to replay it (default 300; 0: do not "
+                        "wait)")
 
 
 def migrate(args, ctx) -> int:
@@ -43,6 +58,9 @@ def migrate(args, ctx) -> int:
     if args.backup:
         ctx.echo(f"backup written: {backups.backup(ctx.target.url)}")
     applied = migrator.migrate(migrations, target=parse_version(args.target) if args.target else None)
+    standbys = ctx.standbys
+    if applied and standbys and args.wait_standbys > 0:
+        wait_for_replay(ctx.target.url, standbys, args.wait_standbys, progress=not ctx.as_json, echo=ctx.echo)
     if ctx.as_json:
         print_json({"applied": applied})
     elif any("_tune_" in m for m in applied):

@@ -10,12 +10,20 @@ from .base import Command, confirm_database_argument, guard, print_json
 
 
 def _db_arguments(p) -> None:
-    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.add_argument("action", choices=["start", "stop", "status", "url", "standby"],
+                   help="the embedded server; standby: its hot standby (pgvkit db standby start|stop|status|url)")
+    p.add_argument("standby_action", nargs="?", choices=["start", "stop", "status", "url"], metavar="ACTION",
+                   help="with standby: start (pg_basebackup -R from the running primary on first use), stop, "
+                        "status, url")
 
 
 def db(args, ctx) -> int:
     server = EmbeddedServer.default()
     out = ctx.echo
+    if args.action == "standby":
+        return _standby(args, ctx, server)
+    if args.standby_action:
+        raise PgvkitError(f"pgvkit db {args.action} takes no second word; did you mean pgvkit db standby {args.action}?")
     if args.action == "start":
         server.start()
         with connect(server.url()) as conn:
@@ -48,6 +56,36 @@ def db(args, ctx) -> int:
         if not server.running():
             raise PgvkitError("the embedded server is not running; start it with: pgvkit db start")
         print(server.url())
+    return 0
+
+
+def _standby(args, ctx, primary: EmbeddedServer) -> int:
+    """pgvkit db standby start|stop|status|url: the embedded primary's hot standby."""
+    from ..standby import EmbeddedStandby
+
+    standby, action, out = EmbeddedStandby(primary), args.standby_action or "status", ctx.echo
+    if action == "start":
+        standby.start()
+        out(f"embedded standby of {primary.pgdata} running (hot standby, streaming), pid {standby.pid()}")
+        out(f"  url:  {standby.url()}")
+        out(f"  data: {standby.pgdata}")
+    elif action == "stop":
+        out("embedded standby stopped" if standby.stop() else "embedded standby was not running")
+    elif action == "url":
+        if not standby.running():
+            raise PgvkitError("the embedded standby is not running; start it with: pgvkit db standby start")
+        print(standby.url())
+    else:
+        data = standby.status()
+        if ctx.as_json:
+            print_json(data)
+        else:
+            out("embedded standby: " + (f"running, pid {data['pid']}" if data["running"] else
+                                         "stopped" if data["initialised"] else
+                                         "not created (pgvkit db standby start makes one from the running primary)"))
+            if data["running"]:
+                out(f"  url:  {data['url']}")
+        return 0 if data["running"] else 3
     return 0
 
 

@@ -95,6 +95,7 @@ class Migrator:
             migrations = [m for m in migrations if m.version <= target]
         applier = self._applier()
         done = []
+        self._primary_only()
         with self.lock(), connect(self.url, autocommit=True) as conn:
             conn.add_notice_handler(applier.notice)
             abort_when_client_dies(conn)
@@ -129,6 +130,7 @@ class Migrator:
             version = parse_version(version)
             if version not in {m.version for m in migrations}:
                 raise ConfigError(f"no migration numbered {version} in {self._dir()}; see pgvkit status")
+        self._primary_only()
         with self.lock(), connect(self.url, autocommit=True) as conn:
             self._ensure_history(conn)
             rows = history.applied(conn)
@@ -152,6 +154,7 @@ class Migrator:
 
         migrations = self.read() if migrations is None else migrations
         imported = imported_versions(migrations)
+        self._primary_only()
         with self.lock(), connect(self.url, autocommit=True) as conn:
             versions = old_history(conn, tool, imported)
             missing = [v for v in versions if (tool, v) not in imported]
@@ -176,6 +179,7 @@ class Migrator:
         migrations = self.read() if migrations is None else migrations
         version = parse_version(version)
         by_version = {m.version: m for m in migrations}
+        self._primary_only()
         with self.lock(), connect(self.url, autocommit=True) as conn:
             rows = history.applied(conn)
             if version not in rows:
@@ -208,6 +212,7 @@ class Migrator:
             )
         applier = self._applier()
         undone = []
+        self._primary_only()
         with self.lock(), connect(self.url, autocommit=True) as conn:
             conn.add_notice_handler(applier.notice)
             targets = rollback_targets(history.applied(conn), to)  # re-read under the lock
@@ -218,6 +223,13 @@ class Migrator:
                     applier.run_down(conn, m)
                 undone.append(m.id)
         return undone
+
+    def _primary_only(self) -> None:
+        """Refuse, in one line and before any lock, a server in recovery (a hot standby)."""
+        from ..standby import refuse_recovery
+
+        with connect(self.url, autocommit=True) as conn:
+            refuse_recovery(conn)
 
     def _ensure_history(self, conn) -> None:
         for upgrade in history.ensure(conn):

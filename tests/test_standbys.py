@@ -1,0 +1,197 @@
+"""Beyond one server: an embedded hot standby (pg_basebackup -R from the same wheel), migrations
+that run on the primary only and wait for the standby to replay them."""
+
+import json
+
+import psycopg
+import pytest
+
+from pgvkit.embedded import EmbeddedServer
+from pgvkit.standby import EmbeddedStandby, replay, standby_urls
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """An embedded primary and its embedded standby, started by the CLI as a team would."""
+    home = tmp_path_factory.mktemp("replicas")
+    env = {"PGVKIT_HOME": str(home)}
+    started = run_cli("db", "start", env=env)
+    assert started.returncode == 0, started.stderr
+    standby = run_cli("db", "standby", "start", env=env)
+    assert standby.returncode == 0, standby.stderr
+    primary = EmbeddedServer(home)
+    yield primary, EmbeddedStandby(primary), env
+    EmbeddedStandby(primary).destroy()
+    primary.destroy()
+
+
+def test_the_embedded_standby_is_a_hot_standby_of_the_primary_on_its_own_socket(pair, monkeypatch):
+    primary, standby, env = pair
+    with psycopg.connect(standby.url()) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+        assert conn.execute("SHOW listen_addresses").fetchone()[0] == ""  # a socket only, like the primary
+    with psycopg.connect(primary.url()) as conn:
+        [(state, mode)] = conn.execute("SELECT state, sync_state FROM pg_stat_replication").fetchall()
+    assert state == "streaming"
+    status = run_cli("db", "standby", "status", "--json", env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
+    monkeypatch.setenv("PGVKIT_HOME", env["PGVKIT_HOME"])
+    monkeypatch.delenv("PGVKIT_STANDBY_URLS", raising=False)
+    assert standby_urls(primary.url()) == [standby.url()]  # named once: the default when it runs
+    monkeypatch.setenv("PGVKIT_STANDBY_URLS", "postgresql://app@replica-1/jarvis, postgresql://app@replica-2/jarvis")
+    assert standby_urls(primary.url()) == ["postgresql://app@replica-1/jarvis", "postgresql://app@replica-2/jarvis"]
+    assert standby_urls(primary.url(), ["postgresql://app@given/jarvis"]) == ["postgresql://app@given/jarvis"]
+
+
+def test_migrate_on_the_primary_waits_for_the_standby_and_is_refused_on_the_standby(pair, tmp_path):
+    primary, standby, env = pair
+    proc = run_cli("migrate", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"standby {standby.url()}: replayed (lag 0 bytes)" in proc.stdout
+    # the wait was real: the standby has the table and the history the moment migrate returns
+    with psycopg.connect(standby.url()) as conn:
+        assert conn.execute("SELECT to_regclass('ip_asset_embeddings')").fetchone()[0] is not None
+        assert conn.execute("SELECT count(*) FROM pgvkit.schema_migrations").fetchone()[0] == 2
+    state = replay(primary.url(), standby.url())
+    assert state.in_recovery and state.lag_bytes == 0
+
+    verified = run_cli("verify", "--json", env=env)
+    assert verified.returncode == 0, verified.stderr
+    report = json.loads(verified.stdout)
+    [data] = report["standbys"]
+    assert data["in_recovery"] and data["lag_bytes"] == 0 and data["history"] == [1, 2]
+    assert data["index"] == "idx_embedding_cosine" and data["index_valid"]
+    [check] = [c for c in report["checks"] if c["name"] == f"standby {standby.url()}"]
+    assert check["status"] == "pass" and "replayed (0 bytes behind)" in check["detail"]
+    status = run_cli("status", env=env)
+    assert status.returncode == 0 and f"standby {standby.url()}" in status.stdout and "pass" in status.stdout
+
+    refused = run_cli("migrate", "--database-url", standby.url(), env=env)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert "is a standby (in recovery, read-only)" in line and "primary" in line
+
+
+def test_a_standby_stopped_mid_run_gives_one_clear_line_not_a_hang(pair, tmp_path):
+    """The primary is migrated; the wait for a standby that is down ends at once with one line
+    naming it and the way on, instead of waiting out --wait-standbys."""
+    import shutil
+    import time
+
+    from .conftest import MIGRATIONS
+
+    primary, standby, env = pair
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    (migrations / "003_labels.sql").write_text("CREATE TABLE asset_labels (id bigint PRIMARY KEY, label text);\n")
+    with psycopg.connect(primary.url(database="postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE labels")  # its own database: the others' tests keep theirs as they were
+    where = ["--database-url", primary.url(database="labels"), "--migrations", str(migrations)]
+    standby.stop()
+    try:
+        start = time.monotonic()
+        proc = run_cli("migrate", *where, "--standby", standby.url(database="labels"), "--wait-standbys", "120",
+                       env=env, timeout=110)
+        assert time.monotonic() - start < 60
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        [line] = proc.stderr.strip().splitlines()
+        assert f"standby {standby.url(database='labels')} cannot be reached" in line
+        assert "the primary is migrated" in line
+        with psycopg.connect(primary.url(database="labels")) as conn:
+            assert conn.execute("SELECT to_regclass('asset_labels')").fetchone()[0] is not None
+    finally:
+        standby.start()
+    caught_up = run_cli("migrate", *where, env=env)  # nothing pending, nothing to wait for
+    assert caught_up.returncode == 0, caught_up.stderr
+
+
+def test_recall_audits_the_standby_where_the_searches_run(pair):
+    from pgvkit.standby import wait_for_replay
+
+    primary, standby, env = pair
+    assert run_cli("migrate", env=env).returncode == 0
+    loaded = run_cli("load", "--rows", "2000", env=env, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr
+    wait_for_replay(primary.url(), [standby.url()], 60, progress=False, echo=lambda _: None)
+
+    both = run_cli("recall", "--json", "--sample", "200", env=env, timeout=600)
+    assert both.returncode in (0, 1) and "Traceback" not in both.stderr, both.stderr
+    result = json.loads(both.stdout)
+    [on_standby] = result["standbys"]
+    assert result["recorded"] is True and on_standby["recorded"] is False  # stored once, on the primary
+    assert on_standby["url"] == standby.url() and on_standby["rows"] == result["rows"] == 2000
+    assert on_standby["shapes"]["similar_assets"]["plan"] == result["shapes"]["similar_assets"]["plan"]
+    assert "(through search_assets)" in on_standby["shapes"]["similar_assets"]["plan"]
+
+    direct = run_cli("recall", "--sample", "200", "--database-url", standby.url(), env=env, timeout=600)
+    assert direct.returncode in (0, 1) and "Traceback" not in direct.stderr, direct.stderr
+    assert "not recorded" in direct.stdout and "a standby is read-only" in direct.stdout
+
+
+def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_path):
+    """Four readers run search_assets on the standby without pause while the primary builds a
+    new HNSW index concurrently, drops the old one and renames the new (pgvkit tune's swap);
+    migrate returns once the standby has replayed it all. Every standby search succeeds (a DROP
+    INDEX replays as an exclusive lock, which waits for running searches up to
+    max_standby_streaming_delay instead of cancelling them), and the figures are reported."""
+    import shutil
+    import threading
+    import time
+
+    import numpy as np
+    from pgvector.psycopg import register_vector
+
+    from pgvkit.standby import wait_for_replay
+    from pgvkit.tuning import write_migration
+
+    from .conftest import MIGRATIONS
+    from .test_quantized import chosen
+
+    primary, standby, env = pair
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    with psycopg.connect(primary.url(database="postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE swap")
+    url, replica = primary.url(database="swap"), standby.url(database="swap")
+    where = ["--database-url", url, "--migrations", str(migrations)]
+    assert run_cli("migrate", *where, "--standby", replica, env=env).returncode == 0
+    assert run_cli("load", "--rows", "3000", *where[:2], "--confirm-database", "swap", env=env, timeout=300).returncode == 0
+    wait_for_replay(url, [replica], 60, progress=False, echo=lambda _: None)
+    write_migration(url, chosen("vector", "hnsw", 40), migrations)
+
+    stop, failures, searches, longest = threading.Event(), [], [0], [0.0]
+    queries = np.random.default_rng(1).standard_normal((50, 768)).astype(np.float32)
+
+    def read():
+        with psycopg.connect(replica, autocommit=True) as conn:
+            register_vector(conn)
+            i = 0
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    rows = conn.execute("SELECT id FROM search_assets(%s, 10)", [queries[i % 50]]).fetchall()
+                    assert len(rows) == 10
+                except psycopg.Error as exc:  # a recovery conflict cancels the search
+                    failures.append(str(exc).splitlines()[0])
+                longest[0] = max(longest[0], time.perf_counter() - start)
+                searches[0] += 1
+                i += 1
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for r in readers:
+        r.start()
+    try:
+        swapped = run_cli("migrate", *where, "--standby", replica, env=env, timeout=300)
+    finally:
+        stop.set()
+        for r in readers:
+            r.join()
+    assert swapped.returncode == 0, swapped.stderr
+    assert f"standby {replica}: replayed (lag 0 bytes)" in swapped.stdout
+    print(f"standby searches during the swap: {searches[0]}, failed {len(failures)}, longest {longest[0] * 1000:.0f} ms")
+    assert searches[0] > 100 and failures == []
+    with psycopg.connect(replica) as conn:  # the standby has the new index under the old name
+        definition = conn.execute("SELECT pg_get_indexdef('idx_embedding_cosine'::regclass)").fetchone()[0]
+    assert "USING hnsw" in definition
