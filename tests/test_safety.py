@@ -283,7 +283,7 @@ def test_no_command_writes_or_prints_the_password(app_database, pgvkit_home, tmp
     name = app_database["db"]
     commands = [["status"], ["plan"], ["migrate", "--backup"], ["history"], ["verify"], ["smoke"], ["doctor"],
                 ["load", "--rows", "50", "--confirm-database", name], ["unload", "--yes", "--confirm-database", name], ["backup"],
-                ["tune", "--rows", "1200", "--queries", "10", "--json"], ["status", "--json"],
+                ["tune", "--rows", "1200", "--queries", "10", "--candidates", "vector", "--json"], ["status", "--json"],
                 ["rollback", "--to", "0"],
                 ["status", "--database-url", app_database["url"].replace(PASSWORD, PASSWORD + "-wrong")],
                 ["run"]]  # every notebook, in order (as a superuser: 05 and 06 make scratch databases and roles)

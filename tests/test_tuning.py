@@ -130,8 +130,9 @@ def test_the_explain_guard_refuses_a_query_shape_the_index_cannot_serve(migrated
 def test_the_written_migration_applies_verifies_and_rolls_back_to_the_old_index(migrated, tmp_path):
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
-    proc = run_cli("tune", "--target-recall", "0.9", "--rows", "3000", "--queries", "60", "--json",
-                   "--write-migration", "--database-url", migrated, "--migrations", str(migrations), timeout=300)
+    proc = run_cli("tune", "--target-recall", "0.9", "--rows", "3000", "--queries", "60", "--json", "--candidates",
+                   "vector", "--write-migration", "--database-url", migrated, "--migrations", str(migrations),
+                   timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["recommendation"]["met"] and len(data["migration"]) == 2

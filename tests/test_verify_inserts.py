@@ -179,6 +179,25 @@ def test_verify_reads_the_plan_of_the_statement_search_assets_runs(migrated):
     assert gone.status == "warn" and "sequential scan" in gone.detail and "vector_cosine_ops" in gone.fix
 
 
+def test_a_large_table_that_search_assets_reads_whole_is_a_warning_with_the_binding_that_fixes_it(migrated):
+    """At some settings PostgreSQL prefers a sequential scan over a usable vector index (the
+    vectors are TOASTed: the heap looks cheap). On 12,000 rows, probing all 100 lists makes the
+    IVFFlat scan cost more than the table: every search is then exact and slow. verify says so,
+    and its fix, bound to the function, brings the index back."""
+    load(migrated, 12_000, progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("REINDEX INDEX idx_embedding_cosine")
+        conn.execute("ANALYZE ip_asset_embeddings")
+        conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = 100")
+    check = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
+    assert check.status == "warn" and "by a sequential scan" in check.detail and "~12,000 rows" in check.detail
+    assert check.fix.startswith("ALTER FUNCTION search_assets(vector, integer, text) SET enable_seqscan = off;")
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute(check.fix.split(";")[0])
+    fixed = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
+    assert fixed.status == "pass" and "search_assets scans idx_embedding_cosine" in fixed.detail
+
+
 def test_without_search_assets_verify_says_how_to_add_it_and_smoke_skips_it(migrated):
     with psycopg.connect(migrated, autocommit=True) as conn:
         conn.execute("DROP FUNCTION search_assets(vector, integer, text) CASCADE")  # the view goes with it

@@ -149,8 +149,9 @@ def wait_for_replay(primary_url: str, urls: list[str], timeout: float = 300.0, *
                         f"standby {state.url} has not replayed the migration after {timeout:.0f} s ({state.lag_bytes:,}"
                         " bytes behind): the primary is migrated; check the standby's log and pgvkit status, or raise "
                         "--wait-standbys")
-                bar = bar or progress_bar(total=None, desc=f"standby {state.url} replaying", unit="poll",
-                                          enabled=progress, leave=False)
+                if bar is None:  # (a tqdm without a total has no truth value)
+                    bar = progress_bar(total=None, desc=f"standby {state.url} replaying", unit="poll",
+                                       enabled=progress, leave=False)
                 bar.set_postfix_str(f"{state.lag_bytes:,} bytes behind", refresh=True)
                 time.sleep(0.2)
         finally:
