@@ -162,12 +162,18 @@ def test_reports_become_dataframes_coloured_by_status(migrated):
     assert "#fff3cd" in html and "#d4edda" in html  # warn and pass rows keep their colours
 
 
-def test_verify_reads_the_plan_of_the_statement_search_assets_runs(migrated):
-    load(migrated, 2000, progress=False)
-    with psycopg.connect(migrated, autocommit=True) as conn:
+def loaded_with_probes(url: str, rows: int, probes: int) -> None:
+    """rows loaded, the IVFFlat index rebuilt on them, search_assets bound to `probes`."""
+    load(url, rows, progress=False)
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("REINDEX INDEX idx_embedding_cosine")
         conn.execute("ANALYZE ip_asset_embeddings")
-        conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = 7")
+        conn.execute(sql.SQL("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = {}").format(
+            sql.Literal(probes)))
+
+
+def test_verify_reads_the_plan_of_the_statement_search_assets_runs(migrated):
+    loaded_with_probes(migrated, 2000, 7)
     check = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
     assert check.status == "pass" and check.detail.startswith("search_assets")
     assert "idx_embedding_cosine" in check.detail and "ivfflat.probes = 7" in check.detail
@@ -184,11 +190,7 @@ def test_a_large_table_that_search_assets_reads_whole_is_a_warning_with_the_bind
     vectors are TOASTed: the heap looks cheap). On 12,000 rows, probing all 100 lists makes the
     IVFFlat scan cost more than the table: every search is then exact and slow. verify says so,
     and its fix, bound to the function, brings the index back."""
-    load(migrated, 12_000, progress=False)
-    with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("REINDEX INDEX idx_embedding_cosine")
-        conn.execute("ANALYZE ip_asset_embeddings")
-        conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = 100")
+    loaded_with_probes(migrated, 12_000, 100)
     check = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
     assert check.status == "warn" and "by a sequential scan" in check.detail and "~12,000 rows" in check.detail
     assert check.fix.startswith("ALTER FUNCTION search_assets(vector, integer, text) SET enable_seqscan = off;")
