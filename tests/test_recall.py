@@ -140,7 +140,7 @@ def topic_embeddings():
 @pytest.mark.parametrize("data, query_file", [("real", True), ("topics", False)],
                          ids=["real-query-file", "topics-rows-taken-out"])  # each path once, on each kind of data
 def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migrated, tmp_path, data, query_file):
-    """20,000 rows of real embeddings (or 12,000 of pgvkit.synthetic.Topics): pgvkit tune
+    """12,000 rows of real embeddings (or of pgvkit.synthetic.Topics): pgvkit tune
     --write-migration, pgvkit migrate, then pgvkit recall on 1,000 new vectors the tuner never
     saw. The choice meets the target on them, and what the tuner predicted for each shape is
     within 0.025 of what the audit measures (sampling error)."""
@@ -148,7 +148,7 @@ def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migr
 
     from .conftest import MIGRATIONS
 
-    vectors = real_embeddings()[:22_000] if data == "real" else topic_embeddings()
+    vectors = real_embeddings()[:14_000] if data == "real" else topic_embeddings()
     rows = len(vectors) - 2_000
     load(migrated, vectors=vectors[:rows], progress=False)
     migrations = tmp_path / "migrations"

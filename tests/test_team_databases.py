@@ -1,7 +1,7 @@
 """Every notebook, run as a team runs it on its own database on the first day: `pgvkit run` with
 no -p, the database given only by DATABASE_URL.
 
-(b) the seed's table holding 20,000 real embeddings whose owners, asset ids and metadata follow
+(b) the seed's table holding 12,000 real embeddings whose owners, asset ids and metadata follow
     none of the kit's conventions (tests/teamdata.py);
 (c) a database the old docker init directory made: the seed's SQL run by psql, no pgvkit history,
     with the team's rows in it.
@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import ROOT, run_cli
 from .teamdata import BIG_OWNERS, init_dir_database, load_team_rows
+
+TEAM_ROWS = 12_000  # more than the tuning notebook's 5,000-row sample, so it tunes on a sample
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +53,9 @@ def facts(url: str) -> dict:
 
 
 def test_every_notebook_runs_with_its_defaults_on_a_populated_team_table(migrated, tmp_path):
-    load_team_rows(migrated, 20_000)
+    load_team_rows(migrated, TEAM_ROWS)
     before = facts(migrated)
-    assert before["rows"] == 20_000 and before["owners"] > 100  # a few large owners, a long tail
+    assert before["rows"] == TEAM_ROWS and before["owners"] > 100  # a few large owners, a long tail
 
     texts = run_every_notebook(migrated, tmp_path / "home")
 
@@ -65,11 +67,11 @@ def test_every_notebook_runs_with_its_defaults_on_a_populated_team_table(migrate
     rows = int(sample.replace(",", ""))
     assert 4_000 < rows <= 5_000  # the sample, less the held-out queries
     assert (int(small), int(large)) == (round(rows / 1000), round(math.sqrt(rows)))  # as pgvkit tune derives it
-    assert f"a sample of {sample} of 20,000 rows" in tuning  # the sample shown against the live table
-    assert f"Measured on a sample: {sample} of the live table's 20,000 rows" in tuning
+    assert f"a sample of {sample} of {TEAM_ROWS:,} rows" in tuning  # the sample shown against the live table
+    assert f"Measured on a sample: {sample} of the live table's {TEAM_ROWS:,} rows" in tuning
     assert "upper bound for the live table" in tuning
     assert "Size against memory" in texts["02_verify.ipynb"]
-    assert "the live table: 20,000 rows" in texts["07_recall_audit.ipynb"]
+    assert f"the live table: {TEAM_ROWS:,} rows" in texts["07_recall_audit.ipynb"]
     assert f"owner_id = '{BIG_OWNERS[0]}'" in texts["05_troubleshooting.ipynb"]  # cause 4 checked on this table
 
 
