@@ -105,6 +105,11 @@ def test_a_change_of_kind_moves_search_assets_with_the_index_and_its_down_file_r
     assert report["query plan"].status == "warn" and "search_assets" in report["query plan"].detail
     assert report["index idx_embedding_cosine"].status == "pass"
     assert report["search function"].status == "pass" and report.exit_code == 0
+    from pgvkit.recall import audit
+
+    measured = audit(url, sample=200, progress=False, echo=lambda _: None)  # it names the index it measured
+    assert measured.index == index_definition(url) and kinds.KINDS[kind].opclass in measured.index
+    assert verify(url, migrations_dir=migrations)["recall"].status in ("pass", "fail")  # the audit is of this index
 
     Migrator(url, migrations, echo=lambda _: None).rollback(2, yes=True)
     assert index_definition(url) == index_before
