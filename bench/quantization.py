@@ -39,7 +39,7 @@ from _common import execute, report, seed_database
 from pgvkit import kinds
 from pgvkit.bulk import Column, copy_arrays
 from pgvkit.synthetic import Topics
-from pgvkit.tuning import Config, build_settings, exact_knn
+from pgvkit.tuning import Config, build_settings, exact_knn, recall_at_k
 
 DIMS, K = 768, 10
 KINDS = kinds.KINDS
@@ -71,15 +71,16 @@ def measure(conn, kind: str, sets: dict, ef_search: int, depth: int = 0) -> dict
                 out.setdefault("seq_scan_preferred_by_planner", []).append(shape)
                 plan = "\n".join(r[0] for r in conn.execute(sql.SQL("EXPLAIN ") + query, {"q": queries[0]}))
             assert "Index Scan" in plan, f"{kind} {shape}: the index is not used:\n{plan}"
-            hits = []
+            found_ids, found_d = [], []
             for i in range(len(queries)):
                 start = time.perf_counter()
-                found = [r[0] for r in cur.execute(query, {"q": queries[i]}, prepare=True).fetchall()]
+                rows = cur.execute(query, {"q": queries[i]}, prepare=True).fetchall()
                 latency.append((time.perf_counter() - start) * 1000)
                 if own is not None:
-                    found = [f for f in found if f != own[i]][:K]
-                hits.append(len(set(found) & set(truth.ids[i].tolist())) / K)
-            out[shape] = round(float(np.mean(hits)), 4)
+                    rows = [r for r in rows if r[0] != own[i]][:K]
+                found_ids.append([r[0] for r in rows])
+                found_d.append([r[1] for r in rows])
+            out[shape] = round(float(recall_at_k(truth, found_ids, found_d).mean()), 4)
     conn.execute("RESET enable_seqscan")
     out["p50_ms"] = round(float(np.median(latency)), 3)
     return out

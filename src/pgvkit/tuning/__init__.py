@@ -21,7 +21,8 @@ from .migration import QueryChangeRefused, write_migration
 from .pipeline import resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, recommend
-from .sweep import TUNE_LOCK, Point, SweepResult, candidates, default_grid, settings_of, sweep
+from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
+from .sweep import Point, SweepResult, candidates, default_grid, settings_of, sweep
 from .truth import MARGIN_SE, GroundTruth, exact_knn, recall_at_k, recall_low
 from .workload import MOST_FREQUENT, SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
 
@@ -42,6 +43,10 @@ __all__ = [
     "at_full_size",
     "write_migration",
     "cleanup",
+    "lock",
+    "TuneLock",
+    "TuneRunning",
+    "hold",
     "tune",
     "plot_tradeoff",
     "plot_builds",

@@ -6,6 +6,7 @@ import time
 
 from ..display import Echo, echo_to
 from ..memory import Budget, budget as server_budget
+from .lock import hold
 from .recommend import Recommendation, recommend
 from .sweep import SweepResult, sweep
 from .truth import exact_knn
@@ -30,21 +31,22 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
     echo = echo or echo_to()
     if candidates:
         grid = {**(grid or {}), "kinds": list(candidates)}
-    budget = resolve_budget(url, memory_budget)
-    if budget is not None:
-        echo(f"memory budget: {budget}")
-    cleanup(url)
-    try:
-        workload = prepare(url, source=source, rows=rows, queries=queries, k=k, seed=seed, filter_owner=filter_owner,
-                           shapes=shapes, query_vectors=query_vectors, echo=echo)
-        echo(f"workload: {workload.describe()}")
-        start = time.perf_counter()
-        truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
-        echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")
-        result = sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,
-                       progress=progress, echo=echo)
-    finally:
+    with hold(url):  # before the scratch table is touched: a second run stops here, in one line
+        budget = resolve_budget(url, memory_budget)
+        if budget is not None:
+            echo(f"memory budget: {budget}")
         cleanup(url)
+        try:
+            workload = prepare(url, source=source, rows=rows, queries=queries, k=k, seed=seed,
+                               filter_owner=filter_owner, shapes=shapes, query_vectors=query_vectors, echo=echo)
+            echo(f"workload: {workload.describe()}")
+            start = time.perf_counter()
+            truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
+            echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")
+            result = sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,
+                           progress=progress, echo=echo)
+        finally:
+            cleanup(url)
     return workload, result, recommend(result, target, budget, query_change=query_change)
 
 

@@ -16,16 +16,15 @@ from psycopg import sql
 from ..db import connect
 from ..display import Echo, Table, echo_to
 from ..errors import PgvkitError
-from ..migrator import LOCK_KEY
+from .lock import hold
 from .build import SEARCH_PARAM, Config, build
 from .measure import measure, plan_index, query_shape
 from .truth import GroundTruth, exact_knn, recall_at_k, recall_low
 from .workload import SCHEMA, Workload
 
-__all__ = ["Point", "SweepResult", "default_grid", "candidates", "settings_of", "sweep", "TUNE_LOCK"]
+__all__ = ["Point", "SweepResult", "default_grid", "candidates", "settings_of", "sweep"]
 
 
-TUNE_LOCK = (LOCK_KEY[0], 2)  # one tuning run per database at a time
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 
 
@@ -35,9 +34,8 @@ class Point:
     search_param: str
     search_value: int
     index_used: bool
-    recall: float = float("nan")  # mean plain recall@k
+    recall: float = float("nan")  # mean recall@k, ties with the k-th true neighbour counted as right
     recall_p5: float = float("nan")
-    recall_tolerant: float = float("nan")
     fresh_recall: float = float("nan")  # the second query set
     recall_low: float = float("nan")  # mean recall less MARGIN_SE standard errors
     iterative: str | None = None  # set for filtered points: the iterative_scan mode measured
@@ -53,14 +51,13 @@ class Point:
     shapes: dict[str, dict] = field(default_factory=dict)  # per query shape: recall, p5, fresh, low
     decided_by: str = ""  # the shape whose margin is smallest: recall, p5, fresh and low above are its
 
-    def measured(self, shape: str, plain, tolerant, fresh_plain) -> None:
+    def measured(self, shape: str, per_query, fresh_per_query) -> None:
         """One shape's figures; the point's own recall figures follow the shape with the least margin."""
-        self.shapes[shape] = {"recall": float(plain.mean()), "p5": float(np.percentile(plain, 5)),
-                              "tolerant": float(tolerant.mean()), "fresh": float(fresh_plain.mean()),
-                              "low": recall_low(plain)}
+        self.shapes[shape] = {"recall": float(per_query.mean()), "p5": float(np.percentile(per_query, 5)),
+                              "fresh": float(fresh_per_query.mean()), "low": recall_low(per_query)}
         self.decided_by = min(self.shapes, key=lambda s: self.shapes[s]["low"])
         worst = self.shapes[self.decided_by]
-        self.recall, self.recall_p5, self.recall_tolerant = worst["recall"], worst["p5"], worst["tolerant"]
+        self.recall, self.recall_p5 = worst["recall"], worst["p5"]
         self.fresh_recall, self.recall_low = worst["fresh"], worst["low"]
 
     def row(self) -> dict:
@@ -168,7 +165,7 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
     result = SweepResult(workload.describe(), workload.k, live_rows=max(workload.live_rows, workload.rows),
                          dims=workload.dims)
     scale = result.live_rows / workload.rows
-    with _tune_lock(url), connect(url, autocommit=True, application_name="pgvkit tune") as conn:
+    with hold(url), connect(url, autocommit=True, application_name="pgvkit tune") as conn:
         register_vector(conn)
         for config in configs:
             echo(f"building {config.label} on {workload.rows:,} rows ...")
@@ -199,8 +196,8 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                     queries, own, fresh, fresh_own = workload.shape_sets(shape)
                     ids, dists, lat = measure(conn, workload, queries, own, kind=config.kind, depth=depth)
                     fresh_ids, fresh_d, _ = measure(conn, workload, fresh, fresh_own, kind=config.kind, depth=depth)
-                    plain, tolerant = recall_at_k(truths[shape][0], ids, dists)
-                    point.measured(shape, plain, tolerant, recall_at_k(truths[shape][1], fresh_ids, fresh_d)[0])
+                    point.measured(shape, recall_at_k(truths[shape][0], ids, dists),
+                                   recall_at_k(truths[shape][1], fresh_ids, fresh_d))
                     latencies.append(lat)
                 lat = np.concatenate(latencies)
                 point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
@@ -242,8 +239,8 @@ def _filtered_points(conn, workload: Workload, config: Config, param: str, setti
             point.index_used = True
             ids, dists, lat = measure(conn, workload, workload.queries, workload.query_ids, filtered=True,
                                       kind=config.kind, depth=depth)
-            plain, _ = recall_at_k(truth, ids, dists)
-            point.recall, point.recall_p5 = float(plain.mean()), float(np.percentile(plain, 5))
+            per_query = recall_at_k(truth, ids, dists)
+            point.recall, point.recall_p5 = float(per_query.mean()), float(np.percentile(per_query, 5))
             point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
             point.qps = 1000.0 / float(lat.mean())
             short = sum(len(r) < workload.k for r in ids)
@@ -255,20 +252,3 @@ def _filtered_points(conn, workload: Workload, config: Config, param: str, setti
         points.append(point)
     conn.execute(sql.SQL("RESET {}").format(sql.SQL(scan)))
     return points
-
-
-class _tune_lock:
-    """An advisory lock so two tuning runs never share the scratch table."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def __enter__(self):
-        self.conn = connect(self.url, autocommit=True, application_name="pgvkit tune lock")
-        if not self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", TUNE_LOCK).fetchone()[0]:
-            self.conn.close()
-            raise PgvkitError("another pgvkit tune is running on this database; wait for it to finish")
-        return self
-
-    def __exit__(self, *exc):
-        self.conn.close()  # releases the session lock

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GroundTruth", "exact_knn", "recall_at_k", "recall_low", "MARGIN_SE"]
+__all__ = ["GroundTruth", "exact_knn", "recall_at_k", "recall_low", "MARGIN_SE", "TIE_TOLERANCE"]
 
 
 # A recommendation must clear the target by this many standard errors of its mean recall: queries
@@ -34,45 +34,62 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def exact_knn(vectors: np.ndarray, queries: np.ndarray, k: int, *, ids: np.ndarray | None = None,
               exclude: np.ndarray | None = None, chunk: int = 256) -> GroundTruth:
     """The exact k nearest neighbours by cosine distance: chunked matrix products (BLAS), each
-    query's own id (`exclude`) left out of its results."""
+    query's own id (`exclude`) left out of its results. Where fewer than k neighbours exist (a
+    small table, a small owner) the missing places hold id -1 and distance inf."""
     ids = np.arange(len(vectors)) if ids is None else np.asarray(ids)
     base = _normalise(vectors)
     q = _normalise(queries)
-    if exclude is not None:
+    if exclude is not None and len(ids):
         order = np.argsort(ids)
         slots = np.clip(np.searchsorted(ids, exclude, sorter=order), 0, len(ids) - 1)
         positions = order[slots]
         present = ids[positions] == exclude  # a query's own row may be outside a filtered base
-    out_ids = np.empty((len(q), k), dtype=ids.dtype)
-    out_d = np.empty((len(q), k), dtype=np.float64)
-    for lo in range(0, len(q), chunk):
+    take = min(k, len(ids))
+    out_ids = np.full((len(q), k), -1, dtype=ids.dtype)
+    out_d = np.full((len(q), k), np.inf, dtype=np.float64)
+    for lo in range(0, len(q) if take else 0, chunk):
         sims = q[lo:lo + chunk] @ base.T
-        if exclude is not None:
+        if exclude is not None and len(ids):
             rows_ = np.flatnonzero(present[lo:lo + chunk])
             sims[rows_, positions[lo:lo + chunk][rows_]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
         top_sims = np.take_along_axis(sims, top, axis=1)
         order_k = np.argsort(-top_sims, axis=1, kind="stable")
         top = np.take_along_axis(top, order_k, axis=1)
-        out_ids[lo:lo + chunk] = ids[top]
-        out_d[lo:lo + chunk] = 1.0 - np.take_along_axis(top_sims, order_k, axis=1)
+        top_sims = np.take_along_axis(top_sims, order_k, axis=1)
+        out_ids[lo:lo + chunk, :take] = np.where(np.isfinite(top_sims), ids[top], -1)
+        out_d[lo:lo + chunk, :take] = 1.0 - top_sims  # an excluded row: -inf similarity, inf distance
     return GroundTruth(out_ids, out_d)
+
+
+# Two distances this close are one: numpy's float32 products and pgvector's float arithmetic differ
+# in the last digits, and copies of one image are at exactly the same distance from any query.
+TIE_TOLERANCE = 1e-5
 
 
 def recall_at_k(truth: GroundTruth, found_ids: Sequence[Sequence[int]],
                 found_distances: Sequence[Sequence[float]] | None = None,
-                tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: plain recall (|found ∩ true| / k), and recall counting a found neighbour as
-    right when its distance ties the k-th true distance within `tolerance` (equidistant points
-    are equally correct answers)."""
+                tolerance: float = TIE_TOLERANCE) -> np.ndarray:
+    """Recall@k of each search: the share of its true neighbours it returned. A returned row
+    whose distance ties the k-th true distance (within `tolerance`) is as right as the row the
+    truth happened to list (copies of one image are interchangeable), and the denominator is the
+    neighbours that exist: min(k, rows), less the query's own row for similar assets. An exact
+    search scores 1.0 on any data."""
     k = truth.ids.shape[1]
-    plain = np.array([len(set(map(int, f[:k])) & set(map(int, t))) / k for f, t in zip(found_ids, truth.ids)])
-    if found_distances is None:
-        return plain, plain
-    tolerant = np.array([
-        min(k, sum(1 for d in fd[:k] if d <= kth + tolerance)) / k
-        for fd, kth in zip(found_distances, truth.distances[:, -1])])
-    return plain, np.maximum(plain, tolerant)
+    out = np.empty(len(truth.ids))
+    for i, (true_ids, true_d) in enumerate(zip(truth.ids, truth.distances)):
+        exists = np.isfinite(true_d)
+        want = int(exists.sum())
+        if want == 0:
+            out[i] = 1.0
+            continue
+        right = set(map(int, true_ids[exists]))
+        kth = float(true_d[exists][-1])
+        found = list(map(int, found_ids[i][:k]))
+        dists = found_distances[i][:k] if found_distances is not None else [None] * len(found)
+        hits = sum(1 for f, d in zip(found, dists) if f in right or (d is not None and d <= kth + tolerance))
+        out[i] = min(hits, want) / want
+    return out
 
 
 def recall_low(per_query: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from ..db import connect
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
 from ..vectors import as_vectors
+from .lock import hold
 from .truth import GroundTruth, exact_knn
 
 __all__ = ["SCHEMA", "WORKLOAD", "SCRATCH", "SHAPES", "Workload", "prepare", "cleanup"]
@@ -94,8 +95,9 @@ MOST_FREQUENT = "auto"  # filter_owner: the workload's most frequent owner, what
 
 
 def cleanup(url: str) -> None:
-    """Drop the scratch table and every candidate index (also what an interrupted run left)."""
-    with connect(url, autocommit=True) as conn:
+    """Drop the scratch table and every candidate index (also what an interrupted run left); never
+    another run's (TuneRunning while one holds the tune lock)."""
+    with hold(url), connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
 
 
@@ -116,7 +118,7 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
     echo = echo or echo_to()
     if source not in ("auto", "table", "synthetic"):
         raise PgvkitError(f"source must be auto, table or synthetic, not {source!r}")
-    with connect(url, autocommit=True) as conn:
+    with hold(url), connect(url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
             raise PgvkitError(f"the vector extension is not created in {conn.info.dbname}; run pgvkit migrate first "
                               "(pgvkit doctor says why if that fails)")
