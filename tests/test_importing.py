@@ -325,3 +325,50 @@ def test_a_dirty_failed_or_missing_old_history_stops_baseline_with_one_line(db_u
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT to_regclass('pgvkit.migration_events')").fetchone()[0] is None or \
             conn.execute("SELECT count(*) FROM pgvkit.migration_events").fetchone()[0] == 0
+
+
+# -- an empty down is the tool's "nothing to undo" (issue 23, case 8) ---------------------------------
+
+EMPTY_DOWNS = {
+    "goose": {"00001_enable_vector.sql": "-- +goose Up\nCREATE EXTENSION IF NOT EXISTS vector;\n\n-- +goose Down\n",
+              "00002_items.sql": "-- +goose Up\nCREATE TABLE items (id int, embedding vector(3));\n\n"
+                                 "-- +goose Down\nDROP TABLE items;\n"},
+    "dbmate": {"20240101000000_enable_vector.sql": "-- migrate:up\ncreate extension if not exists vector;\n\n"
+                                                   "-- migrate:down\n-- nothing: other schemas use it\n",
+               "20240102000000_items.sql": "-- migrate:up\ncreate table items (id int, embedding vector(3));\n\n"
+                                           "-- migrate:down\ndrop table items;\n"},
+    "golang-migrate": {"1_enable_vector.up.sql": "CREATE EXTENSION IF NOT EXISTS vector;\n",
+                       "1_enable_vector.down.sql": "",
+                       "2_items.up.sql": "CREATE TABLE items (id int, embedding vector(3));\n",
+                       "2_items.down.sql": "DROP TABLE items;\n"},
+}
+
+
+@pytest.mark.parametrize("tool", list(EMPTY_DOWNS))
+def test_an_empty_down_section_becomes_a_down_file_that_undoes_nothing_and_rollback_passes_through_it(
+        tool, db_url, tmp_path):
+    target = lay_out(tmp_path / "migrations", {})
+    plan = plan_import(tool, lay_out(tmp_path / tool, EMPTY_DOWNS[tool]), target)
+    assert [r["down"] for r in plan.rows()] == ["nothing to undo", "yes"]
+    plan.write()
+    down = (target / "001_enable_vector.down.sql").read_text()
+    assert "nothing to undo" in down and f"as `{tool} down` would" in down
+    env = {"DATABASE_URL": db_url, "PGVKIT_MIGRATIONS": str(target)}
+    assert run_cli("migrate", env=env).returncode == 0
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    rolled = run_cli("rollback", "--to", "0", "--yes", "--confirm-database", name, env=env)
+    assert rolled.returncode == 0, rolled.stderr
+    assert tables(db_url) == set()
+    with psycopg.connect(db_url) as conn:  # as the tool's own down: the extension stays
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM pgvkit.schema_migrations WHERE status = 'applied'").fetchone()[0] == 0
+
+
+def test_goose_files_copied_beside_pgvkits_own_are_named_as_goose_before_their_numbers(migrations_dir):
+    directory = migrations_dir({"001_init_vector_store.sql": (MIGRATIONS / "001_init_vector_store.sql").read_text(),
+                                "00001_init.sql": GOOSE["20240101120000_vector_records.sql"],
+                                "00002_hnsw.sql": GOOSE["20240102090000_vector_records_hnsw.sql"]})
+    with pytest.raises(MigrationFileError) as refused:
+        Migrator("postgresql:///unused", directory, echo=lambda _: None).read()
+    assert "00001_init.sql:1: holds goose's marker `-- +goose Up`" in str(refused.value)
+    assert "pgvkit import --from goose DIR" in str(refused.value) and "duplicate" not in str(refused.value)

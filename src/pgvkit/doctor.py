@@ -20,7 +20,7 @@ from .errors import ConnectionFailed, PgvkitError
 from .explain import explain
 from .migrator import Migrator, objects_present
 from .sizing import ROWS_PER_LIST, hnsw_build_bytes, ivfflat_build_bytes, mb
-from .verify import Recreate, check_grants, check_invalid_indexes, schema_checks
+from .verify import Recreate, check_grants, check_invalid_indexes, check_tune_leftovers, schema_checks
 
 __all__ = [
     "Finding",
@@ -78,6 +78,7 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
             report.checks.append(_from_verify("invalid indexes", check_invalid_indexes(conn, table)))
             report.checks.append(_from_verify("application role", check_grants(conn, table)))
             report.checks += _locks(conn, table)
+        report.checks.append(check_tune_leftovers(conn))
     return report
 
 
@@ -171,10 +172,12 @@ def _privileges(conn, info, table: str) -> list[Check]:
                              "since PostgreSQL 15 only public's owner may create there by default; "
                              "CREATE TABLE fails with: permission denied for schema public",
                              f"as the schema owner: GRANT CREATE ON SCHEMA public TO {ident}; (or migrate as the database owner)"))
-    if owner is not None and not owns_table:
+    if owner is not None and not owns_table:  # never hand the team's table to another role
         needs.append(Check("privileges", "fail", f"{table} is owned by {owner}, not {user}",
                              "CREATE INDEX, ALTER TABLE and DROP need ownership: migrations fail with: must be owner of table",
-                             f"run migrations as {owner}, or: ALTER TABLE {table} OWNER TO {ident};"))
+                             f"run pgvkit migrate as {owner} (--database-url with that user); a role that only reads, "
+                             f"searches or tunes needs no ownership (pgvkit tune: SELECT on {table} and "
+                             f"GRANT USAGE, CREATE ON SCHEMA pgvkit TO {ident};)"))
     return needs or [Check("privileges", "pass", f"{user} may create what migrations need")]
 
 

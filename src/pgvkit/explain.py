@@ -39,7 +39,12 @@ EXPLANATIONS = [
     (r"must be owner of (?:table|relation|index) (\w+)",
      "privileges", "only the owner of {0} may change it",
      "DDL (CREATE INDEX, ALTER TABLE) needs ownership, not just grants",
-     "run the migration as the owner, or: ALTER TABLE {0} OWNER TO <role>;"),
+     "run the migration as the owner of {0} (pgvkit doctor names it); never hand the table to another role"),
+    (r"permission denied for database \"?([\w$-]+)",
+     "privileges", "this role may not create schemas in database {0}",
+     "pgvkit keeps its history and tune's scratch copy in schema pgvkit; creating it needs CREATE on the database",
+     "run pgvkit migrate once as the database owner (it makes schema pgvkit), or as the owner: "
+     "GRANT CREATE ON DATABASE {0} TO <role>;"),
     (r'relation "([\w.]+)" does not exist',
      "migrations", "{0} does not exist",
      "the migrations did not run on this database (the docker init dir only runs on an empty data directory)",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pglast import parser
 
-__all__ = ["Marker", "MARKERS", "find_markers", "comment_text", "foreign_syntax"]
+__all__ = ["Marker", "MARKERS", "find_markers", "comment_text", "marker_refusal", "foreign_syntax"]
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,24 @@ def find_markers(text: str) -> list[tuple[int, Marker, str]]:
     return found
 
 
+def marker_refusal(text: str) -> tuple[int, str] | None:
+    """The first other tool's marker, as (line, whose it is and the fix); None when there is none."""
+    markers = find_markers(text)
+    if not markers:
+        return None
+    line, marker, raw = markers[0]
+    how = (f"bring {marker.tool} files in with: pgvkit import --from {marker.tool} DIR" if marker.importable else
+           "split it: the up section into NNN_name.sql, the down section into NNN_name.down.sql")
+    return line, (f"holds {marker.tool}'s marker `{raw}`: pgvkit runs a whole file, so its down section would run "
+                  f"right after its up section; {how}")
+
+
 def foreign_syntax(text: str) -> tuple[int, str] | None:
     """The first thing in the file that is not SQL the server runs as pgvkit runs it, as (line,
     what it is and the fix); None when there is none."""
-    markers = find_markers(text)
-    if markers:
-        line, marker, raw = markers[0]
-        how = (f"bring {marker.tool} files in with: pgvkit import --from {marker.tool} DIR" if marker.importable else
-               "split it: the up section into NNN_name.sql, the down section into NNN_name.down.sql")
-        return line, (f"holds {marker.tool}'s marker `{raw}`: pgvkit runs a whole file, so its down section would run "
-                      f"right after its up section; {how}")
+    marker = marker_refusal(text)
+    if marker:
+        return marker
     tokens = _tokens(text)
     for i, tok in enumerate(tokens):
         if tok.name == "ASCII_92" and text[text.rfind("\n", 0, tok.start) + 1:tok.start].strip() == "":

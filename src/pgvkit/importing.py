@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pglast import split
 from psycopg import sql
 
 from .display import Table
@@ -31,6 +32,9 @@ __all__ = ["TOOLS", "Foreign", "ImportPlan", "ImportRefused", "read_foreign", "p
 TOOLS = ("goose", "dbmate", "golang-migrate", "flyway")
 HEADER = re.compile(r"^-- Imported by pgvkit from (?P<tool>[\w-]+) (?P<version>\S+) \((?P<file>[^)]*)\)$", re.M)
 NO_TRANSACTION = "-- pgvkit:no-transaction"
+NOTHING_TO_UNDO = ("-- {tool}'s down for {file} is empty: nothing to undo. Rolling back past this migration changes\n"
+                   "-- nothing, as `{tool} down` would; the statement below only gives pgvkit one to run.\n"
+                   "SELECT 1;\n")
 
 
 class ImportRefused(PgvkitError):
@@ -64,12 +68,13 @@ def _blank(lines: list[str], keep) -> str:
 
 def _sections(tool: str, up_marker: str, m: re.Match, path: Path, lines: list[str], sections: dict,
               no_tx: bool) -> Foreign:
-    """One file holding both directions (goose, dbmate): the line numbers of each section."""
+    """One file holding both directions (goose, dbmate): the line numbers of each section. A down
+    marker with nothing under it is the tool's "nothing to undo" (down ""), not a missing down."""
     if not sections["up"]:
         raise ImportRefused(f"{path}: no {up_marker}; {tool} needs one too")
-    down = _blank(lines, sections["down"].__contains__)
+    down = _blank(lines, sections["down"].__contains__) if "down" in sections["seen"] else None
     return Foreign(tool, m[1], _name(m[2]), path, _blank(lines, sections["up"].__contains__),
-                   path if down.strip() else None, down if down.strip() else None, no_tx, (int(m[1]),))
+                   path if down is not None else None, down, no_tx, (int(m[1]),))
 
 
 def _goose(directory: Path) -> list[Foreign]:
@@ -81,12 +86,13 @@ def _goose(directory: Path) -> list[Foreign]:
         if m[3] == "go":
             raise ImportRefused(f"{path}: a Go migration; pgvkit runs SQL only: write what it does as SQL first")
         lines = path.read_text(encoding="utf-8").split("\n")
-        section, sections, no_tx = None, {"up": set(), "down": set()}, False
+        section, sections, no_tx = None, {"up": set(), "down": set(), "seen": set()}, False
         for i, line in enumerate(lines):
             if line.startswith("-- +goose") or line.lower().startswith("-- +goose"):
                 word = comment_text(line)[len("+goose"):].strip().lower()
                 if word in ("up", "down"):
                     section = word
+                    sections["seen"].add(word)
                 elif word == "no transaction":
                     no_tx = True
                 elif word.startswith("envsub") and word != "envsub off":
@@ -111,11 +117,12 @@ def _dbmate(directory: Path) -> list[Foreign]:
         if not m:
             continue
         lines = path.read_text(encoding="utf-8").split("\n")
-        section, sections, no_tx = None, {"up": set(), "down": set()}, False
+        section, sections, no_tx = None, {"up": set(), "down": set(), "seen": set()}, False
         for i, line in enumerate(lines):
             marker = re.match(r"^--\s*migrate:(up|down)\b(.*)$", line.strip(), re.I)
             if marker:
                 section = marker[1].lower()
+                sections["seen"].add(section)
                 options = dict(o.split(":", 1) for o in marker[2].split() if ":" in o)
                 if options.get("transaction") == "false":
                     no_tx = True
@@ -260,7 +267,10 @@ def plan_import(tool: str, source: Path | str, migrations_dir: Path | str | None
             continue
         up, up_no_tx = _translate(f.up, f.up_path, f.no_transaction)
         down = down_no_tx = None
-        if f.down is not None:
+        undoes_nothing = f.down is not None and not split(f.down)
+        if undoes_nothing:  # the tool's "nothing to undo": a down file that does nothing
+            down, down_no_tx = NOTHING_TO_UNDO.format(tool=tool, file=f.down_path.name), False
+        elif f.down is not None:
             down, down_no_tx = _translate(f.down, f.down_path, f.no_transaction)
         number += 1
         label = f"{number:0{width}d}"
@@ -276,7 +286,7 @@ def plan_import(tool: str, source: Path | str, migrations_dir: Path | str | None
                                + f"-- Down of {label}_{f.name}, imported from {tool} {f.version} ({f.down_path.name})\n\n"
                                + down))
         plan.rows_.append({"from": f.up_path.name, "version": f.version, "to": up_path.name,
-                           "mode": "no-transaction" if up_no_tx else "transaction", "down": "yes" if down else "no"})
+                           "mode": "no-transaction" if up_no_tx else "transaction", "down": "nothing to undo" if undoes_nothing else "yes" if down else "no"})
     return plan
 
 

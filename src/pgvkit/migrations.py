@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, MigrationFileError
+from .foreign import marker_refusal
 from .sqlfile import SQLFile, read_sql_file
 
 __all__ = ["Migration", "read_migrations", "default_migrations_dir", "directory_notes", "MAX_VERSION"]
@@ -67,11 +68,11 @@ def read_migrations(directory: Path | str | None = None) -> list[Migration]:
             f"migrations directory {directory} does not exist; "
             "run pgvkit from the project root or pass --migrations DIR"
         )
+    files = [p for p in sorted(directory.iterdir()) if p.name.endswith(".sql") and p.is_file()]
+    _refuse_other_tools(files)
     ups: dict[int, tuple[str, str, Path]] = {}
     downs: dict[int, tuple[str, Path]] = {}
-    for path in sorted(directory.iterdir()):
-        if not path.name.endswith(".sql") or not path.is_file():
-            continue
+    for path in files:
         m = _NAME.match(path.name)
         if not m:
             tool = next(((t, fix) for t, pattern, fix in _FOREIGN_NAMES if pattern.match(path.name)), None)
@@ -109,6 +110,20 @@ def read_migrations(directory: Path | str | None = None) -> list[Migration]:
         down = read_sql_file(downs[version][1]) if version in downs else None
         migrations.append(Migration(version, label, name, read_sql_file(path), down))
     return migrations
+
+
+def _refuse_other_tools(files: list[Path]) -> None:
+    """Another tool's files copied in (goose's `00001_init.sql` beside `001_init_vector_store.sql`)
+    are named as such before any check of names or numbers: renumbering would not make them run
+    right, importing them would."""
+    for path in files:
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            continue  # read_sql_file says so, with the line
+        found = marker_refusal(text)
+        if found:
+            raise MigrationFileError(f"{path}:{found[0]}", found[1])
 
 
 def directory_notes(directory: Path | str | None = None) -> list[str]:

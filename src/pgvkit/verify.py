@@ -203,6 +203,13 @@ def check_recall(conn, table: str) -> Check:
     return Check("recall", "pass", f"recall@{k} {figures} (target {audits[0]['target']}, audited {when})")
 
 
+def check_tune_leftovers(conn) -> Check:
+    """A scratch copy (pgvkit.tune_workload) that a killed tuning run left behind."""
+    from .tuning.scratch_copy import leftover
+
+    return leftover(conn)
+
+
 def check_invalid_indexes(conn, table: str) -> Check:
     rows = _q(conn, "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                     " WHERE i.indrelid = to_regclass(%s) AND NOT i.indisvalid", [_qualified(conn, table)])
@@ -275,6 +282,7 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768
                 report.checks.append(check_vector_indexes(conn, table, dimension))
             if ext.status != "fail" and schema[0].status == "pass":  # the health checks read the embedding column
                 report.checks += health_checks(conn, table, dimension) + [check_recall(conn, table)]
+        report.checks.append(check_tune_leftovers(conn))
     report.checks.append(check_history(url, migrations_dir))
     return report
 

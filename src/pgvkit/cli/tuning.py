@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..db import connect
 from ..errors import PgvkitError
 from .base import Command, print_json
 from .inserts import vector_file
@@ -32,6 +33,8 @@ def _tune_arguments(p) -> None:
                         "out (default: what effective_cache_size leaves beside the table; 'none': no limit)")
     p.add_argument("--write-migration", action="store_true",
                    help="write the recommendation as the next numbered migration (and its down file)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="only drop what a killed tuning run left (pgvkit.tune_workload, its candidate indexes) and exit")
     p.add_argument("--allow-query-change", action="store_true",
                    help="let the recommendation and its migration change the index kind (halfvec, binary): only "
                         "search_assets can use such an index, direct ORDER BY embedding <=> ... queries lose theirs "
@@ -48,6 +51,12 @@ def tune(args, ctx) -> int:
     if args.k < 1 or args.queries < 2 or (args.rows is not None and args.rows < args.k + 1):
         raise PgvkitError("--k and --queries must be positive and --rows larger than k, e.g. --k 10 --rows 20000")
     url, echo = ctx.target.url, ctx.echo
+    if args.cleanup:
+        with connect(url) as conn:
+            left = tuning.scratch_copy.leftover(conn)
+        tuning.cleanup(url)  # refused in one line while a run holds the lock
+        echo(f"dropped {left.detail.split(' was left')[0]}" if left.status == "warn" else "nothing to clean up")
+        return 0
     shapes = ("new", "similar") if args.shape == "both" else (args.shape,)
     candidates = parse_candidates(args.candidates)
     budget = args.memory_budget.strip().lower()

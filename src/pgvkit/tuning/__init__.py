@@ -21,6 +21,7 @@ from .migration import QueryChangeRefused, write_migration
 from .pipeline import resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, recommend
+from . import scratch_copy
 from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
 from .sweep import Point, SweepResult, candidates, default_grid, settings_of, sweep
 from .truth import MARGIN_SE, GroundTruth, exact_knn, recall_at_k, recall_low

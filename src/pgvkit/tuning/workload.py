@@ -15,14 +15,14 @@ from ..db import connect
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
 from ..vectors import as_vectors
+from . import scratch_copy
 from .lock import hold
+from .scratch_copy import SCHEMA, SCRATCH, WORKLOAD
 from .truth import GroundTruth, exact_knn
 
 __all__ = ["SCHEMA", "WORKLOAD", "SCRATCH", "SHAPES", "Workload", "prepare", "cleanup"]
 
 
-SCHEMA = "pgvkit"
-WORKLOAD = "tune_workload"
 
 
 SHAPES = {"new": "new vectors (not in the index)", "similar": "similar assets (rows of the index, each left out "
@@ -90,7 +90,6 @@ class Workload:
         return exact_knn(self.vectors[mask], self.queries, self.k, ids=self.ids[mask], exclude=self.query_ids)
 
 
-SCRATCH = sql.Identifier(SCHEMA, WORKLOAD)
 MOST_FREQUENT = "auto"  # filter_owner: the workload's most frequent owner, whatever the team calls it
 
 
@@ -124,6 +123,7 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
                               "(pgvkit doctor says why if that fails)")
         register_vector(conn)
         live = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0]
+        scratch_copy.require_privileges(conn, table if live else None)
         live_rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0] \
             if live else 0
         dims = column_dimension(conn, table) if live else 768
@@ -139,22 +139,13 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
         if source == "table" and live_rows < 4 * queries + k + 1:
             raise PgvkitError(f"{table} holds {live_rows} rows, too few to tune on; use --source synthetic "
                               "(or load data first)")
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
         # no index on owner_id: filtered queries must go through the vector index under test
         if source == "table":
-            # the live table's own columns: the planner costs a scan by the table's pages, and with
-            # 768-d vectors stored out of line those come from the other columns, so a narrower copy
-            # would let EXPLAIN pick the index where the live table would not (seen: hnsw.ef_search
-            # = 40 on 28,000 rows, index on a 3-column copy, sequential scan on the live table)
-            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(SCRATCH, sql.Identifier(table)))
-            conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(SCRATCH))
+            scratch_copy.create(conn, table)
             n = min(rows or live_rows, live_rows)
-            echo(f"sampling {n:,} of {live_rows:,} rows of {table} into {SCHEMA}.{WORKLOAD}")
+            echo(f"sampling {n:,} of {live_rows:,} rows of {table} into {SCHEMA}.{WORKLOAD} (id, owner_id, embedding)")
             conn.execute(sql.SQL("SELECT setseed(%s)"), [((seed % 1000) / 1000.0)])
-            conn.execute(sql.SQL(
-                "INSERT INTO {} SELECT * FROM {} WHERE vector_norm(embedding) > 0"
-                " ORDER BY random() LIMIT {}").format(SCRATCH, sql.Identifier(table), sql.Literal(n)))
+            conn.execute(scratch_copy.fill(conn, table, n))
             ids, vectors = read_vectors(conn, sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(
                 SCRATCH), dims)
             rng = np.random.default_rng(seed)
@@ -179,8 +170,7 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
                                 similar_fresh=similar[queries:], similar_fresh_ids=similar_ids[queries:],
                                 live_rows=live_rows, query_source=query_source)
         else:
-            conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, owner_id text, embedding vector({}) NOT NULL)")
-                         .format(SCRATCH, sql.Literal(dims)))
+            scratch_copy.create_synthetic(conn, dims)
             n = rows or 20_000
             echo(f"generating {n:,} synthetic {dims}-d embeddings (topics) into {SCHEMA}.{WORKLOAD}")
             # many small topics of uneven size and spread: a new vector is as much harder to find
