@@ -62,6 +62,8 @@ def tune(args, ctx) -> int:
     budget = args.memory_budget.strip().lower()
     budget = budget if budget in ("auto", "none") else parse_size(args.memory_budget)
     query_vectors = vector_file(args.query_file, url) if args.query_file else None
+    if args.write_migration:  # before the sweep, not after minutes of it
+        tuning.refuse_stacking(url, ctx.migrations_dir)
     _, result, rec = tuning.tune(url, target=args.target_recall, k=args.k, rows=args.rows, queries=args.queries,
                                  source=args.source, seed=args.seed, filter_owner=args.filter_owner, shapes=shapes,
                                  query_vectors=query_vectors, candidates=candidates,

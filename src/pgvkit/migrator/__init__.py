@@ -23,7 +23,7 @@ from ..migrations import Migration, default_migrations_dir, directory_notes, rea
 from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
 from .plan import (Plan, apply_steps, check_down_files, check_extensions, direct_query_notes, rollback_steps,
-                   rollback_targets)
+                   rollback_targets, stacked_notes)
 from .records import record_baseline, record_repair
 from .status import StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
 
@@ -68,7 +68,8 @@ class Migrator:
             to_apply = pending(migrations, rows)
             check_extensions(conn, to_apply)
             return Plan(conn.info.dbname, apply_steps(to_apply, rows),
-                        notes=directory_notes(self._dir()) + direct_query_notes(conn, to_apply))
+                        notes=directory_notes(self._dir()) + direct_query_notes(conn, to_apply)
+                        + stacked_notes(to_apply))
 
     def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
         """A dry run of rollback: each down file that would run, newest first, and what it drops."""

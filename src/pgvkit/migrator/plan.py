@@ -12,7 +12,9 @@ from ..errors import ExtensionNotOnServer, ExtensionUnavailable, RollbackError
 from ..migrations import Migration
 
 __all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
-           "direct_query_notes"]
+           "direct_query_notes", "replaced_indexes", "stacked_notes", "TUNE_WRITTEN"]
+
+TUNE_WRITTEN = "-- Written by pgvkit tune on "  # the second line of every migration pgvkit tune writes
 
 _NO_EXTENSION = {  # what to do instead when a server lacks an extension migrations often start with
     "pgcrypto": "if it is for gen_random_uuid(), that is built in since PostgreSQL 13: drop the CREATE EXTENSION",
@@ -155,4 +157,38 @@ def direct_query_notes(conn, to_apply: list[Migration], table: str = "ip_asset_e
                          f"queries use, and creates none they can: after it only search_assets searches {table} "
                          "through an index; move every direct query to search_assets before applying it (README: "
                          "Moving the application)")
+    return notes
+
+
+def replaced_indexes(m: Migration) -> set[str]:
+    """The index names a migration's up file creates, drops or renames to: what it replaces."""
+    names = set()
+    for st in m.up.statements:
+        node = st.node
+        if isinstance(node, ast.DropStmt) and node.removeType == enums.ObjectType.OBJECT_INDEX:
+            names |= {obj[-1].sval for obj in node.objects}
+        elif isinstance(node, ast.IndexStmt) and node.idxname:
+            names.add(node.idxname)
+        elif isinstance(node, ast.RenameStmt) and node.renameType == enums.ObjectType.OBJECT_INDEX:
+            names.add(node.newname)
+    return names
+
+
+def stacked_notes(to_apply: list[Migration]) -> list[str]:
+    """A migration pgvkit tune wrote while another pending migration replaces the same index: its
+    down file restores the index that stood when it was written, not what the earlier one leaves,
+    so rolling it back would bring back neither."""
+    notes = []
+    for i, later in enumerate(to_apply):
+        if TUNE_WRITTEN not in later.up.text:
+            continue
+        mine = replaced_indexes(later) - {n for n in replaced_indexes(later) if n.endswith(("_next", "_prev"))}
+        for earlier in to_apply[:i]:
+            shared = mine & replaced_indexes(earlier)
+            if shared:
+                notes.append(f"{later.id} was written by pgvkit tune before {earlier.id} ran, and both replace "
+                             f"{', '.join(sorted(shared))}: its down file would restore the index that stood before "
+                             f"{earlier.id}, not what {earlier.id} leaves; delete {later.id}'s two files, pgvkit migrate, "
+                             "then tune again")
+                break
     return notes

@@ -17,7 +17,7 @@ plots draws the trade-off; pipeline's `tune()` runs steps 1 to 6, as `pgvkit tun
 
 from .build import SEARCH_PARAM, Config, build, build_settings, spare_memory
 from .measure import IndexNotUsed, measure, plan_index, query_shape, require_index
-from .migration import QueryChangeRefused, write_migration
+from .migration import QueryChangeRefused, StackedTuning, refuse_stacking, write_migration
 from .pipeline import resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, recommend
@@ -36,6 +36,8 @@ __all__ = [
     "Recommendation",
     "IndexNotUsed",
     "QueryChangeRefused",
+    "StackedTuning",
+    "refuse_stacking",
     "prepare",
     "exact_knn",
     "recall_at_k",

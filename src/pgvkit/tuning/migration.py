@@ -24,14 +24,40 @@ from ..errors import PgvkitError
 from ..indexes import TUNED_BY, VectorIndex, search_index
 from ..kinds import KINDS, RERANK_DEPTH, function_sql
 from ..migrations import default_migrations_dir, read_migrations
+from ..migrator.plan import TUNE_WRITTEN, replaced_indexes
 from .build import SEARCH_PARAM, build_settings
 from .recommend import Recommendation, figures
 
-__all__ = ["write_migration", "QueryChangeRefused"]
+__all__ = ["write_migration", "QueryChangeRefused", "StackedTuning", "refuse_stacking"]
 
 
 class QueryChangeRefused(PgvkitError):
     """The recommended index serves only search_assets, and the query change was not allowed."""
+
+
+class StackedTuning(PgvkitError):
+    """A pending migration replaces the index a new tuning migration would replace."""
+
+
+def refuse_stacking(url: str, migrations_dir: str | Path | None = None, table: str = "ip_asset_embeddings",
+                    index: str = "idx_embedding_cosine") -> None:
+    """A tuning migration's down file restores the index that stands when it is written: refuse to
+    write one while a pending migration replaces that index (or was written by tune), since its
+    rollback would restore neither what the pending one leaves nor what stood before it."""
+    existing = read_migrations(Path(migrations_dir or default_migrations_dir()))
+    with connect(url) as conn:
+        recorded = history.applied(conn)
+        live = search_index(conn, table)
+    target = live.name if live else index
+    for m in existing:
+        done = recorded.get(m.version)
+        if done is not None and done.status in ("applied", "baselined"):
+            continue
+        if target in replaced_indexes(m) or TUNE_WRITTEN in m.up.text:
+            raise StackedTuning(
+                f"{m.path.name} is not applied yet and replaces {target} too: a tuning migration written now would, "
+                f"on rollback, restore the index that stands today instead of what {m.id} leaves; apply it first "
+                f"(pgvkit migrate) and tune again, or delete {m.id}'s files")
 
 
 def _current_setting(conn, name: str) -> str | None:
@@ -117,6 +143,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         raise PgvkitError("no configuration met the target, so there is no migration to write; "
                           "lower --target-recall or widen the sweep")
     directory = Path(migrations_dir or default_migrations_dir())
+    refuse_stacking(url, directory, table, index)
     existing = read_migrations(directory)
     p = recommendation.point
     kind = p.config.kind
@@ -164,7 +191,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
                        + function_sql(conn, kind, dims, _bound_after(bound, changes),
                                       sql.Identifier(table_schema, table_name)))
         up = (f"-- pgvkit:no-transaction\n"
-              f"-- Written by pgvkit tune on {stamp}; {replaces}. Measured on {recommendation.workload}:\n"
+              f"{TUNE_WRITTEN}{stamp}; {replaces}. Measured on {recommendation.workload}:\n"
               f"--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
               f" p95 {p.p95_ms:.2f} ms,"
               f" build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB\n"
