@@ -30,6 +30,7 @@ class Kind:
     opclass: str
     bytes_per_dim: float  # what one dimension costs in the index
     methods: tuple[str, ...]  # the access methods the tuner tries for it
+    max_dims: int  # the most dimensions pgvector's IVFFlat / HNSW index pages take for it
 
     @property
     def direct(self) -> bool:
@@ -68,9 +69,9 @@ class Kind:
 
 
 KINDS = {
-    "vector": Kind("vector", "vector_cosine_ops", 4, ("ivfflat", "hnsw")),
-    "halfvec": Kind("halfvec", "halfvec_cosine_ops", 2, ("ivfflat", "hnsw")),
-    "binary": Kind("binary", "bit_hamming_ops", 1 / 8, ("hnsw",)),
+    "vector": Kind("vector", "vector_cosine_ops", 4, ("ivfflat", "hnsw"), 2_000),
+    "halfvec": Kind("halfvec", "halfvec_cosine_ops", 2, ("ivfflat", "hnsw"), 4_000),
+    "binary": Kind("binary", "bit_hamming_ops", 1 / 8, ("hnsw",), 64_000),
 }
 
 

@@ -174,6 +174,24 @@ def check_zero_vectors(conn, table: str) -> Check:
     return Check("zero vectors", "pass", "none")
 
 
+def check_null_embeddings(conn, table: str) -> Check:
+    """Rows with no embedding are in no search's answer, and a nullable column lets the pipeline
+    store them silently (the seed's column is NOT NULL; a table made by hand may not be)."""
+    (nullable,) = _q(conn, "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+                           " AND attname = 'embedding'", [_qualified(conn, table)])[0]
+    (missing,) = _q(conn, sql.SQL("SELECT count(*) FROM {} WHERE embedding IS NULL").format(sql.Identifier(table)))[0]
+    not_null = sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET NOT NULL;").format(
+        sql.Identifier(table)).as_string(conn)
+    if missing:
+        return Check("null embeddings", "warn", f"{missing} rows have no embedding (NULL): no search ever returns them",
+                     fix=f"re-embed those rows (SELECT asset_id FROM {table} WHERE embedding IS NULL), then in a "
+                         f"migration: {not_null}")
+    if nullable:
+        return Check("null embeddings", "warn", "none yet, but the embedding column is nullable: a failed embedding "
+                     "step stores rows no search returns", fix=f"in a migration: {not_null}")
+    return Check("null embeddings", "pass", "none (the column is NOT NULL)")
+
+
 def check_recall(conn, table: str) -> Check:
     """The latest pgvkit recall audit of the index and settings in place now."""
     from .recall import SETTINGS, latest_audits
@@ -263,7 +281,7 @@ def schema_checks(conn, table: str, dimension: int = 768, recreate: Recreate | N
 def health_checks(conn, table: str, dimension: int = 768) -> list[Check]:
     """What makes searches good or bad on a correct schema: data for IVFFlat, zero vectors, the
     query plan and the query-time setting."""
-    return [check_ivfflat_data(conn, table), check_zero_vectors(conn, table),
+    return [check_ivfflat_data(conn, table), check_zero_vectors(conn, table), check_null_embeddings(conn, table),
             check_index_used(conn, table, dimension), check_probes(conn, table),
             check_search_function(conn, table, dimension)]
 

@@ -16,6 +16,7 @@ from psycopg import sql
 from ..db import connect
 from ..display import Echo, Table, echo_to
 from ..errors import PgvkitError
+from ..kinds import KINDS
 from .lock import hold
 from .build import SEARCH_PARAM, Config, build
 from .measure import measure, plan_index, query_shape
@@ -69,7 +70,9 @@ class Point:
             setting += f", filtered, iterative_scan={self.iterative}"
         shape = {f"{prefix}{name}": r(self.shapes[name][key], 4) if name in self.shapes else None
                  for name in ("new", "similar") for prefix, key in (("", "recall"), ("fresh ", "fresh"))}
-        return {"index": self.config.label, "setting": setting, **shape, "decided by": self.decided_by or None,
+        filtered = r(self.recall, 4) if self.iterative is not None else None  # the owner's searches, mean recall
+        return {"index": self.config.label, "setting": setting, **shape, "filtered": filtered,
+                "decided by": self.decided_by or None,
                 "recall": r(self.recall, 4), "p5": r(self.recall_p5, 3), "fresh": r(self.fresh_recall, 4),
                 "p50 ms": r(self.p50_ms), "p95 ms": r(self.p95_ms), "p99 ms": r(self.p99_ms), "qps": r(self.qps, 0),
                 "build s": r(self.build_s), "size MB": round(self.size_bytes / 2**20, 1),
@@ -85,7 +88,7 @@ class SweepResult(Table):
     builds: list[dict] = field(default_factory=list)
     live_rows: int = 0  # the row count "memory MB" is for
     dims: int = 768
-    columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "p5", "p50 ms", "p95 ms", "qps",
+    columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "filtered", "p5", "p50 ms", "p95 ms", "qps",
                "build s", "size MB", "memory MB", "index used", "note")
 
     @property
@@ -161,7 +164,7 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
         truths[shape] = tuple(t or exact_knn(workload.vectors, q, workload.k, ids=workload.ids, exclude=e)
                               for t, q, e in zip(given, (queries, fresh), (own, fresh_own)))
     filtered_truth = workload.filtered_truth() if workload.filter_owner is not None else None
-    configs = candidates(grid)
+    configs = _buildable(candidates(grid), workload.dims, echo)
     result = SweepResult(workload.describe(), workload.k, live_rows=max(workload.live_rows, workload.rows),
                          dims=workload.dims)
     scale = result.live_rows / workload.rows
@@ -210,6 +213,19 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
             conn.execute(sql.SQL("RESET {}").format(sql.SQL(param)))
             conn.execute("RESET hnsw.iterative_scan")
     return result
+
+
+def _buildable(configs: list[Config], dims: int, echo: Echo) -> list[Config]:
+    """The candidates pgvector can build at this many dimensions; a kind it cannot is left out, said why."""
+    too_wide = sorted({c.kind.name for c in configs if dims > c.kind.max_dims})
+    for name in too_wide:
+        echo(f"leaving out {name} indexes: pgvector builds them on at most {KINDS[name].max_dims:,} dimensions, "
+             f"the column has {dims:,}")
+    kept = [c for c in configs if dims <= c.kind.max_dims]
+    if not kept:
+        raise PgvkitError(f"no index kind asked for can be built on {dims:,} dimensions; try --candidates "
+                          + ",".join(k.name for k in KINDS.values() if dims <= k.max_dims))
+    return kept
 
 
 def _filtered_points(conn, workload: Workload, config: Config, param: str, setting: tuple[int, int],

@@ -81,13 +81,18 @@ class Workload:
                      "table grows, so confirm the choice at full size with pgvkit recall")
         if self.filter_owner is not None:
             share = float(np.mean(self.owners == self.filter_owner))
-            text += f"; filtered on owner_id = {self.filter_owner} ({share:.1%} of rows)"
+            text += f"; filtered on owner_id = {_quoted(self.filter_owner)} ({share:.1%} of rows)"
         return text
 
     def filtered_truth(self) -> GroundTruth:
         """Exact neighbours among the rows of filter_owner only."""
         mask = self.owners == self.filter_owner
         return exact_knn(self.vectors[mask], self.queries, self.k, ids=self.ids[mask], exclude=self.query_ids)
+
+
+def _quoted(owner: str) -> str:
+    """An owner id on one line, however it is written (newlines, tabs, quotes): as a SQL literal would show it."""
+    return "'" + owner.replace("'", "''").encode("unicode_escape").decode("ascii") + "'"
 
 
 MOST_FREQUENT = "auto"  # filter_owner: the workload's most frequent owner, whatever the team calls it
