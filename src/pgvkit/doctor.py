@@ -239,7 +239,9 @@ def _index_builds(conn, table: str, dimension: int) -> list[Check]:
     mwm, max_samples = conn.execute(
         "SELECT (SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'),"
         # pgvector samples at most MaxHeapTuplesPerPage (291 on 8 kB pages) rows per heap page
-        " pg_relation_size(to_regclass(%s)) / current_setting('block_size')::int * 291",
+        # (of the largest partition on a partitioned table: each partition's index is built on its own)
+        " (SELECT max(pg_relation_size(relid)) FROM pg_partition_tree(to_regclass(%s)) WHERE isleaf)"
+        " / current_setting('block_size')::int * 291",
         [_qualified(conn, table)]).fetchone()
     indexes = conn.execute("""
         SELECT c.relname, am.amname, c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid

@@ -108,8 +108,17 @@ class MigrationDriftError(PgvkitError):
 class MissingMigrationError(PgvkitError):
     """The database has applied a migration whose file is gone."""
 
-    def __init__(self, versions: list[str]):
+    def __init__(self, versions: list[str], stuck: list[str] | None = None):
         self.versions = versions
+        self.stuck = stuck or []
+        if self.stuck:  # never applied: the way out is the file back, or forgetting the attempt
+            first = self.stuck[0].split("_")[0]
+            super().__init__(
+                f"migration(s) {', '.join(self.stuck)} stopped part-way (failed or interrupted) and the file is gone; "
+                f"restore it and pgvkit migrate resumes it, or undo by hand what it ran (pgvkit history) and forget "
+                f"the attempt: pgvkit repair {first} --reason '...'"
+            )
+            return
         names = ", ".join(versions)
         super().__init__(
             f"applied migration(s) {names} have no file in the migrations directory; "

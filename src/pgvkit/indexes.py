@@ -11,7 +11,8 @@ from psycopg import sql
 from .errors import PgvkitError
 from .kinds import KINDS, Kind, kind_of
 
-__all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "searched_index", "search_index", "TUNED_BY"]
+__all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "searched_index", "search_index", "partition_owners",
+           "TUNED_BY"]
 
 COSINE = tuple(k.opclass for k in KINDS.values())  # the operator classes a cosine search can use
 
@@ -105,3 +106,19 @@ def search_index(conn, table: str) -> VectorIndex | None:
                           "each: drop the one search_assets does not use (DROP INDEX CONCURRENTLY ...), "
                           "then run pgvkit tune again")
     return live[0] if live else None
+
+
+def partition_owners(conn, indexes: list[VectorIndex]) -> dict[str, str]:
+    """Each index name a plan may scan, mapped to the table's index it belongs to: the index
+    itself, and on a partitioned table every partition's index attached to it (a plan over
+    partitions names those, never the parent's)."""
+    if not indexes:
+        return {}
+    rows = conn.execute("""
+        WITH RECURSIVE tree(oid, top) AS (
+            SELECT to_regclass(q), name FROM unnest(%s::text[], %s::text[]) AS u(q, name)
+            UNION ALL
+            SELECT i.inhrelid, t.top FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)
+        SELECT c.relname, t.top FROM tree t JOIN pg_class c ON c.oid = t.oid""",
+        [[i.identifier.as_string(conn) for i in indexes], [i.name for i in indexes]]).fetchall()
+    return dict(rows)

@@ -24,6 +24,10 @@ __all__ = ["Memory", "memory", "plot_memory", "index_bytes_per_row", "Budget", "
 
 PAGE = 8192
 
+# a relation and, when it is partitioned, every partition (a partitioned table or index has no
+# storage of its own: pg_table_size says 0 bytes for a table of millions of rows)
+TREE_SIZE = "SELECT coalesce(sum({size}(relid)), 0) FROM pg_partition_tree(%s::regclass)"
+
 
 def index_bytes_per_row(dims: int) -> float:
     """What a vector index costs a row before any is measured: whole vectors per 8 KB page (an
@@ -129,7 +133,7 @@ def memory(url: str, table: str = "ip_asset_embeddings", *, growth: int = 10) ->
     with connect(url) as conn:
         ident = sql.Identifier(table)
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
-        table_bytes = conn.execute("SELECT pg_table_size(%s::regclass)", [ident.as_string(conn)]).fetchone()[0]
+        table_bytes = conn.execute(TREE_SIZE.format(size="pg_table_size"), [ident.as_string(conn)]).fetchone()[0]
         dims = conn.execute(
             "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
             [ident.as_string(conn)]).fetchone()
@@ -137,7 +141,7 @@ def memory(url: str, table: str = "ip_asset_embeddings", *, growth: int = 10) ->
         live = search_index(conn, table)
         index_bytes = 0
         if live is not None:
-            index_bytes = conn.execute("SELECT pg_relation_size(%s::regclass)",
+            index_bytes = conn.execute(TREE_SIZE.format(size="pg_relation_size"),
                                        [sql.Identifier(live.schema, live.name).as_string(conn)]).fetchone()[0]
         settings = dict(conn.execute(
             "SELECT name, setting::bigint * pg_size_bytes(coalesce(nullif(unit, ''), '1')) FROM pg_settings"
@@ -212,10 +216,11 @@ def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
             "SELECT name, setting::bigint * pg_size_bytes(coalesce(nullif(unit, ''), '1')) FROM pg_settings"
             " WHERE name IN ('shared_buffers', 'effective_cache_size')").fetchall())
         machine = _machine_memory(conn)
-        table_bytes, other = conn.execute(
-            "SELECT pg_table_size(%s::regclass), coalesce(sum(pg_relation_size(i.indexrelid)) FILTER (WHERE am.amname"
-            " NOT IN ('ivfflat', 'hnsw')), 0) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = %s::regclass", [ident, ident]).fetchone()
+        table_bytes = conn.execute(TREE_SIZE.format(size="pg_table_size"), [ident]).fetchone()[0]
+        other = conn.execute(
+            "SELECT coalesce(sum(pg_relation_size(t.relid)), 0) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = c.relam, pg_partition_tree(i.indexrelid) t"
+            " WHERE i.indrelid = %s::regclass AND am.amname NOT IN ('ivfflat', 'hnsw')", [ident]).fetchone()[0]
     cache = max(settings["effective_cache_size"], settings["shared_buffers"])
     capped = machine is not None and machine < cache
     cache = min(cache, machine) if capped else cache

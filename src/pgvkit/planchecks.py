@@ -9,7 +9,7 @@ from psycopg import sql
 
 from .checks import Check
 from .errors import PgvkitError
-from .indexes import search_index, vector_indexes
+from .indexes import partition_owners, search_index, vector_indexes
 from .search import exists as search_exists
 
 __all__ = ["planned_vector_index", "check_index_used", "check_vector_indexes"]
@@ -21,11 +21,11 @@ def planned_vector_index(conn, table: str, dimension: int = 768) -> tuple[str | 
     query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT id FROM {} ORDER BY embedding <=> %s::vector LIMIT 10").format(
         sql.Identifier(table))
     probe = "[" + ",".join(["0.1"] * dimension) + "]"
-    names = {i.name for i in vector_indexes(conn, table)}
+    owners = partition_owners(conn, vector_indexes(conn, table))  # a partition's index counts as its table's
 
     def scanned() -> str | None:
         plan = conn.execute(query, [probe]).fetchone()[0]
-        return next((n for n in _index_names(plan[0]["Plan"]) if n in names), None)
+        return next((owners[n] for n in _index_names(plan[0]["Plan"]) if n in owners), None)
 
     with conn.transaction():
         used = scanned()

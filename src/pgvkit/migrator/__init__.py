@@ -22,9 +22,9 @@ from ..errors import ConfigError, ConfirmationRequired, PgvkitError
 from ..migrations import Migration, default_migrations_dir, directory_notes, read_migrations
 from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
-from .plan import (Plan, apply_steps, check_down_files, check_extensions, direct_query_notes, rollback_steps,
-                   rollback_targets, stacked_notes)
-from .records import record_baseline, record_repair
+from .plan import (Plan, apply_steps, check_down_files, check_extensions, check_partitioned, direct_query_notes,
+                   rollback_steps, rollback_targets, stacked_notes)
+from .records import forget_attempt, record_baseline, record_repair
 from .status import StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
 
 __all__ = ["Migrator", "StatusReport", "Plan", "LOCK_KEY", "parse_version", "objects_present"]
@@ -67,6 +67,7 @@ class Migrator:
             check_consistency(migrations, rows)
             to_apply = pending(migrations, rows)
             check_extensions(conn, to_apply)
+            check_partitioned(conn, [m.up for m in to_apply])
             return Plan(conn.info.dbname, apply_steps(to_apply, rows),
                         notes=directory_notes(self._dir()) + direct_query_notes(conn, to_apply)
                         + stacked_notes(to_apply))
@@ -74,11 +75,14 @@ class Migrator:
     def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
         """A dry run of rollback: each down file that would run, newest first, and what it drops."""
         migrations = self.read() if migrations is None else migrations
+        by_version = {m.version: m for m in migrations}
         with connect(self.url) as conn:
             rows = history.applied(conn)
             database = conn.info.dbname
-        targets = rollback_targets(rows, parse_version(to))
-        return Plan(database, rollback_steps(targets, {m.version: m for m in migrations}), verb="roll back")
+            targets = rollback_targets(rows, parse_version(to))
+            steps = rollback_steps(targets, by_version)
+            check_partitioned(conn, [by_version[v].down for v in targets])
+        return Plan(database, steps, verb="roll back")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -108,6 +112,7 @@ class Migrator:
                 raise PgvkitError(hint + " (migrate refuses so as not to record a schema it did not create)")
             to_apply = pending(migrations, rows)
             check_extensions(conn, to_apply)
+            check_partitioned(conn, [m.up for m in to_apply])
             if not to_apply:
                 self.echo(f"{conn.info.dbname}: up to date, nothing to apply")
             for m in to_apply:
@@ -185,6 +190,11 @@ class Migrator:
             rows = history.applied(conn)
             if version not in rows:
                 raise ConfigError(f"migration {version} is not applied; repair only applies to applied migrations")
+            if version not in by_version and rows[version].status in ("running", "failed"):
+                forget_attempt(conn, version, rows[version], reason.strip())
+                self.echo(f"Forgot the {rows[version].status} attempt at {version:03d}_{rows[version].name}: "
+                          "pgvkit migrate no longer expects its file")
+                return
             if version not in by_version:
                 raise ConfigError(f"migration {version} has no file in {self._dir()}; restore it first")
             m, row = by_version[version], rows[version]
@@ -201,10 +211,12 @@ class Migrator:
         by_version = {m.version: m for m in migrations}
         with connect(self.url) as conn:
             targets = rollback_targets(history.applied(conn), to)
+            if targets:
+                check_down_files(targets, by_version)
+                check_partitioned(conn, [by_version[v].down for v in targets])
         if not targets:
             self.echo(f"Nothing to roll back: no applied migration above {to}")
             return []
-        check_down_files(targets, by_version)
         if not yes:
             names = ", ".join(by_version[v].id for v in targets)
             raise ConfirmationRequired(

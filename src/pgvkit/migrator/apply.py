@@ -58,10 +58,14 @@ class Applier:
                 for st in m.up.statements:
                     self._execute(conn, m, m.up, st, transactional=True)
                 elapsed = int((time.perf_counter() - start) * 1000)
+                # a row left by an earlier no-transaction run of this version (failed part-way, its file
+                # since made transactional) is replaced, not duplicated
                 conn.execute(
                     "INSERT INTO pgvkit.schema_migrations"
                     " (version, name, checksum, status, transactional, execution_ms)"
-                    " VALUES (%s, %s, %s, 'applied', true, %s)",
+                    " VALUES (%s, %s, %s, 'applied', true, %s) ON CONFLICT (version) DO UPDATE SET"
+                    " name = excluded.name, checksum = excluded.checksum, status = 'applied', transactional = true,"
+                    " execution_ms = excluded.execution_ms, error = NULL, applied_at = now(), applied_by = current_user",
                     [m.version, m.name, m.checksum, elapsed],
                 )
                 history.record_event(conn, m.version, "apply", m.checksum, f"attempt {n}")

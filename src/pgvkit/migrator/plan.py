@@ -8,11 +8,12 @@ import psycopg
 from pglast import ast, enums
 
 from ..display import Table
-from ..errors import ExtensionNotOnServer, ExtensionUnavailable, RollbackError
+from ..errors import ExtensionNotOnServer, ExtensionUnavailable, MigrationFileError, RollbackError
 from ..migrations import Migration
+from ..sqlfile import SQLFile
 
 __all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
-           "direct_query_notes", "replaced_indexes", "stacked_notes", "TUNE_WRITTEN"]
+           "direct_query_notes", "replaced_indexes", "stacked_notes", "check_partitioned", "TUNE_WRITTEN"]
 
 TUNE_WRITTEN = "-- Written by pgvkit tune on "  # the second line of every migration pgvkit tune writes
 
@@ -192,3 +193,34 @@ def stacked_notes(to_apply: list[Migration]) -> list[str]:
                              "then tune again")
                 break
     return notes
+
+
+def _relkind(conn, schema: str | None, name: str) -> str | None:
+    ident = psycopg.sql.Identifier(schema, name) if schema else psycopg.sql.Identifier(name)
+    row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [ident.as_string(conn)]).fetchone()
+    return row[0] if row else None
+
+
+def check_partitioned(conn, files: list[SQLFile]) -> None:
+    """Refuse, before anything runs, what PostgreSQL cannot do on a partitioned table: build or
+    drop its index concurrently. Found only when the file runs, it would stop a no-transaction
+    file part-way, after its earlier statements committed."""
+    for f in files:
+        for st in f.statements:
+            node = st.node
+            if isinstance(node, ast.IndexStmt) and node.concurrent and node.relation is not None:
+                if _relkind(conn, node.relation.schemaname, node.relation.relname) == "p":
+                    raise MigrationFileError(
+                        f"{f.path}:{st.line}",
+                        f"CREATE INDEX CONCURRENTLY on {node.relation.relname}, a partitioned table: PostgreSQL cannot "
+                        "build that concurrently; create the index ON ONLY the table, then CONCURRENTLY on each "
+                        "partition, and ALTER INDEX ... ATTACH PARTITION each (pgvkit tune writes such files)")
+            if isinstance(node, ast.DropStmt) and node.concurrent and \
+                    node.removeType == enums.ObjectType.OBJECT_INDEX:
+                for obj in node.objects:
+                    names = [x.sval for x in obj]
+                    if _relkind(conn, names[-2] if len(names) > 1 else None, names[-1]) == "I":
+                        raise MigrationFileError(
+                            f"{f.path}:{st.line}",
+                            f"DROP INDEX CONCURRENTLY {names[-1]}, an index of a partitioned table: PostgreSQL cannot "
+                            "drop that concurrently; drop it without CONCURRENTLY (a brief lock on every partition)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import history
 from ..migrations import Migration
 
-__all__ = ["record_baseline", "record_repair"]
+__all__ = ["record_baseline", "record_repair", "forget_attempt"]
 
 
 def record_baseline(conn, migrations: list[Migration], version: int, rows: dict) -> list[str]:
@@ -32,3 +32,13 @@ def record_repair(conn, m: Migration, old_checksum: str, reason: str) -> None:
     with conn.transaction():
         conn.execute("UPDATE pgvkit.schema_migrations SET checksum = %s WHERE version = %s", [m.checksum, m.version])
         history.record_event(conn, m.version, "repair", m.checksum, f"{old_checksum} -> {m.checksum}: {reason}")
+
+
+def forget_attempt(conn, version: int, row, reason: str) -> None:
+    """A migration that stopped part-way and whose file was then removed: drop its history row,
+    keeping the attempt and the reason in the event log."""
+    with conn.transaction():
+        conn.execute("DELETE FROM pgvkit.schema_migrations WHERE version = %s AND status IN ('running', 'failed')",
+                     [version])
+        history.record_event(conn, version, "repair", row.checksum, f"forgot the {row.status} attempt at "
+                             f"{version:03d}_{row.name} (file removed): {reason}")

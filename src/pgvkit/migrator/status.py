@@ -80,9 +80,10 @@ def pending(migrations: list[Migration], rows: dict) -> list[Migration]:
 def check_consistency(migrations: list[Migration], rows: dict) -> None:
     """Refuse when an applied file changed (drift) or is gone."""
     on_disk = {m.version: m for m in migrations}
-    missing = [f"{v:03d}_{rows[v].name}" for v in rows if v not in on_disk]
+    missing = [v for v in rows if v not in on_disk]
     if missing:
-        raise MissingMigrationError(missing)
+        stuck = [f"{v:03d}_{rows[v].name}" for v in missing if rows[v].status in ("running", "failed")]
+        raise MissingMigrationError([f"{v:03d}_{rows[v].name}" for v in missing], stuck)
     for v, row in rows.items():
         m = on_disk[v]
         if row.status in ("applied", "baselined") and row.checksum != m.checksum:
@@ -150,7 +151,9 @@ def entries(migrations: list[Migration], rows: dict) -> list[dict]:
         if v not in on_disk:
             entries.append(
                 {"version": f"{v:03d}", "name": row.name, "state": "missing", "applied_at": row.applied_at,
-                 "detail": "applied, but its file is gone"}
+                 "detail": "applied, but its file is gone" if row.status in ("applied", "baselined") else
+                 f"stopped part-way ({row.status}) and its file is gone: restore it, or pgvkit repair {v:03d} "
+                 "--reason '...' once what it ran is undone"}
             )
     entries.sort(key=lambda e: int(e["version"]))
     return entries

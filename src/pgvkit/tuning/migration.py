@@ -10,6 +10,7 @@ index, so such a migration is written only when asked (`allow_query_change`)."""
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,14 +96,50 @@ def _suffixed(name: str, suffix: str) -> str:
     return base + suffix
 
 
-def _swap(conn, create: str, schema: str, name: str, temp: str, between: str = "") -> str:
+def _partitions(conn, table_schema: str, table_name: str) -> list[tuple[str, str, str, bool]]:
+    """Each partition of a partitioned table, parents before children: (schema, name, parent's
+    name, leaf); [] for a plain table."""
+    return conn.execute(
+        "SELECT n.nspname, c.relname, pc.relname, t.isleaf FROM pg_partition_tree(%s::regclass) t"
+        " JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_class pc ON pc.oid = t.parentrelid WHERE t.level > 0 ORDER BY t.level, c.relname",
+        [sql.Identifier(table_schema, table_name).as_string(conn)]).fetchall()
+
+
+def _swap(conn, create: str, schema: str, name: str, temp: str, between: str = "", parts=()) -> str:
     """Build `temp` concurrently beside `name`, run `between` (the function that searches it),
-    then drop `name` and give `temp` its name."""
-    drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};").format(sql.Identifier(schema, name))
+    then drop `name` and give `temp` its name. On a partitioned table (`parts`), which PostgreSQL
+    cannot index concurrently: the index ON ONLY the table, then each partition's built
+    concurrently and attached (the table keeps answering; the parent index turns valid with its
+    last partition), and the old one dropped without CONCURRENTLY (a brief lock on every partition)."""
     rename = sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {};").format(sql.Identifier(schema, temp),
                                                                       sql.Identifier(name))
-    return (f"{create};\n{between}-- the old index goes only once the new one is built and valid\n"
-            f"{drop.as_string(conn)}\n{rename.as_string(conn)}\n")
+    if not parts:
+        drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};").format(sql.Identifier(schema, name))
+        return (f"{create};\n{between}-- the old index goes only once the new one is built and valid\n"
+                f"{drop.as_string(conn)}\n{rename.as_string(conn)}\n")
+    suffix = "_prev" if temp.endswith("_prev") else "_next"
+    node = parse_sql(create)[0].stmt
+    node.concurrent, node.if_not_exists, node.idxname = False, True, temp
+    node.relation.inh = False
+    lines = ["-- a partitioned table: the index ON ONLY the table, then each partition's, built concurrently and "
+             "attached", RawStream()(node) + ";"]
+    index_of = {node.relation.relname: (schema, temp)}
+    renames = []
+    for part_schema, part, parent, leaf in parts:
+        child = copy.deepcopy(node)
+        child.relation.schemaname, child.relation.relname, child.relation.inh = part_schema, part, leaf
+        child.concurrent, child.idxname = leaf, _suffixed(f"{part}_{name}", suffix)
+        lines.append(RawStream()(child) + ";")
+        lines.append(sql.SQL("ALTER INDEX {} ATTACH PARTITION {};").format(
+            sql.Identifier(*index_of[parent]), sql.Identifier(part_schema, child.idxname)).as_string(conn))
+        index_of[part] = (part_schema, child.idxname)
+        renames.append(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {};").format(
+            sql.Identifier(part_schema, child.idxname), sql.Identifier(_suffixed(f"{part}_{name}", ""))))
+    drop = sql.SQL("DROP INDEX IF EXISTS {};").format(sql.Identifier(schema, name))
+    return ("\n".join(lines) + f"\n{between}-- the old index goes only once the new one is valid on every partition "
+            "(a partitioned index cannot be dropped concurrently)\n" + drop.as_string(conn) + "\n"
+            + rename.as_string(conn) + "\n" + "".join(r.as_string(conn) + "\n" for r in renames))
 
 
 def _function_now(conn) -> str:
@@ -155,6 +192,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         if where is None:
             raise PgvkitError(f"table {table} does not exist here; run pgvkit migrate first")
         table_schema, table_name, dims = where
+        parts = _partitions(conn, table_schema, table_name)
         live = search_index(conn, table)
         live_kind = live.kind if live else KINDS["vector"]
         has_function = search.exists(conn)
@@ -204,7 +242,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
             up += "-- queries read the setting when they connect\n" + _set_database(conn, p.search_param,
                                                                                       str(p.search_value))
         up += (f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines
-               + _swap(conn, create, schema, target, temp, between)
+               + _swap(conn, create, schema, target, temp, between, parts)
                + _comment(conn, schema, target, f"{TUNED_BY} {_setting_text(p)}"
                           + ("" if kind.direct else f" ({kind.name}, through search_assets)"))
                + "".join(f"RESET {k};\n" for k in settings))
@@ -222,11 +260,11 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
                    if body_changes else "")
         if live:
             down += "\n" + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
-                                 _suffixed(target, "_prev"), restore)
+                                 _suffixed(target, "_prev"), restore, parts)
             down += _comment(conn, schema, target, live.comment)
         else:
-            down += "\n" + restore + sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(
-                sql.Identifier(schema, target)).as_string(conn)
+            down += "\n" + restore + sql.SQL("DROP INDEX {}IF EXISTS {};\n").format(
+                sql.SQL("" if parts else "CONCURRENTLY "), sql.Identifier(schema, target)).as_string(conn)
     up_path = directory / f"{name}.sql"
     down_path = directory / f"{name}.down.sql"
     up_path.write_text(up)

@@ -55,6 +55,7 @@ class Workload:
     shapes: tuple[str, ...] = ("new", "similar")
     live_rows: int = 0  # rows of the live table (a sample of it when larger than rows)
     query_source: str = ""  # where the new-vector queries came from
+    partitions: int = 0  # the live table's partitions (0: not partitioned); the scratch copy is one table
 
     def shape_sets(self, shape: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
         """(queries, their own ids, fresh queries, their own ids) of one shape."""
@@ -79,6 +80,10 @@ class Workload:
         if self.source == "table" and self.live_rows > self.rows:
             text += (f"; a sample of {self.rows:,} of {self.live_rows:,} rows: recall at fixed settings falls as a "
                      "table grows, so confirm the choice at full size with pgvkit recall")
+        if self.partitions:
+            text += (f"; measured on one unpartitioned copy, while the live table has {self.partitions} partitions, each "
+                     "with its own index that every search scans and merges: latency there is higher and recall "
+                     "usually higher than here; confirm both with pgvkit recall after migrating")
         if self.filter_owner is not None:
             share = float(np.mean(self.owners == self.filter_owner))
             text += f"; filtered on owner_id = {_quoted(self.filter_owner)} ({share:.1%} of rows)"
@@ -129,6 +134,8 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
         register_vector(conn)
         live = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0]
         scratch_copy.require_privileges(conn, table if live else None)
+        partitions = conn.execute("SELECT count(*) FROM pg_partition_tree(%s::regclass) WHERE isleaf AND level > 0",
+                                  [live]).fetchone()[0] if live else 0
         live_rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0] \
             if live else 0
         dims = column_dimension(conn, table) if live else 768
@@ -198,6 +205,7 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
                                 similar_fresh_ids=ids[picked[queries:]], query_source=query_source)
         conn.execute(sql.SQL("ANALYZE {}").format(SCRATCH))
     workload.shapes = tuple(shape for shape in SHAPES if shape in shapes)
+    workload.partitions = partitions if workload.source == "table" else 0
     if filter_owner == MOST_FREQUENT:
         names, counts = np.unique(workload.owners.astype(str), return_counts=True)
         filter_owner = str(names[np.argmax(counts)])
