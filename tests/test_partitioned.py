@@ -4,6 +4,7 @@ Tune writes a migration PostgreSQL can run on it (each partition's index built c
 attached), the readers keep searching, verify reads the plan across partitions, memory counts
 the partitions, and a file PostgreSQL cannot run there is refused before anything runs."""
 
+import json
 import shutil
 import threading
 import time
@@ -15,6 +16,7 @@ from pgvector.psycopg import register_vector
 
 from pgvkit import Migrator
 from pgvkit.memory import budget, memory
+from pgvkit.search import SIGNATURE
 from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, real_embeddings, run_cli
@@ -62,6 +64,7 @@ def test_tune_migrate_recall_verify_rollback_on_four_partitions_with_readers_sea
                     timeout=600)
     assert tuned.returncode == 0, tuned.stderr
     assert "measured on one unpartitioned copy, while the live table has 4 partitions" in tuned.stdout
+    print(next(line for line in tuned.stdout.splitlines() if line.startswith("recommended")))
     up = next(p for p in migrations.glob("003_*.sql") if not p.name.endswith(".down.sql")).read_text()
     assert "ON ONLY public.ip_asset_embeddings" in up and up.count("ATTACH PARTITION") == 4
     assert run_cli("plan", *where).returncode == 0
@@ -100,10 +103,17 @@ def test_tune_migrate_recall_verify_rollback_on_four_partitions_with_readers_sea
     assert after[1] == 4 and "m = " in after[0].replace("m='", "m = ") and after != before
 
     np.save(tmp_path / "new.npy", real_embeddings()[NEW][:300])  # fresh vectors, never in the table
-    audited = run_cli("recall", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--database-url", url,
-                      timeout=600)
+    with psycopg.connect(url, autocommit=True) as conn:  # partitions of 5,000 rows: the planner would scan them
+        conn.execute(f"ALTER FUNCTION {SIGNATURE} SET enable_seqscan = off")  # whole; measure the index instead
+    audited = run_cli("recall", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--json",
+                      "--database-url", url, timeout=600)
     assert audited.returncode == 0, audited.stdout + audited.stderr
-    print(audited.stdout.strip().splitlines()[-3:])
+    shapes = json.loads(audited.stdout)["shapes"]
+    print({name: (s["recall"], s["plan"]) for name, s in shapes.items()})
+    for shape in shapes.values():
+        assert shape["recall"] >= 0.95 and shape["plan"].startswith("index ip_asset_embeddings_p0_idx_embedding_cosine")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"ALTER FUNCTION {SIGNATURE} RESET enable_seqscan")
     report = verify(url, migrations_dir=migrations)
     assert report.exit_code == 0, [(c.name, c.detail) for c in report.checks if c.status == "fail"]
     assert report["query plan"].status in ("pass", "warn") and "idx_embedding_cosine" in report["query plan"].detail
