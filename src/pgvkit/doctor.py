@@ -240,9 +240,10 @@ def _index_builds(conn, table: str, dimension: int) -> list[Check]:
         "SELECT (SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'),"
         # pgvector samples at most MaxHeapTuplesPerPage (291 on 8 kB pages) rows per heap page
         # (of the largest partition on a partitioned table: each partition's index is built on its own)
-        " (SELECT max(pg_relation_size(relid)) FROM pg_partition_tree(to_regclass(%s)) WHERE isleaf)"
+        " coalesce((SELECT max(pg_relation_size(relid)) FROM pg_partition_tree(to_regclass(%s)) WHERE isleaf),"
+        " pg_relation_size(to_regclass(%s)))"
         " / current_setting('block_size')::int * 291",
-        [_qualified(conn, table)]).fetchone()
+        [_qualified(conn, table)] * 2).fetchone()
     indexes = conn.execute("""
         SELECT c.relname, am.amname, c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
         JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = to_regclass(%s) AND am.amname IN ('ivfflat', 'hnsw')

@@ -26,7 +26,9 @@ PAGE = 8192
 
 # a relation and, when it is partitioned, every partition (a partitioned table or index has no
 # storage of its own: pg_table_size says 0 bytes for a table of millions of rows)
-TREE_SIZE = "SELECT coalesce(sum({size}(relid)), 0) FROM pg_partition_tree(%s::regclass)"
+# (pg_partition_tree lists nothing for a plain table or index: then the relation's own size)
+TREE_SIZE = ("SELECT coalesce((SELECT sum({size}(relid)) FROM pg_partition_tree(r)), {size}(r))::bigint"
+             " FROM (SELECT %s::regclass AS r) AS given")
 
 
 def index_bytes_per_row(dims: int) -> float:
@@ -218,9 +220,10 @@ def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
         machine = _machine_memory(conn)
         table_bytes = conn.execute(TREE_SIZE.format(size="pg_table_size"), [ident]).fetchone()[0]
         other = conn.execute(
-            "SELECT coalesce(sum(pg_relation_size(t.relid)), 0) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " JOIN pg_am am ON am.oid = c.relam, pg_partition_tree(i.indexrelid) t"
-            " WHERE i.indrelid = %s::regclass AND am.amname NOT IN ('ivfflat', 'hnsw')", [ident]).fetchone()[0]
+            "SELECT coalesce(sum(coalesce((SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(i.indexrelid) t),"
+            " pg_relation_size(i.indexrelid))), 0)::bigint FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = %s::regclass AND am.amname NOT IN ('ivfflat', 'hnsw')",
+            [ident]).fetchone()[0]
     cache = max(settings["effective_cache_size"], settings["shared_buffers"])
     capped = machine is not None and machine < cache
     cache = min(cache, machine) if capped else cache
