@@ -109,9 +109,10 @@ def fill(conn, table: str, rows: int) -> sql.Composed:
 def leftover(conn) -> Check:
     """pgvkit.tune_workload with no tuning run holding the lock: what a killed run left (its
     size, when, the command that drops it); a run in progress is named, not reported."""
-    row = conn.execute(
+    row = conn.execute(  # the catalog, not to_regclass: a role without USAGE on pgvkit may still ask
         "SELECT pg_total_relation_size(c.oid), c.reltuples::bigint, obj_description(c.oid, 'pg_class')"
-        " FROM pg_class c WHERE c.oid = to_regclass(%s)", [f"{SCHEMA}.{WORKLOAD}"]).fetchone()
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        [SCHEMA, WORKLOAD]).fetchone()
     if row is None:
         return Check("tune leftovers", "pass", "no scratch copy left by a tuning run")
     size, rows, comment = row

@@ -96,7 +96,10 @@ class Workload:
 
 
 def _quoted(owner: str) -> str:
-    """An owner id on one line, however it is written (newlines, tabs, quotes): as a SQL literal would show it."""
+    """An owner id on one line, however it is written: as is, or with newlines and tabs escaped
+    inside quotes (a workload's text heads a migration file, where a newline would end a comment)."""
+    if owner.isprintable():
+        return owner
     return "'" + owner.replace("'", "''").encode("unicode_escape").decode("ascii") + "'"
 
 
