@@ -205,3 +205,45 @@ def real_embeddings():
     x = np.load(path).astype(np.float32)
     q, _ = np.linalg.qr(np.random.default_rng(768).standard_normal((768, x.shape[1])))
     return (x @ q.T.astype(np.float32)).astype(np.float32)
+
+
+class Searchers:
+    """Readers calling search_assets without pause on their own connections, as the application
+    does, until stopped: how many searches ran, which failed, the longest (seconds)."""
+
+    def __init__(self, url: str, queries, readers: int = 4):
+        import threading
+
+        self.url, self.queries = url, queries
+        self.stop, self.failures, self.searches, self.longest = threading.Event(), [], 0, 0.0
+        self.threads = [threading.Thread(target=self._read) for _ in range(readers)]
+
+    def _read(self) -> None:
+        import time
+
+        from pgvector.psycopg import register_vector
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            register_vector(conn)
+            i = 0
+            while not self.stop.is_set():
+                start = time.perf_counter()
+                try:
+                    rows = conn.execute("SELECT id FROM search_assets(%s, 10)",
+                                        [self.queries[i % len(self.queries)]]).fetchall()
+                    assert len(rows) == 10
+                except psycopg.Error as exc:  # a lock or recovery conflict that cancels the search
+                    self.failures.append(str(exc).splitlines()[0])
+                self.longest = max(self.longest, time.perf_counter() - start)
+                self.searches += 1
+                i += 1
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()

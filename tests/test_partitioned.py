@@ -6,20 +6,18 @@ the partitions, and a file PostgreSQL cannot run there is refused before anythin
 
 import json
 import shutil
-import threading
 import time
 
 import numpy as np
 import psycopg
 import pytest
-from pgvector.psycopg import register_vector
 
 from pgvkit import Migrator
 from pgvkit.memory import budget, memory
 from pgvkit.search import SIGNATURE
 from pgvkit.verify import verify
 
-from .conftest import MIGRATIONS, real_embeddings, run_cli
+from .conftest import MIGRATIONS, Searchers, real_embeddings, run_cli
 from .teamdata import partitioned_database
 
 ROWS = 20_000
@@ -69,36 +67,13 @@ def test_tune_migrate_recall_verify_rollback_on_four_partitions_with_readers_sea
     assert "ON ONLY public.ip_asset_embeddings" in up and up.count("ATTACH PARTITION") == 4
     assert run_cli("plan", *where).returncode == 0
 
-    stop, failures, searches = threading.Event(), [], [0]
-    queries = real_embeddings()[NEW][:50]
-
-    def read():
-        with psycopg.connect(url, autocommit=True) as conn:
-            register_vector(conn)
-            i = 0
-            while not stop.is_set():
-                try:
-                    rows = conn.execute("SELECT id FROM search_assets(%s, 10)", [queries[i % 50]]).fetchall()
-                    assert len(rows) == 10
-                except psycopg.Error as exc:
-                    failures.append(str(exc).splitlines()[0])
-                searches[0] += 1
-                i += 1
-
-    readers = [threading.Thread(target=read) for _ in range(3)]
-    for r in readers:
-        r.start()
-    try:
+    with Searchers(url, real_embeddings()[NEW][:50], readers=3) as readers:
         started = time.perf_counter()
         migrated = run_cli("migrate", *where, timeout=600)
         took = time.perf_counter() - started
-    finally:
-        stop.set()
-        for r in readers:
-            r.join()
     assert migrated.returncode == 0, migrated.stderr
-    print(f"searches during the partitioned swap ({took:.1f} s): {searches[0]}, failed {len(failures)}")
-    assert searches[0] > 50 and failures == []
+    print(f"searches during the partitioned swap ({took:.1f} s): {readers.searches}, failed {len(readers.failures)}")
+    assert readers.searches > 50 and readers.failures == []
     after = index_state(url)
     assert after[1] == 4 and "m = " in after[0].replace("m='", "m = ") and after != before
 

@@ -4,7 +4,6 @@ table, and a column wider than pgvector's vector indexes take."""
 
 import numpy as np
 import psycopg
-import pytest
 
 from pgvkit import tuning
 from pgvkit.inserts import load

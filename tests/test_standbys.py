@@ -9,7 +9,7 @@ import pytest
 from pgvkit.embedded import EmbeddedServer
 from pgvkit.standby import EmbeddedStandby, replay, standby_urls
 
-from .conftest import run_cli
+from .conftest import Searchers, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +137,8 @@ def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_p
     INDEX replays as an exclusive lock, which waits for running searches up to
     max_standby_streaming_delay instead of cancelling them), and the figures are reported."""
     import shutil
-    import threading
-    import time
 
     import numpy as np
-    from pgvector.psycopg import register_vector
 
     from pgvkit.standby import wait_for_replay
     from pgvkit.tuning import write_migration
@@ -161,37 +158,14 @@ def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_p
     wait_for_replay(url, [replica], 60, progress=False, echo=lambda _: None)
     write_migration(url, chosen("vector", "hnsw", 40), migrations)
 
-    stop, failures, searches, longest = threading.Event(), [], [0], [0.0]
     queries = np.random.default_rng(1).standard_normal((50, 768)).astype(np.float32)
-
-    def read():
-        with psycopg.connect(replica, autocommit=True) as conn:
-            register_vector(conn)
-            i = 0
-            while not stop.is_set():
-                start = time.perf_counter()
-                try:
-                    rows = conn.execute("SELECT id FROM search_assets(%s, 10)", [queries[i % 50]]).fetchall()
-                    assert len(rows) == 10
-                except psycopg.Error as exc:  # a recovery conflict cancels the search
-                    failures.append(str(exc).splitlines()[0])
-                longest[0] = max(longest[0], time.perf_counter() - start)
-                searches[0] += 1
-                i += 1
-
-    readers = [threading.Thread(target=read) for _ in range(4)]
-    for r in readers:
-        r.start()
-    try:
+    with Searchers(replica, queries) as readers:
         swapped = run_cli("migrate", *where, "--standby", replica, env=env, timeout=300)
-    finally:
-        stop.set()
-        for r in readers:
-            r.join()
     assert swapped.returncode == 0, swapped.stderr
     assert f"standby {replica}: replayed (lag 0 bytes)" in swapped.stdout
-    print(f"standby searches during the swap: {searches[0]}, failed {len(failures)}, longest {longest[0] * 1000:.0f} ms")
-    assert searches[0] > 100 and failures == []
+    print(f"standby searches during the swap: {readers.searches}, failed {len(readers.failures)}, longest "
+          f"{readers.longest * 1000:.0f} ms")
+    assert readers.searches > 100 and readers.failures == []
     with psycopg.connect(replica) as conn:  # the standby has the new index under the old name
         definition = conn.execute("SELECT pg_get_indexdef('idx_embedding_cosine'::regclass)").fetchone()[0]
     assert "USING hnsw" in definition

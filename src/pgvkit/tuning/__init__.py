@@ -46,6 +46,7 @@ __all__ = [
     "at_full_size",
     "write_migration",
     "cleanup",
+    "scratch_copy",
     "lock",
     "TuneLock",
     "TuneRunning",
