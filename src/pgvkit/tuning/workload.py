@@ -23,8 +23,6 @@ from .truth import GroundTruth, exact_knn
 __all__ = ["SCHEMA", "WORKLOAD", "SCRATCH", "SHAPES", "Workload", "prepare", "cleanup"]
 
 
-
-
 SHAPES = {"new": "new vectors (not in the index)", "similar": "similar assets (rows of the index, each left out "
                                                                  "of its own answer)"}
 
