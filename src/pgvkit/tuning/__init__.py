@@ -1,7 +1,9 @@
 """Index tuning that proves its answer, one module per step of notebooks/04_index_tuning:
 
 1. workload  `prepare()`: the live table's vectors (a sample of `rows`) or synthetic ones, in a
-   scratch table `pgvkit.tune_workload`, with held-out queries and a second, fresh query set.
+   scratch table `pgvkit.tune_workload` (scratch_copy: the searched columns only, and what a
+   killed run left), with held-out queries and a second, fresh query set; every step that
+   touches that table holds the tune lock (lock: one tuning run per database).
 2. truth     `exact_knn()`: the true neighbours in numpy; `recall_at_k()` against them.
 3. build     `build()`: each candidate index on the scratch table (never on the live one), of each
    kind (vector, halfvec, binary quantization: pgvkit.kinds), with `maintenance_work_mem` sized
