@@ -103,6 +103,9 @@ def test_cleanup_never_drops_the_table_of_a_run_holding_the_lock(team_table):
             tuning.TuneLock(url).acquire()
         tuning.cleanup(url)
     tuning.TuneLock(url).acquire().release()  # released at the end
+    first = tuning.lock(url)
+    assert tuning.lock(url) is first  # a notebook run again in the same kernel keeps its own lock
+    first.release()
 
 
 def test_a_refused_run_leaves_the_holders_scratch_table_in_place(team_table):

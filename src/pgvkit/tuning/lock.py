@@ -83,7 +83,11 @@ class TuneLock:
 
 def lock(url: str) -> TuneLock:
     """Take the tune lock for a run spread over several calls (notebook 04's cells); `release()`
-    it at the end (a kernel that exits releases it too)."""
+    it at the end (a kernel that exits releases it too). The lock this process holds already is
+    returned as it is: a notebook run twice in one kernel does not stop at its own lock."""
+    current = _held.get(url)
+    if current is not None and current.held:
+        return current
     return TuneLock(url).acquire()
 
 
