@@ -183,7 +183,7 @@ def stacked_notes(to_apply: list[Migration]) -> list[str]:
     for i, later in enumerate(to_apply):
         if TUNE_WRITTEN not in later.up.text:
             continue
-        mine = replaced_indexes(later) - {n for n in replaced_indexes(later) if n.endswith(("_next", "_prev"))}
+        mine = {n for n in replaced_indexes(later) if not n.endswith(("_next", "_prev"))}  # not its temporaries
         for earlier in to_apply[:i]:
             shared = mine & replaced_indexes(earlier)
             if shared:
