@@ -285,6 +285,7 @@ def test_tune_replaces_the_live_vector_index_whatever_its_name_and_rollback_rest
     assert (after.schema, after.name, after.method, after.tuned_for) == (before.schema, name, "hnsw",
                                                                         "hnsw.ef_search = 20")
     assert function_settings(migrated)["hnsw.ef_search"] == "20"  # search_assets' own setting moved with the index
+    assert function_settings(migrated)["enable_seqscan"] == "off"  # and it takes the index at every size
     report = verify(migrated, migrations_dir=migrations)
     assert report["vector indexes"].status == "pass" and report["index idx_embedding_cosine"].status == "pass"
     assert report["query plan"].detail.endswith(f"uses {name}, tuned by pgvkit tune for hnsw.ef_search = 20")

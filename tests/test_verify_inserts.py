@@ -185,14 +185,17 @@ def test_verify_reads_the_plan_of_the_statement_search_assets_runs(migrated):
     assert gone.status == "warn" and "sequential scan" in gone.detail and "vector_cosine_ops" in gone.fix
 
 
-def test_a_large_table_that_search_assets_reads_whole_is_a_warning_with_the_binding_that_fixes_it(migrated):
+def test_a_large_table_that_search_assets_reads_whole_fails_verify_with_the_binding_that_fixes_it(migrated):
     """At some settings PostgreSQL prefers a sequential scan over a usable vector index (the
     vectors are TOASTed: the heap looks cheap). On 12,000 rows, probing all 100 lists makes the
-    IVFFlat scan cost more than the table: every search is then exact and slow. verify says so,
-    and its fix, bound to the function, brings the index back."""
+    IVFFlat scan cost more than the table: every search is then exact and slow. verify fails on
+    it (issue 27: never a silent sequential scan), and its fix, bound to the function, brings the
+    index back."""
     loaded_with_probes(migrated, 12_000, 100)
-    check = verify(migrated, migrations_dir=MIGRATIONS)["search function"]
-    assert check.status == "warn" and "by a sequential scan" in check.detail and "~12,000 rows" in check.detail
+    report = verify(migrated, migrations_dir=MIGRATIONS)
+    check = report["search function"]
+    assert check.status == "fail" and "by a sequential scan" in check.detail and "~12,000 rows" in check.detail
+    assert report.exit_code != 0
     assert check.fix.startswith("ALTER FUNCTION search_assets(vector, integer, text) SET enable_seqscan = off;")
     with psycopg.connect(migrated, autocommit=True) as conn:
         conn.execute(check.fix.split(";")[0])

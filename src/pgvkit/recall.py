@@ -196,13 +196,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms == 0, 1, norms)
 
 
-def _exact(conn, table: str, dims: int, shapes: dict, k: int, rows: int, progress: bool) -> dict[str, GroundTruth]:
-    """The true k nearest rows of every query, over the table streamed a chunk at a time: each
-    chunk's best candidates are merged into the running best k (memory ~ queries x chunk)."""
+def _exact(conn, table: str, dims: int, shapes: dict, k: int, rows: int, progress: bool,
+           where: sql.Composable | None = None) -> dict[str, GroundTruth]:
+    """The true k nearest rows of every query, over the table (the rows matching `where`)
+    streamed a chunk at a time: each chunk's best candidates are merged into the running best k
+    (memory ~ queries x chunk). Where fewer than k rows exist the missing places hold id -1 and
+    distance inf."""
     best = {n: (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
             for n, (q, _) in shapes.items()}
     units = {n: _unit(q.astype(np.float32)) for n, (q, _) in shapes.items()}
-    query = sql.SQL("SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0").format(sql.Identifier(table))
+    query = sql.SQL("SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0{}").format(
+        sql.Identifier(table), sql.SQL(" AND ") + where if where is not None else sql.SQL(""))
     with progress_bar(total=rows, unit="rows", desc="exact neighbours", enabled=progress, leave=False) as bar:
         for ids, vectors in stream_vectors(conn, query, dims):
             base = _unit(vectors)

@@ -16,10 +16,16 @@ import psycopg
 
 from .checks import Check
 
-__all__ = ["FUNCTION", "SIGNATURE", "exists", "settings", "effective_settings", "call_sql", "nested_plan", "check_search_function"]
+__all__ = ["FUNCTION", "SIGNATURE", "INDEX_ONLY", "SEQ_SCAN_FAIL_ROWS", "exists", "settings", "effective_settings", "call_sql", "nested_plan", "check_search_function"]
 
 FUNCTION = "search_assets"
-SEQ_SCAN_WARN_ROWS = 10_000  # below this a sequential scan is as fast as the index, and exact
+SEQ_SCAN_FAIL_ROWS = 10_000  # below this a sequential scan is as fast as the index, and exact
+# Bound to search_assets by every migration pgvkit writes (tune, confirm) beside the search setting:
+# the vectors are stored out of line (TOAST), so the heap looks cheap to the planner, which at some
+# settings and sizes (seen: hnsw.ef_search = 320 on 200,000 rows, ivfflat.probes = 100 on 12,000)
+# then reads the whole table instead of the index: a silent 50x slower search. Off, the index is
+# taken whenever one can serve the query (a filter by owner may still take the owner_id btree).
+INDEX_ONLY = {"enable_seqscan": "off"}
 SIGNATURE = "search_assets(vector, integer, text)"
 
 
@@ -63,10 +69,12 @@ def _seq_scans(plan: dict) -> list[str]:
     return found
 
 
-def nested_plan(conn, query_vector, k: int = 10, owner: str | None = None, *, seqscan: bool = True) -> dict | None:
+def nested_plan(conn, query_vector, k: int = 10, owner: str | None = None, *, seqscan: bool = True,
+                function: str = FUNCTION) -> dict | None:
     """The plan of the statement search_assets runs for one call, as auto_explain reports it
     (JSON); None when auto_explain cannot be loaded by this role (it needs a superuser, or the
-    library in $libdir/plugins, or session_preload_libraries). Runs in a transaction rolled back."""
+    library in $libdir/plugins, or session_preload_libraries). Runs in a transaction rolled back.
+    `function`: another function of the same signature (pgvkit confirm's probe copy)."""
     notes: list[str] = []
 
     def keep(diag):
@@ -81,7 +89,7 @@ def nested_plan(conn, query_vector, k: int = 10, owner: str | None = None, *, se
                 conn.execute("SELECT set_config(%s, %s, true)", [name, value])
             conn.add_notice_handler(keep)
             try:
-                conn.execute(f"SELECT * FROM {FUNCTION}(%s, %s, %s)", [query_vector, k, owner]).fetchall()
+                conn.execute(f"SELECT * FROM {function}(%s, %s, %s)", [query_vector, k, owner]).fetchall()
             finally:
                 conn.remove_notice_handler(keep)
     except psycopg.Error:
@@ -92,7 +100,8 @@ def nested_plan(conn, query_vector, k: int = 10, owner: str | None = None, *, se
             plan = json.loads(body)
         except ValueError:
             continue
-        if "ip_asset_embeddings" in plan.get("Query Text", "") and FUNCTION not in plan.get("Query Text", ""):
+        text = plan.get("Query Text", "")
+        if "ip_asset_embeddings" in text and FUNCTION not in text and function not in text:
             return plan
     return None
 
@@ -125,13 +134,13 @@ def check_search_function(conn, table: str = "ip_asset_embeddings", dimension: i
         return Check("search function", "pass", f"{FUNCTION} scans {', '.join(indexes)} ({bound})")
     usable = _index_scans((nested_plan(conn, probe, seqscan=False) or {"Plan": {}})["Plan"])
     rows = _estimated_rows(conn, table)
-    if usable and rows >= SEQ_SCAN_WARN_ROWS:  # PostgreSQL's costs chose to read a large table whole
-        return Check("search function", "warn", f"{FUNCTION} reads all ~{rows:,} rows of {table} by a sequential scan "
+    if usable and rows >= SEQ_SCAN_FAIL_ROWS:  # PostgreSQL's costs chose to read a large table whole
+        return Check("search function", "fail", f"{FUNCTION} reads all ~{rows:,} rows of {table} by a sequential scan "
                      f"({bound}) although it can use {', '.join(usable)}: every search is exact and slow",
                      "the vectors are stored out of line (TOAST), so the planner costs the heap as cheap to scan; "
                      "at some settings (seen: hnsw.ef_search = 320 on 200,000 rows) it then prefers the scan",
                      f"ALTER FUNCTION {SIGNATURE} SET enable_seqscan = off; (searches then take the index), "
-                     "or a lower ef_search / probes")
+                     "or pgvkit confirm --write-migration (binds it with the search settings)")
     if usable:  # as the query plan check: a small table is read whole, the index is there for when it grows
         return Check("search function", "pass", f"{FUNCTION} reads the table at this size and can use "
                      f"{', '.join(usable)} (seen with enable_seqscan off) ({bound})")

@@ -14,7 +14,7 @@ from .base import Command, confirm_database_argument, guard, print_json
 
 def _migrator(args, ctx) -> Migrator:
     kwargs = {name: getattr(args, name) for name in ("lock_wait", "lock_timeout", "retry_budget") if hasattr(args, name)}
-    return Migrator(ctx.target.url, ctx.migrations_dir, echo=ctx.echo, **kwargs)
+    return Migrator(ctx.target.url, ctx.migrations_dir, echo=ctx.echo, progress=not ctx.as_json, **kwargs)
 
 
 def status(args, ctx) -> int:
@@ -64,8 +64,9 @@ def migrate(args, ctx) -> int:
     if ctx.as_json:
         print_json({"applied": applied})
     elif any("_tune_" in m for m in applied):
-        ctx.echo("the vector index changed: measure what it returns now with pgvkit recall "
-                 "(--query-file with new query vectors measures that shape too)")
+        ctx.echo("the vector index changed: next, pgvkit confirm --write-migration chooses its search settings on the "
+                 "live index at full size (--query-file with new query vectors confirms that shape too), then "
+                 "pgvkit migrate and pgvkit verify; measure what it returns now with pgvkit recall")
     return 0
 
 

@@ -11,7 +11,8 @@ from .inserts import vector_file
 def _tune_arguments(p) -> None:
     p.add_argument("--target-recall", type=float, default=0.95, metavar="R", help="recall@k to reach (default 0.95)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
-    p.add_argument("--rows", type=int, help="workload size (default: the whole table, or 20000 synthetic)")
+    p.add_argument("--rows", type=int, help="sample size (default: the whole table up to 100,000 rows; above that a sample of 100,000 and two "
+                        "nested smaller ones, recall carried to the table's size; 20,000 synthetic)")
     p.add_argument("--queries", type=int, default=200, help="held-out queries (default 200, plus as many fresh)")
     p.add_argument("--source", choices=["auto", "table", "synthetic"], default="auto",
                    help="the live table's vectors (auto: when it has >= 1000 rows) or synthetic ones")
@@ -25,9 +26,10 @@ def _tune_arguments(p) -> None:
     p.add_argument("--query-file", metavar="FILE",
                    help="the application's own new-vector queries (.npy, .json, one [...] per line), split into "
                         "held-out and fresh halves")
-    p.add_argument("--candidates", default="vector,halfvec,binary", metavar="KINDS",
+    p.add_argument("--candidates", metavar="KINDS",
                    help="index kinds to try, comma-separated: vector, halfvec (half the size), binary "
-                        "(binary quantization + re-rank by cosine, tens of times smaller); default all")
+                        "(binary quantization + re-rank by cosine, tens of times smaller); default all, or on a "
+                        "table larger than the sample only vector unless --allow-query-change")
     p.add_argument("--memory-budget", metavar="SIZE", default="auto",
                    help="memory the index may take at the live table's size, e.g. 2GB; larger candidates are left "
                         "out (default: what effective_cache_size leaves beside the table; 'none': no limit)")
@@ -58,7 +60,7 @@ def tune(args, ctx) -> int:
         echo(f"dropped {left.detail.split(' was left')[0]}" if left.status == "warn" else "nothing to clean up")
         return 0
     shapes = ("new", "similar") if args.shape == "both" else (args.shape,)
-    candidates = parse_candidates(args.candidates)
+    candidates = parse_candidates(args.candidates) if args.candidates else None
     budget = args.memory_budget.strip().lower()
     budget = budget if budget in ("auto", "none") else parse_size(args.memory_budget)
     query_vectors = vector_file(args.query_file, url) if args.query_file else None
@@ -84,7 +86,9 @@ def tune(args, ctx) -> int:
         echo("")
         echo(("recommended: " if rec.met else "NOT MET: ") + rec.message)
         if written:
-            echo(f"wrote {written[0]} and {written[1].name}; apply with: pgvkit plan, then pgvkit migrate")
+            echo(f"wrote {written[0]} and {written[1].name}; next: pgvkit plan (the build's time and memory), "
+                 "pgvkit migrate (builds it at full size), then pgvkit confirm --write-migration (the search "
+                 "settings, measured on the live index) and pgvkit migrate again")
         elif args.write_migration and not refused:
             echo("no migration written: nothing met the target")
     if refused:
@@ -92,8 +96,59 @@ def tune(args, ctx) -> int:
     return 0 if rec.met else 1
 
 
+def _confirm_arguments(p) -> None:
+    p.add_argument("--target-recall", type=float, default=0.95, metavar="R", help="recall@k to reach (default 0.95)")
+    p.add_argument("--k", type=int, default=10, help="neighbours per search (default 10)")
+    p.add_argument("--sample", type=int, default=1000, metavar="N",
+                   help="rows searched as similar assets, each left out of its own answer (default 1000)")
+    p.add_argument("--query-file", metavar="FILE",
+                   help="new-vector queries, not in the table (.npy, .json or one [...] per line): e.g. the "
+                        "application's logged query embeddings; without it only similar assets are measured")
+    p.add_argument("--owners", default="auto", metavar="OWNERS",
+                   help="owners whose filtered searches must reach the target, comma-separated; auto (default): the "
+                        "largest and the one nearest 1%% of rows; none: no filtered searches")
+    p.add_argument("--seed", type=int, default=0, help="which rows the sample takes (default 0)")
+    p.add_argument("--write-migration", action="store_true",
+                   help="bind the settings found to search_assets as the next numbered migration (and its down file)")
+
+
+def confirm(args, ctx) -> int:
+    from ..tuning import confirm as confirming
+    from .inserts import vector_file
+
+    if not 0 < args.target_recall <= 1:
+        raise PgvkitError("--target-recall must be between 0 and 1, e.g. --target-recall 0.95")
+    url = ctx.target.url
+    queries = vector_file(args.query_file, url) if args.query_file else None
+    owners = {"auto": "auto", "none": None}.get(args.owners.strip().lower(),
+                                                [o for o in args.owners.split(",") if o])
+    result = confirming.confirm(url, k=args.k, target=args.target_recall, sample=args.sample, queries=queries,
+                                owners=owners, seed=args.seed, progress=not ctx.as_json, echo=ctx.echo)
+    written = None
+    if args.write_migration and result.met:
+        written = confirming.write_migration(url, result, ctx.migrations_dir)
+    if ctx.as_json:
+        print_json({**result.to_dict(), "migration": [str(p) for p in written] if written else None})
+        return result.exit_code
+    ctx.report(result)
+    if result.predicted:
+        measured = ", ".join(f"{shape} {value}" for shape, value in result.at_tuned.items() if shape != "setting")
+        ctx.echo(f"pgvkit tune {result.predicted}"
+                 + (f"; measured at its {result.at_tuned['setting']}: {measured}" if result.at_tuned else ""))
+    if queries is None:
+        ctx.echo("new vectors not measured: give --query-file (vectors not in the table) to confirm that shape too")
+    if written:
+        ctx.echo(f"wrote {written[0]} and {written[1].name}; next: pgvkit migrate, then pgvkit verify")
+    elif result.met:
+        ctx.echo("next: pgvkit confirm --write-migration binds these settings to search_assets")
+    return result.exit_code
+
+
 COMMANDS = [
     Command("tune", "sweep IVFFlat/HNSW settings (vector, halfvec, binary) on a scratch copy, recommend the cheapest "
             "meeting a recall target within the memory budget",
             "pgvkit tune --target-recall 0.95 --rows 20000 --write-migration", tune, _tune_arguments),
+    Command("confirm", "after tune's migration built the index: choose the search settings on the live index at full "
+            "size (ef_search / probes, filtered-search depth) and bind them to search_assets",
+            "pgvkit confirm --query-file new_images.npy --write-migration", confirm, _confirm_arguments),
 ]

@@ -34,8 +34,10 @@ class Migrator:
     """Migrations of one directory against one database."""
 
     def __init__(self, url: str, migrations_dir: Path | str | None = None, *, lock_wait: float = 60.0,
-                 lock_timeout: str = "5s", retry_budget: float = 60.0, echo: Echo | None = None):
+                 lock_timeout: str = "5s", retry_budget: float = 60.0, echo: Echo | None = None,
+                 progress: bool = True):
         self.url = url
+        self.progress = progress  # a bar for each index build (lines at each phase either way)
         self.migrations_dir = migrations_dir
         self.lock_wait = lock_wait
         self.lock_timeout = lock_timeout
@@ -91,7 +93,8 @@ class Migrator:
         return migration_lock(self.url, self.lock_wait)
 
     def _applier(self) -> Applier:
-        return Applier(self.url, lock_timeout=self.lock_timeout, retry_budget=self.retry_budget, echo=self.echo)
+        return Applier(self.url, lock_timeout=self.lock_timeout, retry_budget=self.retry_budget, echo=self.echo,
+                       progress=self.progress)
 
     def migrate(self, migrations: list[Migration] | None = None, *, target: int | None = None) -> list[str]:
         """Apply every pending migration (up to target), each in its own transaction; returns ids."""

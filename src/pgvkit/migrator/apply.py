@@ -24,6 +24,7 @@ from ..errors import ExtensionPrivilegeError, ExtensionUnavailable, LockTimeout,
 from ..migrations import Migration
 from ..sqlfile import SQLFile, Statement
 from .lock import LockBusy
+from .plan import build_estimate, duration
 
 __all__ = ["Applier"]
 
@@ -31,11 +32,12 @@ __all__ = ["Applier"]
 class Applier:
     """Runs migrations on one connection (the caller holds the migration lock)."""
 
-    def __init__(self, url: str, *, lock_timeout: str, retry_budget: float, echo: Echo):
+    def __init__(self, url: str, *, lock_timeout: str, retry_budget: float, echo: Echo, progress: bool = True):
         self.url = url
         self.lock_timeout = lock_timeout
         self.retry_budget = retry_budget
         self.echo = echo
+        self.progress = progress
 
     def apply(self, conn: psycopg.Connection, m: Migration, previous) -> None:
         """Run one migration's up file; `previous` is its history row when resuming."""
@@ -97,6 +99,9 @@ class Applier:
         try:
             for st in m.up.statements:
                 self._execute_with_retry(conn, m, m.up, st)
+        except KeyboardInterrupt:  # psycopg cancelled the statement on the server; leave nothing half-built
+            self._interrupted(m)
+            raise
         except (MigrationFailed, LockTimeout) as exc:
             conn.execute(
                 "UPDATE pgvkit.schema_migrations SET status = 'failed', error = %s WHERE version = %s",
@@ -107,11 +112,16 @@ class Applier:
         finally:
             if not conn.closed:  # else the error above says the connection was lost; keep it
                 conn.execute("RESET lock_timeout")
+        took = time.perf_counter() - start
         conn.execute(
             "UPDATE pgvkit.schema_migrations SET status = 'applied', execution_ms = %s WHERE version = %s",
-            [int((time.perf_counter() - start) * 1000), m.version],
+            [int(took * 1000), m.version],
         )
         history.record_event(conn, m.version, "apply", m.checksum)
+        estimate = build_estimate(m)
+        if estimate:
+            self.echo(f"  took {duration(took)}; pgvkit tune estimated the build at {duration(estimate['build_s'])} "
+                      f"for {estimate['rows']:,} rows ({took / max(estimate['build_s'], 1e-9):.2f}x)")
 
     def _execute_with_retry(self, conn, m: Migration, f: SQLFile, st: Statement) -> None:
         self._retrying(lambda _: self._execute(conn, m, f, st, transactional=False))
@@ -130,7 +140,31 @@ class Applier:
                 self.echo(f"  lock busy ({busy.describe()}); retrying in {busy.wait:.1f}s")
                 time.sleep(busy.wait)
 
+    def _interrupted(self, m: Migration) -> None:
+        """Ctrl-C during a no-transaction migration: on a session of its own (the migrating one may
+        be mid-cancel), the attempt marked failed and any INVALID index its interrupted
+        CREATE INDEX CONCURRENTLY left dropped, so nothing half-built stays behind."""
+        with psycopg.connect(self.url, autocommit=True) as fresh:
+            fresh.execute("UPDATE pgvkit.schema_migrations SET status = 'failed', error = %s WHERE version = %s",
+                          ["interrupted", m.version])
+            self._log_failure(fresh, m, RuntimeError("interrupted"))
+            dropped = self._drop_invalid_indexes(fresh, m)
+        self.echo(f"  interrupted: {m.id} stopped" + (f"; dropped the INVALID index {', '.join(dropped)} its build "
+                                                      "left" if dropped else "")
+                  + "; pgvkit migrate starts it again")
+
     def _execute(self, conn, m: Migration, f: SQLFile, st: Statement, *, transactional: bool) -> None:
+        if isinstance(st.node, ast.IndexStmt) and st.node.idxname:
+            from ..buildprogress import watch
+
+            stop = watch(self.url, conn.info.backend_pid, st.node.idxname, progress=self.progress, echo=self.echo)
+            try:
+                return self._run(conn, m, f, st, transactional=transactional)
+            finally:
+                stop()
+        return self._run(conn, m, f, st, transactional=transactional)
+
+    def _run(self, conn, m: Migration, f: SQLFile, st: Statement, *, transactional: bool) -> None:
         try:
             conn.execute(st.sql)
         except pgerrors.LockNotAvailable:
@@ -166,8 +200,10 @@ class Applier:
         with contextlib.suppress(psycopg.Error):
             history.record_event(conn, m.version, "fail", m.checksum, str(exc)[:2000])
 
-    def _drop_invalid_indexes(self, conn, m: Migration) -> None:
-        """An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index: drop it to rebuild."""
+    def _drop_invalid_indexes(self, conn, m: Migration) -> list[str]:
+        """An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index: drop it to rebuild.
+        Returns the names dropped."""
+        dropped = []
         for st in m.up.statements:
             node = st.node
             if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname):
@@ -181,6 +217,8 @@ class Applier:
             if row and row[0]:
                 self.echo(f"  dropping invalid index {regname} left by an interrupted build")
                 conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+                dropped.append(regname)
+        return dropped
 
     def run_down(self, conn, m: Migration) -> None:
         down = m.down

@@ -13,9 +13,11 @@ from ..migrations import Migration
 from ..sqlfile import SQLFile
 
 __all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
-           "direct_query_notes", "replaced_indexes", "stacked_notes", "check_partitioned", "TUNE_WRITTEN"]
+           "direct_query_notes", "replaced_indexes", "stacked_notes", "check_partitioned", "TUNE_WRITTEN", "ESTIMATE",
+           "build_estimate", "duration"]
 
 TUNE_WRITTEN = "-- Written by pgvkit tune on "  # the second line of every migration pgvkit tune writes
+ESTIMATE = "-- pgvkit:estimate "  # tune's estimate of its index build at the table's size: build_s=, rows=, ...
 
 _NO_EXTENSION = {  # what to do instead when a server lacks an extension migrations often start with
     "pgcrypto": "if it is for gen_random_uuid(), that is built in since PostgreSQL 13: drop the CREATE EXTENSION",
@@ -36,7 +38,9 @@ class Plan(Table):
     @property
     def columns(self) -> tuple[str, ...]:
         base = ("version", "name", "mode", "statements", "action")
-        return base + ("drops",) if self.verb == "roll back" else base
+        if self.verb == "roll back":
+            return base + ("drops",)
+        return base + ("build",) if any(s.get("build") for s in self.steps) else base
 
     @property
     def title(self) -> str:
@@ -56,15 +60,42 @@ class Plan(Table):
         return {"database": self.database, "migrations": self.steps, "warnings": list(self.notes)}
 
 
+def build_estimate(m: Migration) -> dict | None:
+    """What pgvkit tune estimated for the index build of a migration it wrote (its ESTIMATE line):
+    {"build_s": seconds, "rows": rows, "maintenance_work_mem": "4200MB"}; None for any other file."""
+    for line in m.up.text.splitlines():
+        if line.startswith(ESTIMATE):
+            fields = dict(part.split("=", 1) for part in line[len(ESTIMATE):].split() if "=" in part)
+            try:
+                return {"build_s": float(fields["build_s"]), "rows": int(fields["rows"]),
+                        "maintenance_work_mem": fields.get("maintenance_work_mem", "")}
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: 45 s, 12 min, 1.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def apply_steps(to_apply: list[Migration], rows: dict) -> list[dict]:
-    """One step per pending migration: its mode, statement count, apply or resume, and its SQL."""
+    """One step per pending migration: its mode, statement count, apply or resume, its index
+    build's estimate (for a migration pgvkit tune wrote) and its SQL."""
     steps = []
     for m in to_apply:
         row = rows.get(m.version)
+        estimate = build_estimate(m)
         steps.append({"version": m.label, "name": m.name,
                       "mode": "transaction" if m.transactional else "no-transaction (autocommit)",
                       "statements": len(m.up.statements),
                       "action": f"resume ({row.status})" if row else "apply",
+                      "build": (f"~{duration(estimate['build_s'])} on {estimate['rows']:,} rows, maintenance_work_mem "
+                                f"{estimate['maintenance_work_mem']}" if estimate else ""),
                       "sql": m.up.text})
     return steps
 

@@ -5,16 +5,14 @@ sized so it fits and parallel workers on, its progress shown from pg_stat_progre
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 from ..db import connect, is_local
-from ..display import progress_bar
+from ..buildprogress import watch
 from ..kinds import KINDS, Kind
 from ..sizing import hnsw_build_bytes, ivfflat_build_bytes
 from .workload import SCHEMA, SCRATCH
@@ -83,38 +81,6 @@ def build_settings(url: str, config: Config, rows: int, dims: int) -> dict:
             "min_parallel_table_scan_size": "0"}
 
 
-def _progress_watcher(url: str, pid: int, label: str, progress: bool):
-    """Poll pg_stat_progress_create_index for the building backend into a progress bar."""
-    done = threading.Event()
-
-    def watch():
-        bar = progress_bar(total=100, desc=f"build {label}", unit="%", enabled=progress, leave=False)
-        try:
-            with connect(url, autocommit=True, application_name="pgvkit progress") as conn:
-                while not done.wait(0.5):
-                    row = conn.execute(
-                        "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total"
-                        " FROM pg_stat_progress_create_index WHERE pid = %s", [pid]).fetchone()
-                    if row:
-                        phase, bd, bt, td, tt = row
-                        pct = 100 * td / tt if tt else (100 * bd / bt if bt else 0)
-                        bar.n = int(pct)
-                        bar.set_postfix_str(phase, refresh=True)
-        except psycopg.Error:
-            pass
-        finally:
-            bar.close()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-
-    def stop():
-        done.set()
-        thread.join()
-
-    return stop
-
-
 def build(url: str, conn, config: Config, rows: int, dims: int, *, progress: bool = True) -> dict:
     """Build one candidate index on the scratch table; returns seconds, size, settings, notices."""
     settings = build_settings(url, config, rows, dims)
@@ -123,7 +89,7 @@ def build(url: str, conn, config: Config, rows: int, dims: int, *, progress: boo
     conn.add_notice_handler(handler)
     for name, value in settings.items():
         conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(str(value))))
-    stop = _progress_watcher(url, conn.info.backend_pid, config.label, progress)
+    stop = watch(url, conn.info.backend_pid, config.label, progress=progress)
     start = time.perf_counter()
     try:
         conn.execute(sql.SQL("CREATE INDEX {} ON {} USING {} ({}) WITH ({})").format(

@@ -25,9 +25,10 @@ from ..errors import PgvkitError
 from ..indexes import TUNED_BY, VectorIndex, search_index
 from ..kinds import KINDS, RERANK_DEPTH, function_sql
 from ..migrations import default_migrations_dir, read_migrations
-from ..migrator.plan import TUNE_WRITTEN, replaced_indexes
+from ..migrator.plan import ESTIMATE, TUNE_WRITTEN, replaced_indexes
 from .build import SEARCH_PARAM, build_settings
 from .recommend import Recommendation, figures
+from .scale import PREDICTED
 
 __all__ = ["write_migration", "QueryChangeRefused", "StackedTuning", "refuse_stacking"]
 
@@ -218,7 +219,8 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         settings = build_settings(url, p.config, max(rows, 1), dims)
         set_lines = "".join(sql.SQL("SET {} = {};\n").format(sql.SQL(k), sql.Literal(str(v))).as_string(conn)
                             for k, v in settings.items())
-        changes = {p.search_param: str(p.search_value), **({RERANK_DEPTH: str(p.rerank)} if kind.reranks else {})}
+        changes = {p.search_param: str(p.search_value), **({RERANK_DEPTH: str(p.rerank)} if kind.reranks else {}),
+                   **search.INDEX_ONLY}  # the tuner measured the index: the application gets it at every size
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         what = f"{kind.name} {p.config.method}" if not kind.direct else p.config.method
         replaces = (f"replaces {live_kind.name} {live.method} index {sql.Identifier(live.name).as_string(conn)}"
@@ -228,11 +230,16 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
             between = ("-- search_assets searches the new index from here on (its query and settings change with it)\n"
                        + function_sql(conn, kind, dims, _bound_after(bound, changes),
                                       sql.Identifier(table_schema, table_name)))
+        predicted = p.note.startswith(PREDICTED)
+        measured = (f"{p.note}:\n--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
+                    f" p95 ~{p.p95_ms:.2f} ms" if predicted else
+                    f"--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
+                    f" p95 {p.p95_ms:.2f} ms, build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB")
         up = (f"-- pgvkit:no-transaction\n"
-              f"{TUNE_WRITTEN}{stamp}; {replaces}. Measured on {recommendation.workload}:\n"
-              f"--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
-              f" p95 {p.p95_ms:.2f} ms,"
-              f" build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB\n"
+              f"{TUNE_WRITTEN}{stamp}; {replaces}. Measured on {recommendation.workload}"
+              + (";\n-- " if predicted else ":\n") + measured + "\n"
+              + f"{ESTIMATE}build_s={round(p.build_s)} rows={rows} "
+                f"maintenance_work_mem={settings['maintenance_work_mem']}\n"
               f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n"
               + ("" if kind.direct else
                  f"-- Direct ORDER BY embedding <=> ... queries cannot use a {kind.name} index: after this migration "
@@ -244,7 +251,8 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         up += (f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines
                + _swap(conn, create, schema, target, temp, between, parts)
                + _comment(conn, schema, target, f"{TUNED_BY} {_setting_text(p)}"
-                          + ("" if kind.direct else f" ({kind.name}, through search_assets)"))
+                          + ("" if kind.direct else f" ({kind.name}, through search_assets)")
+                          + (f"; {p.note.split(' from ')[0]}: {figures(p).split('; ')[0]}" if predicted else ""))
                + "".join(f"RESET {k};\n" for k in settings))
         if has_function and not body_changes:
             up += ("\n-- search_assets binds its own setting: it changes with the index it is for\n"

@@ -8,6 +8,7 @@ from ..display import Echo, echo_to
 from ..memory import Budget, budget as server_budget
 from .lock import hold
 from .recommend import Recommendation, recommend
+from .scale import carry, sample_sizes
 from .sweep import SweepResult, sweep
 from .truth import exact_knn
 from .workload import Workload, cleanup, prepare
@@ -37,17 +38,65 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
             echo(f"memory budget: {budget}")
         cleanup(url)
         try:
-            workload = prepare(url, source=source, rows=rows, queries=queries, k=k, seed=seed,
+            live_rows = _live_rows(url) if source != "synthetic" else 0
+            sizes = sample_sizes(live_rows if live_rows >= 1000 or source == "table" else 0, rows)
+            if not candidates and not query_change and len(sizes) > 1 and "kinds" not in (grid or {}):
+                grid = {**(grid or {}), "kinds": ["vector"]}
+                echo("index kinds: vector only (halfvec and binary indexes serve only search_assets, so without "
+                     "--allow-query-change they could not be chosen; --candidates vector,halfvec,binary sweeps them)")
+            workload = prepare(url, source=source, rows=sizes[-1], queries=queries, k=k, seed=seed,
                                filter_owner=filter_owner, shapes=shapes, query_vectors=query_vectors, echo=echo)
             echo(f"workload: {workload.describe()}")
+            if workload.source != "table":
+                sizes = sizes[-1:]
+            if len(sizes) > 1:
+                echo(f"{workload.live_rows:,} rows are too many to sweep whole in minutes: the sweep runs on "
+                     f"{sizes[-1]:,} of them, the HNSW candidates again on {sizes[1]:,} and {sizes[0]:,}, and recall "
+                     f"is carried to {workload.live_rows:,} rows by how it falls from one size to the next "
+                     "(--rows N: another sample size); the search settings are confirmed on the live index after "
+                     "migrating (pgvkit confirm)")
+                grid = {"ef_search": [2 * k, 4 * k, 6 * k, 8 * k, 12 * k, 16 * k, 24 * k, 32 * k], **(grid or {})}
             start = time.perf_counter()
             truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
             echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")
-            result = sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,
-                           progress=progress, echo=echo)
+            start = time.perf_counter()
+            sizes[-1] = workload.rows  # the sample less the rows taken out as new-vector queries
+            results = {sizes[-1]: sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,
+                                        progress=progress, echo=echo)}
+            took = time.perf_counter() - start
+            hnsw_share = _hnsw_share(results[sizes[-1]])
+            for n in reversed(sizes[:-1]):
+                left = took * hnsw_share * sum((m / sizes[-1]) ** 1.1 for m in sizes[:-1] if m <= n)
+                echo(f"sample of {n:,} rows (HNSW candidates; about {left / 60:.1f} min left) ...")
+                workload = workload.shrink(url, n, seed)
+                results[n] = sweep(url, workload, grid={**(grid or {}), "ivfflat_lists": []}, progress=progress,
+                                   echo=echo)
         finally:
             cleanup(url)
+    if len(sizes) > 1:
+        result, _ = carry(results, workload.live_rows)
+        echo("recall falls with size as rows^slope of its deficit: " + ", ".join(
+            f"{name} {slope:.2f}" for name, slope in result.slopes.items()))
+    else:
+        result = results[sizes[-1]]
     return workload, result, recommend(result, target, budget, query_change=query_change)
+
+
+def _live_rows(url: str, table: str = "ip_asset_embeddings") -> int:
+    from psycopg import sql
+
+    from ..db import connect
+
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0] is None:
+            return 0
+        return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+
+
+def _hnsw_share(result: SweepResult) -> float:
+    """The share of a sweep's build time spent on HNSW candidates (what the smaller samples repeat)."""
+    total = sum(b["build_s"] for b in result.builds) or 1.0
+    return sum(b["build_s"] for b in result.builds if "hnsw" in b["index"]) / total
 
 
 def resolve_budget(url: str, memory_budget: int | str | Budget | None) -> Budget | None:

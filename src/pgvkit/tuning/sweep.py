@@ -88,11 +88,18 @@ class SweepResult(Table):
     builds: list[dict] = field(default_factory=list)
     live_rows: int = 0  # the row count "memory MB" is for
     dims: int = 768
+    samples: list[int] = field(default_factory=list)  # carried from samples of these sizes (pgvkit.tuning.scale)
+    slopes: dict[str, float] = field(default_factory=dict)  # the fitted fall of recall with size, per index / shape
     columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "filtered", "p5", "p50 ms", "p95 ms", "qps",
                "build s", "size MB", "memory MB", "index used", "note")
 
     @property
     def title(self) -> str:
+        if self.samples:
+            return (f"Predicted at {self.live_rows:,} rows from sweeps of samples of "
+                    + ", ".join(f"{n:,}" for n in self.samples) + f" rows ({self.workload}): recall@{self.k} per "
+                    "index and setting, for new vectors and similar assets; HNSW recall carried by each index's "
+                    "fitted fall with size, IVFFlat lists and probes scaled with the rows")
         return (f"Sweep over {self.workload}: recall@{self.k} per index and setting, for new vectors (not in the "
                 "index) and similar assets (rows of the index, each left out of its own answer); memory MB: the "
                 f"index at {self.live_rows:,} rows")
@@ -102,7 +109,7 @@ class SweepResult(Table):
 
     def to_dict(self) -> dict:
         return {"workload": self.workload, "k": self.k, "live_rows": self.live_rows, "points": self.rows(),
-                "builds": self.builds}
+                "builds": self.builds, "samples": self.samples, "slopes": self.slopes}
 
     def __add__(self, other: SweepResult) -> SweepResult:
         """Two sweeps of the same workload (e.g. the IVFFlat one and the HNSW one) as one."""
@@ -170,6 +177,9 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
     scale = result.live_rows / workload.rows
     with hold(url), connect(url, autocommit=True, application_name="pgvkit tune") as conn:
         register_vector(conn)
+        # as search_assets runs once a tuning migration bound it (search.INDEX_ONLY): the index, never
+        # a sequential scan the planner may prefer at some settings
+        conn.execute("SET enable_seqscan = off")
         for config in configs:
             echo(f"building {config.label} on {workload.rows:,} rows ...")
             built = build(url, conn, config, workload.rows, workload.dims, progress=progress)
@@ -245,10 +255,6 @@ def _filtered_points(conn, workload: Workload, config: Config, param: str, setti
                             depth=depth)
         params = {"q": workload.queries[0], "owner": workload.filter_owner}
         used, top = plan_index(conn, shape, params)
-        forced = used != config.index_name
-        if forced:  # a selective filter on a small table: the planner scans and sorts instead
-            conn.execute("SET enable_seqscan = off")
-            used, top = plan_index(conn, shape, params)
         if used != config.index_name:
             point.note = f"EXPLAIN shows {top}, not the index; not counted"
         else:
@@ -261,10 +267,7 @@ def _filtered_points(conn, workload: Workload, config: Config, param: str, setti
             point.qps = 1000.0 / float(lat.mean())
             short = sum(len(r) < workload.k for r in ids)
             notes = [f"{short} of {len(ids)} queries got fewer than {workload.k} rows"] if short else []
-            if forced:
-                notes.append("the planner prefers a scan for this filter here: measured with enable_seqscan = off")
             point.note = "; ".join(notes)
-        conn.execute("RESET enable_seqscan")
         points.append(point)
     conn.execute(sql.SQL("RESET {}").format(sql.SQL(scan)))
     return points

@@ -4,7 +4,7 @@ queries and a second, fresh query set; `cleanup()` drops it, also after an inter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pgvector.psycopg import register_vector
@@ -77,7 +77,7 @@ class Workload:
                 + (f" ({self.query_source})" if self.query_source else ""))
         if self.source == "table" and self.live_rows > self.rows:
             text += (f"; a sample of {self.rows:,} of {self.live_rows:,} rows: recall at fixed settings falls as a "
-                     "table grows, so confirm the choice at full size with pgvkit recall")
+                     "table grows, so the search settings are confirmed at full size after migrating (pgvkit confirm)")
         if self.partitions:
             text += (f"; measured on one unpartitioned copy, while the live table has {self.partitions} partitions, each "
                      "with its own index that every search scans and merges: latency there is higher and recall "
@@ -86,6 +86,24 @@ class Workload:
             share = float(np.mean(self.owners == self.filter_owner))
             text += f"; filtered on owner_id = {_quoted(self.filter_owner)} ({share:.1%} of rows)"
         return text
+
+    def shrink(self, url: str, rows: int, seed: int = 0) -> Workload:
+        """The workload on a nested sample of `rows` of its rows: the rest deleted from the scratch
+        table, every similar-assets query row kept (so each shape asks the same questions at
+        every size); new-vector queries are never in the table anyway."""
+        keep = np.zeros(self.rows, dtype=bool)
+        asked = [a for a in (self.similar_ids, self.similar_fresh_ids, self.query_ids, self.fresh_query_ids)
+                 if a is not None]
+        if asked:
+            keep[np.searchsorted(self.ids, np.concatenate(asked))] = True
+        others = np.flatnonzero(~keep)
+        need = max(0, rows - int(keep.sum()))
+        keep[np.random.default_rng(seed).choice(others, size=min(need, len(others)), replace=False)] = True
+        with hold(url), connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DELETE FROM {} WHERE NOT (id = ANY(%s))").format(SCRATCH), [self.ids[keep].tolist()])
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(SCRATCH))
+        return replace(self, ids=self.ids[keep], vectors=self.vectors[keep],
+                       owners=self.owners[keep] if self.owners is not None else None)
 
     def filtered_truth(self) -> GroundTruth:
         """Exact neighbours among the rows of filter_owner only."""

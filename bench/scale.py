@@ -1,0 +1,219 @@
+"""The team's path at the team's scale: load, tune, plan, migrate, confirm, migrate, audit, on
+the seed's table, each step run as a user runs it (the pgvkit CLI), timed, with its peak memory.
+
+    .venv/bin/python bench/scale.py                       # 1,000,000 x 768 synthetic topic embeddings
+    .venv/bin/python bench/scale.py --rows 200000         # a smaller synthetic run
+    .venv/bin/python bench/scale.py --data real           # the 200,000 real sentence embeddings (../shared/data)
+
+New vectors are never in the table: 1,000 go to `pgvkit confirm`, 1,000 others to `pgvkit recall`
+and to this script's own brute force over the loaded rows. One owner holds 1 % of the rows; its
+filtered searches through search_assets are checked the same way. Then every search setting the
+tuner may bind is planned through search_assets at this size: none may read the table
+sequentially. Prints JSON (and --out FILE); the README's scale table quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from _common import ROOT, report, seed_database
+
+ONE_PERCENT = "one-percent"  # every owner id 11 characters: binary COPY of fixed-width columns
+QUERIES = 1000
+
+
+def owners(n: int, rng: np.random.Generator) -> np.ndarray:
+    """40 % / 20 % for two large owners, exactly 1 % for ONE_PERCENT, the rest over 500 small ones."""
+    out = np.array([f"small-{i:05d}" for i in rng.integers(0, 500, n)], dtype=object)
+    roll = rng.permutation(n)
+    out[roll[: int(0.40 * n)]] = "big-owner-a"
+    out[roll[int(0.40 * n): int(0.60 * n)]] = "big-owner-b"
+    out[roll[int(0.60 * n): int(0.61 * n)]] = ONE_PERCENT
+    return out
+
+
+def vectors(data: str, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(table rows, 2 x QUERIES new vectors never loaded)."""
+    if data == "real":
+        x = np.load(ROOT.parent / "shared" / "data" / "pypi_summaries_200k_minilm384.npy").astype(np.float32)
+        q, _ = np.linalg.qr(np.random.default_rng(768).standard_normal((768, x.shape[1])))
+        x = (x @ q.T.astype(np.float32)).astype(np.float32)  # an orthogonal map: every cosine distance kept
+        x = x[np.random.default_rng(seed).permutation(len(x))]
+        rows = min(rows, len(x) - 2 * QUERIES)
+        return x[:rows], x[-2 * QUERIES:]
+    from pgvkit.synthetic import Topics
+
+    topics = Topics(768, rows=rows, per_topic=200, seed=seed)
+    return topics.draw(rows), topics.draw(2 * QUERIES)
+
+
+def load(url: str, data: np.ndarray, owned: np.ndarray) -> None:
+    from pgvkit.bulk import Column, copy_arrays
+    from psycopg import sql
+
+    ids = np.arange(1, len(data) + 1, dtype=np.int64)
+    assets = np.array([f"s3://a/{i:09d}".encode() for i in ids])
+    copy_arrays(url, sql.Identifier("ip_asset_embeddings"),
+                [Column("id", ids), Column("asset_id", assets), Column("owner_id", owned.astype("S")),
+                 Column("embedding", data)])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT setval(pg_get_serial_sequence('ip_asset_embeddings', 'id'), %s)", [len(data)])
+        conn.execute("VACUUM ANALYZE ip_asset_embeddings")
+
+
+def run(step: str, *args: str, url: str, log: Path, migrations: Path) -> dict:
+    """One pgvkit command as a user runs it: wall time, its own peak memory, exit code, output."""
+    env = {**os.environ, "DATABASE_URL": url, "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "pgvkit", *args, "--migrations", str(migrations)]
+    start = time.perf_counter()
+    with open(log / f"{step}.out", "w") as out, open(log / f"{step}.err", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    text = (log / f"{step}.out").read_text()
+    print(f"[{step}] exit {code} in {wall:.0f} s: pgvkit {' '.join(args)}", file=sys.stderr, flush=True)
+    return {"step": step, "wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": code,
+            "output": text}
+
+
+def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarray, owner: str | None,
+                k: int = 10) -> dict:
+    """Recall@k of search_assets against this script's own exact neighbours (numpy over the rows it loaded)."""
+    base = data if owner is None else data[owned == owner]
+    base_ids = np.arange(1, len(data) + 1) if owner is None else np.flatnonzero(owned == owner) + 1
+    sims = queries @ base.T
+    truth = np.argsort(-sims, axis=1)[:, :k]
+    kth = np.take_along_axis(sims, truth[:, -1:], axis=1)[:, 0]
+    hits, latency, short = [], [], 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        for i, q in enumerate(queries):
+            start = time.perf_counter()
+            rows = conn.execute("SELECT id, distance FROM search_assets(%s, %s, %s)", [q, k, owner]).fetchall()
+            latency.append((time.perf_counter() - start) * 1000)
+            short += len(rows) < k
+            right = set(base_ids[truth[i]].tolist())
+            hits.append(sum(1 for r in rows if r[0] in right or 1 - r[1] >= kth[i] - 1e-5) / k)
+    return {"queries": len(queries), "recall": round(float(np.mean(hits)), 4), "short": short,
+            "p50_ms": round(float(np.percentile(latency, 50)), 2), "p95_ms": round(float(np.percentile(latency, 95)), 2)}
+
+
+def sequential_settings(url: str) -> dict:
+    """Every search setting the tuner may bind (its ef_search / probes grids), planned through
+    search_assets at this size with the function's bound settings: which read the table."""
+    from pgvkit import search
+    from pgvkit.tuning.confirm import SEARCH_GRID, probe_function
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        method = conn.execute("SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                              " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = 'ip_asset_embeddings'::regclass"
+                              " AND am.amname IN ('hnsw', 'ivfflat')").fetchone()[0]
+        param = "hnsw.ef_search" if method == "hnsw" else "ivfflat.probes"
+        probe = conn.execute("SELECT embedding FROM ip_asset_embeddings LIMIT 1").fetchone()[0]
+        seq, bound = [], search.settings(conn)
+        for value in SEARCH_GRID[param]:
+            probe_function(conn, {param: str(value)})
+            plan = search.nested_plan(conn, probe, function="pg_temp.pgvkit_confirm_search")
+            if plan is None or not search._index_scans(plan["Plan"]):
+                seq.append(value)
+    return {"param": param, "values_planned": len(SEARCH_GRID[param]), "sequential_at": seq,
+            "bound": bound}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tune-rows", type=int, help="pgvkit tune --rows (default: none, as the Done-when asks)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    log = Path(tempfile.mkdtemp(prefix="pgvkit-scale-"))
+    rng = np.random.default_rng(args.seed)
+    start = time.perf_counter()
+    data, new = vectors(args.data, args.rows, args.seed)
+    owned = owners(len(data), rng)
+    np.save(log / "confirm_queries.npy", new[:QUERIES])
+    np.save(log / "recall_queries.npy", new[QUERIES:])
+    steps = {}
+    with seed_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:  # a server sized like the team's 24 GB machine
+            conn.execute("ALTER SYSTEM SET effective_cache_size = '16GB'")
+            conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")
+            conn.execute("SELECT pg_reload_conf()")
+        t = time.perf_counter()
+        load(url, data, owned)
+        steps["load"] = {"wall_s": round(time.perf_counter() - t, 1), "rows": len(data)}
+        print(f"[load] {len(data):,} rows in {steps['load']['wall_s']} s", file=sys.stderr, flush=True)
+        migrations = log / "migrations"
+        migrations.mkdir()
+        for f in (ROOT / "migrations").glob("*.sql"):
+            (migrations / f.name).write_text(f.read_text())
+        extra = ("--rows", str(args.tune_rows)) if args.tune_rows else ()
+        steps["tune"] = run("tune", "tune", "--write-migration", *extra, url=url, log=log, migrations=migrations)
+        steps["plan"] = run("plan", "plan", "--json", url=url, log=log, migrations=migrations)
+        steps["migrate"] = run("migrate", "migrate", url=url, log=log, migrations=migrations)
+        steps["confirm"] = run("confirm", "confirm", "--query-file", str(log / "confirm_queries.npy"),
+                               "--write-migration", "--json", url=url, log=log, migrations=migrations)
+        steps["migrate_settings"] = run("migrate_settings", "migrate", url=url, log=log, migrations=migrations)
+        steps["recall"] = run("recall", "recall", "--query-file", str(log / "recall_queries.npy"), "--sample", "1000",
+                              "--json", url=url, log=log, migrations=migrations)
+        steps["verify"] = run("verify", "verify", "--json", url=url, log=log, migrations=migrations)
+        own = {"new vectors": brute_force(url, data, owned, new[QUERIES:], None),
+               f"owner {ONE_PERCENT} (1%)": brute_force(url, data, owned, new[QUERIES:QUERIES + 200], ONE_PERCENT),
+               "owner big-owner-a (40%)": brute_force(url, data, owned, new[QUERIES:QUERIES + 200], "big-owner-a")}
+        planned = sequential_settings(url)
+    figures = summarise(steps, own, planned)
+    result = {"benchmark": "scale: tune, migrate, confirm, audit", "data": args.data, "rows": len(data), "dims": 768,
+              "cores": os.cpu_count(), "total_s": round(time.perf_counter() - start, 1), **figures,
+              "steps": {name: {k: v for k, v in s.items() if k != "output"} for name, s in steps.items()},
+              "brute_force": own, "seq_scan_check": planned, "logs": str(log)}
+    report(result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def summarise(steps: dict, own: dict, planned: dict) -> dict:
+    """The Done-when figures: tune wall, plan's estimate against the build, predicted against measured."""
+    out = {}
+    plan = json.loads(steps["plan"]["output"] or "{}")
+    build = next((m.get("build") for m in plan.get("migrations", []) if m.get("build")), "")
+    out["plan_build_estimate"] = build
+    migrate_err = steps["migrate"]["output"]
+    out["migrate_said"] = [line.strip() for line in migrate_err.splitlines() if "estimated the build" in line]
+    confirm = json.loads(steps["confirm"]["output"] or "{}")
+    out["tune_predicted"] = confirm.get("predicted")
+    out["confirm_chosen"] = confirm.get("chosen")
+    out["confirm_at_chosen"] = confirm.get("at_chosen")
+    out["confirm_at_tuned"] = confirm.get("at_tuned")
+    audit = json.loads(steps["recall"]["output"] or "{}")
+    out["pgvkit_recall"] = {name: s.get("recall") for name, s in audit.get("shapes", {}).items()}
+    out["checks"] = {
+        "tune_under_10_min": steps["tune"]["wall_s"] < 600,
+        "migrate_within_25pct_of_plan": None,  # filled by the reader from migrate_said (x ratio within 0.75-1.25)
+        "new_vectors_recall_ge_0.95": own["new vectors"]["recall"] >= 0.95,
+        "one_percent_owner_recall_ge_0.95": all(v["recall"] >= 0.95 and v["short"] == 0
+                                                for k, v in own.items() if k.startswith("owner")),
+        "no_sequential_scan": not planned["sequential_at"],
+    }
+    ratio = [float(line.rsplit("(", 1)[1].rstrip("x)")) for line in out["migrate_said"] if "x)" in line]
+    if ratio:
+        out["checks"]["migrate_within_25pct_of_plan"] = 0.75 <= ratio[0] <= 1.25
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""Step 8, after the migration built the index at full size: confirm. The search-time settings
+(hnsw.ef_search or ivfflat.probes; for searches filtered by owner, hnsw.max_scan_tuples with
+hnsw.scan_mem_multiplier, or ivfflat.max_probes) chosen on the live index, against exact
+neighbours streamed from the whole table: they need no rebuild, and a sample cannot tell them
+(at fixed settings recall falls as a table grows).
+
+Every measurement searches through search_assets as the application calls it: a copy of the
+function as it stands (its body, its bound settings) made in this session's pg_temp with the
+setting under test, so the live function is never touched while it is measured, and the plan
+is the one the application gets. `write_migration()` binds the choice (and
+search.INDEX_ONLY) to search_assets as the next numbered migration, with a down file that puts
+back what was bound before.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from .. import history, search
+from ..bulk import read_vectors
+from ..db import connect
+from ..display import Echo, Table, echo_to
+from ..errors import PgvkitError
+from ..indexes import searched_index
+from ..migrations import default_migrations_dir, read_migrations
+from ..vectors import as_vectors
+from .build import SEARCH_PARAM
+from .truth import GroundTruth, recall_at_k, recall_low
+
+__all__ = ["Confirmation", "confirm", "write_migration", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN",
+           "probe_function"]
+
+CONFIRM_WRITTEN = "-- Written by pgvkit confirm on "  # the second line of every migration confirm writes
+PROBE = "pg_temp.pgvkit_confirm_search"
+
+# The values tried, smallest first: the first whose recall clears the target (with the tuner's
+# margin) is chosen, so a search does no more work than the target asks.
+SEARCH_GRID = {
+    "hnsw.ef_search": [10, 20, 30, 40, 50, 60, 80, 100, 120, 160, 200, 240, 320, 400, 500, 640, 800, 1000],
+    "ivfflat.probes": [1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 200, 256, 320, 400,
+                       512, 640, 800, 1000, 1280, 1600, 2000],
+}
+# A filtered search's iterative scan stops at max_scan_tuples (pgvector's default 20,000) or when
+# its memory passes work_mem x scan_mem_multiplier: at 1M rows a 1 % owner needs ~10x the default
+# (published: recall 0.77-0.80 at the default, ~0.93 at 200,000), so both grow together.
+FILTER_GRID = {
+    "hnsw": [{"hnsw.max_scan_tuples": str(t), "hnsw.scan_mem_multiplier": str(m)}
+             for t, m in ((20_000, 1), (50_000, 2), (100_000, 4), (200_000, 8), (400_000, 16), (1_000_000, 40))],
+    "ivfflat": [{"ivfflat.max_probes": str(p)} for p in (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 32768)],
+}
+FILTERED_QUERIES = 200  # a deep iterative scan costs ~100x a plain search: fewer queries, same margin rule
+
+
+@dataclass
+class Measurement:
+    shape: str  # "new vectors", "similar assets", "owner X (1.0 %)"
+    settings: dict[str, str]  # the settings under test (beside what search_assets binds)
+    per_query: np.ndarray = field(repr=False)
+    p50_ms: float
+    p95_ms: float
+    short: int = 0  # searches that returned fewer rows than exist
+    plan: str = ""
+
+    @property
+    def recall(self) -> float:
+        return float(self.per_query.mean())
+
+    @property
+    def low(self) -> float:
+        return recall_low(self.per_query) if len(self.per_query) > 1 else self.recall
+
+    def meets(self, target: float) -> bool:
+        return self.low >= target and self.short == 0
+
+    def row(self, target: float) -> dict:
+        return {"shape": self.shape, "setting": ", ".join(f"{k} = {v}" for k, v in self.settings.items()),
+                "queries": len(self.per_query), "recall": round(self.recall, 4),
+                "p5": round(float(np.percentile(self.per_query, 5)), 3), "short": self.short,
+                "p50 ms": round(self.p50_ms, 2), "p95 ms": round(self.p95_ms, 2), "plan": self.plan,
+                "status": "meets" if self.meets(target) else "below"}
+
+
+@dataclass(repr=False)
+class Confirmation(Table):
+    """What confirm measured on the live index, and the settings it chose."""
+
+    database: str
+    table: str
+    rows_in_table: int
+    index: str  # the live index's definition
+    method: str
+    k: int
+    target: float
+    bound_before: dict[str, str]  # what search_assets bound when confirm ran
+    chosen: dict[str, str] = field(default_factory=dict)  # to bind (with search.INDEX_ONLY)
+    measurements: list[Measurement] = field(default_factory=list)
+    met: bool = False
+    message: str = ""
+    predicted: str | None = None  # what tune predicted for this size, from the index's comment
+    at_tuned: dict = field(default_factory=dict)  # recall measured at the setting tune bound, per shape
+    columns = ("shape", "setting", "queries", "recall", "p5", "short", "p50 ms", "p95 ms", "plan", "status")
+    colour_by = "status"
+
+    @property
+    def title(self) -> str:
+        return (f"Confirm on {self.table} ({self.rows_in_table:,} rows, {self.database}): "
+                + ("" if self.met else "NOT MET: ") + self.message)
+
+    def rows(self) -> list[dict]:
+        return [m.row(self.target) for m in self.measurements]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.met else 1
+
+    def chosen_measurements(self) -> list[Measurement]:
+        """The measurements at the chosen settings: one per shape."""
+        return [m for m in self.measurements if all(self.chosen.get(k) == v for k, v in m.settings.items())]
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "rows": self.rows_in_table, "index": self.index, "k": self.k,
+                "target": self.target, "met": self.met, "message": self.message, "chosen": self.chosen,
+                "bound_before": self.bound_before, "predicted": self.predicted, "at_tuned": self.at_tuned,
+                "measurements": self.rows(),
+                "at_chosen": {m.shape: round(m.recall, 4) for m in self.chosen_measurements()}}
+
+
+def probe_function(conn, settings: dict[str, str]) -> None:
+    """search_assets as it stands (body and bound settings), copied into this session's pg_temp
+    with `settings` over its own: what the application would get with them, and nobody else
+    sees it."""
+    text = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
+    head, body = text.split("\nAS ", 1)
+    lines = head.splitlines()
+    lines[0] = re.sub(r"FUNCTION\s+.+?\(", f"FUNCTION {PROBE}(", lines[0], count=1)
+    bound = {**search.settings(conn), **settings}
+    kept = [line for line in lines if not line.lstrip().startswith("SET ")]
+    sets = [sql.SQL(" SET {} = {}").format(sql.SQL(name), sql.Literal(str(value))).as_string(conn)
+            for name, value in bound.items()]
+    conn.execute("\n".join(kept + sets) + "\nAS " + body)
+
+
+def _owners(conn, table: str, rows: int, k: int, asked) -> list[tuple[str, int]]:
+    """(owner, rows) of the owners to measure filtered searches for: by default the largest and
+    the one nearest 1 % of the rows (with at least k rows); `asked` names them; none for []."""
+    if asked is None:
+        return []
+    if asked != "auto":
+        names = list(asked)
+        counts = dict(conn.execute(sql.SQL("SELECT owner_id, count(*) FROM {} WHERE owner_id = ANY(%s) GROUP BY 1")
+                                   .format(sql.Identifier(table)), [names]).fetchall())
+        missing = [n for n in names if n not in counts]
+        if missing:
+            raise PgvkitError(f"no row of {table} has owner_id = {missing[0]!r}; name an owner that exists "
+                              "(or --owners auto)")
+        return [(n, counts[n]) for n in names]
+    counts = conn.execute(sql.SQL("SELECT owner_id, count(*) FROM {} WHERE owner_id IS NOT NULL GROUP BY 1"
+                                  " ORDER BY 2 DESC, 1").format(sql.Identifier(table))).fetchall()
+    if not counts:
+        return []
+    picked = [counts[0]]
+    small = [c for c in counts[1:] if c[1] >= k]
+    if small:
+        one_percent = min(small, key=lambda c: (abs(c[1] - rows / 100), c[0]))
+        picked.append(one_percent)
+    return [(o, n) for o, n in picked]
+
+
+def _search(conn, queries: np.ndarray, exclude: np.ndarray | None, k: int, owner: str | None):
+    """Each query through the probe copy of search_assets (prepared, binary): ids, distances,
+    latency in ms; a similar-assets query asks for k + 1 and drops its own row."""
+    ask = k + 1 if exclude is not None else k
+    query = sql.SQL("SELECT id, distance FROM {}(%(q)s, {}, %(owner)s)").format(sql.SQL(PROBE), sql.Literal(ask))
+    ids, distances, latency = [], [], []
+    with conn.cursor(binary=True) as cur:
+        for i, q in enumerate(queries):
+            start = time.perf_counter()
+            rows = cur.execute(query, {"q": q, "owner": owner}, prepare=True).fetchall()
+            latency.append((time.perf_counter() - start) * 1000)
+            if exclude is not None:
+                rows = [r for r in rows if r[0] != int(exclude[i])][:k]
+            ids.append([r[0] for r in rows])
+            distances.append([r[1] for r in rows])
+    return ids, distances, np.array(latency)
+
+
+def _plan(conn, query: np.ndarray, k: int, owner: str | None) -> str:
+    """What the probe's statement scans, read with auto_explain (as verify does)."""
+    plan = search.nested_plan(conn, query, k, owner, function=PROBE)
+    if plan is None:
+        return "not read (auto_explain needs a superuser)"
+    scans = search._index_scans(plan["Plan"])
+    return f"index {', '.join(scans)}" if scans else "SEQUENTIAL SCAN"
+
+
+def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target: float = 0.95, sample: int = 1000,
+            queries=None, owners="auto", seed: int = 0, statement_timeout: str = "2h", progress: bool = True,
+            echo: Echo | None = None) -> Confirmation:
+    """Measure the live index through search_assets at every search setting of the grid, smallest
+    first, until the similar-assets shape (`sample` rows of the table, each left out of its own
+    answer) and the new-vector shape (`queries`, vectors not in the table, when given) clear
+    `target` with the tuner's margin; then, at that setting, the filtered searches of `owners`
+    ("auto": the largest owner and the one nearest 1 % of rows; None: none) over the filter grid
+    until they return every row that exists at the target. Nothing is changed in the database."""
+    from ..recall import _exact, _table_facts
+
+    echo = echo or echo_to()
+    if k < 1 or sample < 2 or not 0 < target <= 1:
+        raise PgvkitError("--k must be positive, --sample at least 2 and --target-recall between 0 and 1")
+    with connect(url, application_name="pgvkit confirm") as conn:
+        register_vector(conn)
+        dims, rows = _table_facts(conn, table)
+        if not search.exists(conn):
+            raise PgvkitError(f"no {search.SIGNATURE} here: confirm binds its settings to the function the application "
+                              "searches through; run pgvkit migrate (002_search_assets adds it)")
+        live = searched_index(conn, table)
+        if live is None:
+            raise PgvkitError(f"{table} has no valid vector index to confirm; run pgvkit tune --write-migration, then "
+                              "pgvkit migrate")
+        if live.kind is not None and live.kind.reranks:
+            raise PgvkitError(f"{live.name} is a binary-quantization index: its search setting is the re-rank depth, "
+                              "which pgvkit tune measures; measure it at full size with pgvkit recall")
+        conn.commit()
+        if sample > rows:
+            raise PgvkitError(f"--sample {sample} is larger than {table} ({rows:,} rows); use --sample {rows} or fewer")
+        new = as_vectors(queries, dims, what="query vectors") if queries is not None else None
+        param = SEARCH_PARAM[live.method]
+        bound = search.settings(conn)
+        result = Confirmation(conn.info.dbname, table, rows, live.definition, live.method, k, target, bound,
+                              predicted=live.predicted)
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout)))
+        conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
+        own_ids, own = read_vectors(conn, sql.SQL(
+            "SELECT id, embedding FROM {t} WHERE id IN (SELECT id FROM {t} WHERE vector_norm(embedding) > 0"
+            " ORDER BY random() LIMIT {n}) ORDER BY id").format(t=sql.Identifier(table), n=sql.Literal(sample)), dims)
+        picked = _owners(conn, table, rows, k, owners)
+        conn.commit()
+        shapes = {"similar assets": (own, own_ids)} | ({"new vectors": (new, None)} if new is not None else {})
+        echo(f"exact neighbours: streaming {rows:,} rows of {table} ...")
+        truths = _exact(conn, table, dims, shapes, k, rows, progress)
+        conn.commit()
+        filtered_q, filtered_ex = (new, None) if new is not None else (own, own_ids)
+        filtered_q = filtered_q[:FILTERED_QUERIES]
+        filtered_ex = filtered_ex[:FILTERED_QUERIES] if filtered_ex is not None else None
+        owner_truth = {}
+        for owner, owned in picked:
+            owner_truth[owner] = _exact(conn, table, dims, {"f": (filtered_q, filtered_ex)}, k, owned, False,
+                                        where=sql.SQL("owner_id = {}").format(sql.Literal(owner)))["f"]
+            conn.commit()
+        conn.autocommit = True
+        grid = [v for v in SEARCH_GRID[param] if v >= k] if param == "hnsw.ef_search" else list(SEARCH_GRID[param])
+        if live.method == "ivfflat":
+            lists = int(re.search(r"lists\s*=\s*'?(\d+)", live.definition).group(1))
+            grid = [p for p in grid if p < lists] + [lists]
+        tuned = int(bound[param]) if param in bound else None
+        chosen = _smallest_meeting(conn, result, param, grid, shapes, truths, echo, tuned)
+        if chosen is None:
+            result.message = (f"no {param} up to {grid[-1]} reaches recall@{k} >= {target} on the live index: tune "
+                              "again with a denser graph (pgvkit tune --rows N) or a lower target")
+            return result
+        result.chosen = dict(chosen)
+        tuned = bound.get(param)
+        if tuned is not None and not any(m.settings == {param: tuned} for m in result.measurements):  # what tune bound, measured too: its prediction, checked
+            probe_function(conn, {param: tuned, **search.INDEX_ONLY})
+            for name, (q, exclude) in shapes.items():
+                result.measurements.append(_measure(conn, name, {param: tuned}, q, exclude, k, truths[name], None))
+            result.measurements.sort(key=lambda m: (m.shape.startswith("owner"), int(m.settings[param])))
+        if tuned is not None:
+            result.at_tuned = {m.shape: round(m.recall, 4) for m in result.measurements
+                               if m.settings == {param: tuned}}
+            result.at_tuned["setting"] = f"{param} = {tuned}"
+        for owner, owned in picked:
+            label = f"owner {owner} ({owned / rows:.1%})"
+            found = None
+            for step in [{}] + _deeper(conn, FILTER_GRID[live.method], bound):
+                setting = {**chosen, **step}
+                probe_function(conn, {**setting, **search.INDEX_ONLY})
+                m = _measure(conn, label, setting, filtered_q, filtered_ex, k, owner_truth[owner], owner)
+                result.measurements.append(m)
+                shown = ", ".join(f"{a} = {b}" for a, b in step.items()) or "as bound now"
+                echo(f"  {label}, {shown}: recall@{k} {m.recall:.4f}, {m.short} of {len(m.per_query)} short "
+                     f"(p95 {m.p95_ms:.1f} ms, {m.plan})")
+                if m.meets(target):
+                    found = step
+                    break
+            if found is None:
+                result.message = (f"filtered searches for {label} stay below recall@{k} {target} at every setting "
+                                  "tried: give that owner its own partial index, or a lower target")
+                return result
+            for name, value in found.items():  # the deepest any owner needs
+                if name not in result.chosen or float(value) > float(result.chosen[name]):
+                    result.chosen[name] = value
+        conn.execute(f"DROP FUNCTION IF EXISTS {PROBE}(vector, integer, text)")
+    at = result.chosen_measurements()
+    result.met = True
+    result.message = (", ".join(f"{a} = {b}" for a, b in result.chosen.items()) + ": "
+                      + "; ".join(f"{m.shape} {m.recall:.3f}" for m in at if m.settings.keys() <= set(result.chosen))
+                      + f" (recall@{k}, target {target}); bind it with pgvkit confirm --write-migration")
+    return result
+
+
+def _smallest_meeting(conn, result: Confirmation, param: str, grid: list[int], shapes: dict, truths: dict,
+                      echo: Echo, start: int | None) -> dict | None:
+    """The smallest value of the grid at which every shape meets the target (recall grows with
+    ef_search and probes): from the value bound now (tune's), up by doubling steps until one
+    meets, then bisection below it; a few measurements, and the costly deep ones only if needed."""
+
+    def meets(i: int) -> bool:
+        value = grid[i]
+        setting = {param: str(value)}
+        probe_function(conn, {**setting, **search.INDEX_ONLY})
+        ok = True
+        for name, (q, exclude) in shapes.items():
+            m = _measure(conn, name, setting, q, exclude, result.k, truths[name], None)
+            result.measurements.append(m)
+            echo(f"  {param} = {value}: {name} recall@{result.k} {m.recall:.4f} (p95 {m.p95_ms:.1f} ms, {m.plan})")
+            ok = ok and m.meets(result.target)
+        return ok
+
+    i = min(range(len(grid)), key=lambda j: abs(grid[j] - start)) if start else len(grid) // 2
+    lo, step = 0, 1
+    while not meets(i):  # gallop up
+        if i == len(grid) - 1:
+            return None
+        lo = i + 1
+        i = min(len(grid) - 1, i + step)
+        step *= 2
+    hi = i
+    while lo < hi:  # the smallest that meets, in [lo, hi]
+        mid = (lo + hi) // 2
+        if meets(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    result.measurements.sort(key=lambda m: int(m.settings[param]))
+    return {param: str(grid[hi])}
+
+
+def _reach(value: str) -> float:
+    """How far a filter setting lets a scan go (-1, for ivfflat.max_probes: every list)."""
+    return math.inf if float(value) < 0 else float(value)
+
+
+def _deeper(conn, steps: list[dict], bound: dict) -> list[dict]:
+    """The filter steps that reach further than what searches get now (bound, else the default)."""
+    conn.execute("SELECT '[1]'::vector")  # loads pgvector: its settings exist
+    now = {name: bound.get(name) or conn.execute("SELECT current_setting(%s)", [name]).fetchone()[0]
+           for name in steps[0]}
+    first = next(iter(steps[0]))  # max_scan_tuples / max_probes: what a step is ordered by
+    return [{n: v if _reach(v) >= _reach(now[n]) else now[n] for n, v in step.items()}  # never lower one
+            for step in steps if _reach(step[first]) > _reach(now[first])]
+
+
+def _measure(conn, shape: str, setting: dict, queries, exclude, k: int, truth: GroundTruth,
+             owner: str | None) -> Measurement:
+    ids, distances, latency = _search(conn, queries, exclude, k, owner)
+    per_query = recall_at_k(truth, ids, distances)
+    exists = np.isfinite(truth.distances).sum(axis=1)
+    short = int(sum(len(found) < want for found, want in zip(ids, exists)))
+    return Measurement(shape, dict(setting), per_query, float(np.percentile(latency, 50)),
+                       float(np.percentile(latency, 95)), short,
+                       _plan(conn, queries[0], k + 1 if exclude is not None else k, owner))
+
+
+def write_migration(url: str, result: Confirmation, migrations_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """NNN_confirm_search_settings.sql (one transaction) binding the chosen settings and
+    search.INDEX_ONLY to search_assets (and the search setting as the database default, for
+    direct queries of a vector index), with its down file binding back what was there."""
+    from .migration import _current_setting, _set_database, _set_function, version_after
+
+    if not result.met:
+        raise PgvkitError("confirm found no setting that meets the target, so there is nothing to bind; "
+                          + result.message)
+    directory = Path(migrations_dir or default_migrations_dir())
+    existing = read_migrations(directory)
+    with connect(url) as conn:
+        recorded = history.applied(conn)
+        pending = [m for m in existing if recorded.get(m.version) is None
+                   or recorded[m.version].status not in ("applied", "baselined")]
+        if pending:
+            raise PgvkitError(f"{pending[0].path.name} is not applied yet: confirm measured the index that stands now; "
+                              "apply it first (pgvkit migrate) and confirm again")
+        if search.settings(conn) != result.bound_before:
+            raise PgvkitError("search_assets' settings changed since confirm measured them; run pgvkit confirm again")
+        param = SEARCH_PARAM[result.method]
+        database_before = _current_setting(conn, param)
+        changes = {**result.chosen, **search.INDEX_ONLY}
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        at = result.chosen_measurements()
+        figures = "\n".join(f"--   {m.shape}: recall@{result.k} {m.recall:.4f} over {len(m.per_query)} queries, "
+                            f"p95 {m.p95_ms:.2f} ms, {m.plan}" for m in at)
+        name = f"{version_after(existing, recorded):03d}_confirm_search_settings"
+        up = (f"-- {name}: search settings measured on the live index at full size\n"
+              f"{CONFIRM_WRITTEN}{stamp} on {result.rows_in_table:,} rows of {result.table}, against exact neighbours "
+              f"of the whole table:\n--   {result.index}\n{figures}\n"
+              f"-- Target was recall@{result.k} >= {result.target}"
+              + (f"; pgvkit tune {result.predicted}" if result.predicted else "") + ".\n"
+              "-- enable_seqscan = off: searches take the index at every size (the planner may prefer to read the\n"
+              "-- whole table at some settings, which is exact and tens of times slower).\n\n"
+              + "".join(_set_function(conn, name_, value) for name_, value in changes.items())
+              + ("" if not _direct(result) else
+                 "\n-- direct ORDER BY embedding <=> ... queries read the database's default\n"
+                 + _set_database(conn, param, result.chosen[param])))
+        down = (f"-- Undo {name}: search_assets' settings as they were.\n\n"
+                + "".join(_set_function(conn, name_, result.bound_before.get(name_)) for name_ in changes)
+                + ("" if not _direct(result) else _set_database(conn, param, database_before)))
+    up_path, down_path = directory / f"{name}.sql", directory / f"{name}.down.sql"
+    up_path.write_text(up)
+    down_path.write_text(down)
+    return up_path, down_path
+
+
+def _direct(result: Confirmation) -> bool:
+    """Whether direct ORDER BY embedding <=> ... queries use the index (a vector one)."""
+    return "vector_cosine_ops" in result.index

@@ -1,0 +1,127 @@
+"""Tuning a table too large to sweep whole: samples of growing size, and what they say about the
+live table.
+
+At fixed settings recall falls as a table grows (an HNSW search covers a smaller share of a larger
+graph): on the real sentence embeddings of ../shared/data, new vectors at ef_search 40 get 0.954
+on 28,000 rows and 0.894 on 199,000. So the sweep runs on the largest sample and the HNSW
+candidates again on two smaller nested ones; each setting's recall deficit (1 - recall) is fitted
+as a power of the row count and carried to the live table's size. The build parameters are chosen
+on those predictions; the search-time settings are then confirmed on the live index at full size
+(pgvkit confirm), since a prediction is a prediction.
+
+IVFFlat candidates keep their rows per list: lists and probes grow with the table (pgvector:
+rows / 1000 lists), so the share of the table a search reads, and with it recall, stays about the
+same, while its latency grows with probes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from .build import Config
+from .sweep import Point, SweepResult
+
+__all__ = ["PREDICTED", "AUTO_SAMPLE", "sample_sizes", "carry", "build_estimate", "ivfflat_lists", "DEFAULT_SLOPE"]
+
+PREDICTED = "predicted at"  # how a carried point's note begins (and the tuned index's comment says it)
+AUTO_SAMPLE = 100_000  # the largest sample `pgvkit tune` takes by itself (--rows overrides)
+SMALLEST = 5_000  # below this a graph is too small to say how recall falls
+DEFAULT_SLOPE = 0.45  # d(1 - recall) / d(log rows) when the samples cannot tell (real data: 0.35-0.6)
+SLOPE_RANGE = (0.1, 1.0)  # never predict that a larger table loses nothing, nor more than in proportion
+MIN_DEFICIT = 0.003  # deficits smaller than this are within a few queries' noise: not fitted
+
+
+def sample_sizes(live_rows: int, rows: int | None) -> list[int]:
+    """The sample sizes to sweep, largest last: the whole table when it is no larger than the
+    sample (or `rows`), else the sample and two nested halves of it."""
+    largest = min(rows or AUTO_SAMPLE, live_rows) if live_rows else (rows or 20_000)
+    if live_rows <= largest or largest < 4 * SMALLEST:
+        return [largest]
+    return [largest // 4, largest // 2, largest]
+
+
+def ivfflat_lists(rows: int) -> int:
+    """pgvector's guidance: rows / 1000 lists up to 1M rows, sqrt(rows) above."""
+    return max(1, round(rows / 1000) if rows <= 1_000_000 else round(math.sqrt(rows)))
+
+
+def _slope(sizes: list[int], deficits: list[float]) -> float | None:
+    """Least-squares slope of log(deficit) over log(rows); None when a deficit is too small to fit."""
+    if len(sizes) < 2 or min(deficits) < MIN_DEFICIT:
+        return None
+    x, y = np.log(np.array(sizes, float)), np.log(np.array(deficits, float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _carried(value: float, slope: float, factor: float) -> float:
+    return 1.0 - min(1.0, (1.0 - value) * factor ** slope)
+
+
+def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult, dict]:
+    """The largest sample's sweep with every figure carried to `live_rows`: HNSW recall by each
+    candidate's fitted slope (the median over its settings, per shape), IVFFlat lists and probes
+    scaled with the rows; latency and build time scaled too. Returns the carried result and the
+    slopes used ({(index label, shape): slope})."""
+    sizes = sorted(results)
+    top = results[sizes[-1]]
+    factor = live_rows / sizes[-1]
+    slopes: dict[tuple[str, str], float] = {}
+    by_size = {n: {(p.config.label, p.search_value, p.rerank): p for p in results[n].points if p.iterative is None}
+               for n in sizes}
+    carried = SweepResult(top.workload, top.k, builds=list(top.builds), live_rows=live_rows, dims=top.dims,
+                          samples=sizes)
+    for p in top.points:
+        if p.iterative is not None or not p.index_used:
+            continue
+        q = copy.deepcopy(p)
+        if p.config.method == "hnsw":
+            for shape in p.shapes:
+                key = (p.config.label, shape)
+                if key not in slopes:
+                    fitted = [_slope(sizes, [1 - by_size[n][k].shapes[shape]["recall"] for n in sizes])
+                              for k in by_size[sizes[-1]] if k[0] == p.config.label
+                              and all(k in by_size[n] and by_size[n][k].index_used for n in sizes)]
+                    fitted = [s for s in fitted if s is not None]
+                    slope = float(np.median(fitted)) if fitted else DEFAULT_SLOPE
+                    slopes[key] = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+                s, v = slopes[key], q.shapes[shape]
+                q.shapes[shape] = {**v, **{name: _carried(v[name], s, factor) for name in ("recall", "fresh", "low")}}
+            q.p50_ms, q.p95_ms, q.p99_ms = (x * math.log(live_rows) / math.log(sizes[-1])
+                                            for x in (p.p50_ms, p.p95_ms, p.p99_ms))
+            q.build_s = build_estimate(results, p.config, live_rows)
+        else:
+            lists = dict(p.config.params)["lists"]
+            scaled = max(1, round(lists * factor))
+            q.config = replace(p.config, params=(("lists", scaled),))
+            q.search_value = min(scaled, max(1, round(p.search_value * scaled / lists)))
+            q.p50_ms, q.p95_ms, q.p99_ms = (x * q.search_value / p.search_value for x in (p.p50_ms, p.p95_ms, p.p99_ms))
+            q.build_s = p.build_s * factor * (scaled / lists)  # k-means: rows x lists
+        q.decided_by = min(q.shapes, key=lambda name: q.shapes[name]["low"])
+        worst = q.shapes[q.decided_by]
+        q.recall, q.recall_p5, q.fresh_recall, q.recall_low = worst["recall"], worst["p5"], worst["fresh"], worst["low"]
+        q.note = (f"{PREDICTED} {live_rows:,} rows from samples of " + ", ".join(f"{n:,}" for n in sizes)
+                  if p.config.method == "hnsw" else
+                  f"lists and probes scaled x{factor:.1f} to {live_rows:,} rows: the share read, and recall, as measured")
+        carried.points.append(q)
+    carried.slopes = {f"{label} / {shape}": round(v, 3) for (label, shape), v in slopes.items()}
+    return carried, slopes
+
+
+def build_estimate(results: dict[int, SweepResult], config: Config, rows: int) -> float:
+    """Seconds to build `config` on `rows` rows: its builds at the sample sizes fitted as
+    c * rows^b (b within 1.0-1.5: an HNSW build is n log n and slower once the graph outgrows
+    the caches), else its one build scaled by rows^1.2."""
+    seen = sorted((n, b["build_s"]) for n, r in results.items() for b in r.builds if b["index"] == config.label)
+    if not seen:
+        return float("nan")
+    if len(seen) >= 2:
+        (n1, t1), (n2, t2) = seen[-2], seen[-1]
+        b = min(max(math.log(t2 / t1) / math.log(n2 / n1), 1.0), 1.5) if t1 > 0 and n2 > n1 else 1.2
+    else:
+        b = 1.2
+    n, t = seen[-1]
+    return t * (rows / n) ** b

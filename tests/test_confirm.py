@@ -1,0 +1,182 @@
+"""After tune's migration built the index at full size, `pgvkit confirm` chooses the search
+settings on the live index, through search_assets, against exact neighbours of the whole table,
+and binds them (with enable_seqscan = off) by a migration of its own (issue 27). Real sentence
+embeddings throughout; the new vectors are never in the table."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from pgvkit import search
+from pgvkit.tuning.confirm import PROBE, SEARCH_GRID, probe_function
+from pgvkit.verify import verify
+
+from .conftest import MIGRATIONS, ROOT, real_embeddings, run_cli
+from .teamdata import BIG_OWNERS, load_team_rows
+
+CONFIRM_QUERIES = slice(-1000, -700)  # new vectors for confirm to choose on
+CHECK_QUERIES = slice(-300, None)  # others, for the test's own check afterwards
+
+
+def hnsw_database(url: str, rows: int, ef_search: int) -> None:
+    """The team's rows under an HNSW index (as a tuning migration leaves it), search_assets bound
+    to a low ef_search so that confirm has to raise it."""
+    load_team_rows(url, rows)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_embedding_cosine")
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)"
+                     " WITH (m = 16, ef_construction = 64)")
+        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET hnsw.ef_search = {ef_search}")
+        conn.execute("ANALYZE ip_asset_embeddings")
+
+
+def function_settings(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        return search.settings(conn)
+
+
+def searched_recall(url: str, queries: np.ndarray, rows: int, k: int = 10) -> float:
+    """The test's own brute force: search_assets' answers against numpy's exact neighbours."""
+    table = real_embeddings()[:rows]
+    sims = queries @ table.T
+    truth = np.argsort(-sims, axis=1)[:, :k]
+    kth = np.take_along_axis(sims, truth[:, -1:], axis=1)[:, 0]
+    hits = []
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        for i, q in enumerate(queries):
+            found = conn.execute("SELECT id, distance FROM search_assets(%s, %s)", [q, k]).fetchall()
+            right = set((truth[i] + 1).tolist())  # ids are row numbers + 1 (identity column, loaded in order)
+            hits.append(sum(1 for r in found if r[0] in right or 1 - r[1] >= kth[i] - 1e-5) / k)
+    return float(np.mean(hits))
+
+
+@pytest.mark.slow
+def test_confirm_chooses_the_smallest_ef_search_that_meets_the_target_and_binds_it_by_a_migration(migrated, tmp_path):
+    hnsw_database(migrated, 20_000, ef_search=10)
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    np.save(tmp_path / "new.npy", real_embeddings()[CONFIRM_QUERIES])
+    before = function_settings(migrated)
+    where = ["--database-url", migrated, "--migrations", str(migrations)]
+    proc = run_cli("confirm", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--write-migration",
+                   "--json", *where, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    chosen = int(result["chosen"]["hnsw.ef_search"])
+    unfiltered = [m for m in result["measurements"] if not m["shape"].startswith("owner")]
+    assert {m["shape"] for m in unfiltered} == {"similar assets", "new vectors"}
+    for m in unfiltered:  # every smaller value measured missed in some shape; the chosen one meets in both
+        value = int(m["setting"].split("= ")[1])
+        if value == chosen:
+            assert m["status"] == "meets" and m["plan"] == "index idx_embedding_cosine"
+    smaller = {int(m["setting"].split("= ")[1]) for m in unfiltered if int(m["setting"].split("= ")[1]) < chosen}
+    for value in smaller:
+        assert any(m["status"] == "below" for m in unfiltered if m["setting"] == f"hnsw.ef_search = {value}")
+    assert chosen > 10 and SEARCH_GRID["hnsw.ef_search"].index(chosen) > 0
+    owners = [m["shape"] for m in result["measurements"] if m["shape"].startswith("owner")]
+    assert any(BIG_OWNERS[0] in o for o in owners) and any("(1.0%)" in o or "(0.9%)" in o or "(1.1%)" in o
+                                                           for o in owners)
+    assert result["at_tuned"]["setting"] == "hnsw.ef_search = 10"  # what stood before, measured beside it
+    [up] = [p for p in migrations.glob("003_confirm_search_settings.sql")]
+
+    assert run_cli("migrate", *where).returncode == 0
+    bound = function_settings(migrated)
+    assert bound["hnsw.ef_search"] == str(chosen) and bound["enable_seqscan"] == "off"
+    assert bound["hnsw.iterative_scan"] == "relaxed_order"  # what 002 bound stays
+    assert searched_recall(migrated, real_embeddings()[CHECK_QUERIES], 20_000) >= 0.95  # queries confirm never saw
+    assert verify(migrated, migrations_dir=migrations)["search function"].status == "pass"
+
+    rolled = run_cli("rollback", "--to", "2", "--yes", *where, "--confirm-database",
+                     psycopg.conninfo.conninfo_to_dict(migrated)["dbname"])
+    assert rolled.returncode == 0, rolled.stderr
+    assert function_settings(migrated) == before
+    assert "recall@10" in up.read_text()
+
+
+def test_confirm_measures_through_a_private_copy_of_search_assets_and_leaves_the_live_one_alone(migrated):
+    load_team_rows(migrated, 2_000)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        register_vector(conn)
+        before = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
+        probe_function(conn, {"ivfflat.probes": "7", **search.INDEX_ONLY})
+        copied = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = to_regprocedure(%s)",
+                              [f"{PROBE}(vector, integer, text)"]).fetchone()[0]
+        live = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
+        q = real_embeddings()[-1]
+        same = conn.execute(f"SELECT id FROM {PROBE}(%s, 10)", [q]).fetchall()
+        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET ivfflat.probes = 7")
+        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET enable_seqscan = off")
+        assert conn.execute("SELECT id FROM search_assets(%s, 10)", [q]).fetchall() == same
+    assert live == before  # confirm never touched the function the application calls
+    assert "ivfflat.probes=7" in copied and "enable_seqscan=off" in copied
+    assert "hnsw.iterative_scan=relaxed_order" in copied  # the function's own settings, kept
+    with psycopg.connect(migrated) as other:  # a temporary function: no other session sees it
+        assert other.execute("SELECT to_regprocedure(%s)", [f"{PROBE}(vector, integer, text)"]).fetchone()[0] is None
+
+
+@pytest.mark.slow
+def test_at_the_size_where_the_planner_flips_no_setting_pgvkit_binds_reads_the_table_sequentially(migrated):
+    """On 12,000 real rows under HNSW the planner prefers a sequential scan at some ef_search values
+    (the vectors are out of line: the heap looks cheap). With enable_seqscan = off bound beside
+    them, as every pgvkit migration binds it, every value of the grid takes the index."""
+    hnsw_database(migrated, 12_000, ef_search=40)
+    q = real_embeddings()[-1]
+    sequential, bound_sequential = [], []
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        register_vector(conn)
+        for value in SEARCH_GRID["hnsw.ef_search"]:
+            for binding, seen in (({}, sequential), (search.INDEX_ONLY, bound_sequential)):
+                probe_function(conn, {"hnsw.ef_search": str(value), **binding})
+                plan = search.nested_plan(conn, q, function=PROBE)
+                assert plan is not None
+                if not search._index_scans(plan["Plan"]):
+                    seen.append(value)
+    assert sequential, "the planner took the index at every value: this is not a size where it flips"
+    assert bound_sequential == []
+
+
+@pytest.mark.slow
+def test_an_interrupted_index_build_leaves_no_invalid_index_and_migrate_builds_it_again(migrated, tmp_path):
+    load_team_rows(migrated, 20_000)
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    (migrations / "003_hnsw.sql").write_text(
+        "-- pgvkit:no-transaction\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_embedding_hnsw ON ip_asset_embeddings"
+        " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 200);\n")
+    (migrations / "003_hnsw.down.sql").write_text("-- pgvkit:no-transaction\n"
+                                                   "DROP INDEX CONCURRENTLY IF EXISTS idx_embedding_hnsw;\n")
+    where = ["--database-url", migrated, "--migrations", str(migrations)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "migrate", *where], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stdout:  # until migrate says the build is loading tuples (from pg_stat_progress_create_index)
+        said.append(line)
+        if line.startswith("  building idx_embedding_hnsw: ") and "loading tuples" in line:
+            break
+    else:
+        raise AssertionError("migrate never showed the build under way: " + "".join(said) + proc.stderr.read())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    out = "".join(said) + out
+    assert proc.returncode == 130 and "pgvkit: interrupted" in err and "Traceback" not in err
+    assert "dropped the INVALID index \"idx_embedding_hnsw\" its build left" in out
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+        assert conn.execute("SELECT status FROM pgvkit.schema_migrations WHERE version = 3").fetchone()[0] == "failed"
+    again = run_cli("migrate", *where, timeout=600)
+    assert again.returncode == 0, again.stderr
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_embedding_hnsw'::regclass"
+                            ).fetchone()[0]

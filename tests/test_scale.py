@@ -1,0 +1,93 @@
+"""Tuning a table too large to sweep whole (issue 27): which samples the tuner takes by itself,
+how it carries recall from them to the live table's size, how it estimates the full-size build,
+and what `pgvkit plan` says of it. Sweeps stand in as data here; the real runs are in
+test_confirm.py and bench/scale.py."""
+
+import numpy as np
+import pytest
+
+from pgvkit.migrations import read_migrations
+from pgvkit.migrator.plan import ESTIMATE, apply_steps, build_estimate as file_estimate
+from pgvkit.tuning.build import Config
+from pgvkit.tuning.scale import AUTO_SAMPLE, DEFAULT_SLOPE, PREDICTED, build_estimate, carry, ivfflat_lists, sample_sizes
+from pgvkit.tuning.sweep import Point, SweepResult
+
+HNSW = Config("hnsw", (("m", 16), ("ef_construction", 64)))
+
+
+def point(config: Config, value: int, recall: float, *, p95: float = 2.0) -> Point:
+    p = Point(config, "hnsw.ef_search" if config.method == "hnsw" else "ivfflat.probes", value, True, p95_ms=p95,
+              build_s=1.0)
+    for shape in ("new", "similar"):
+        p.measured(shape, np.full(200, recall), np.full(200, recall))
+    return p
+
+
+def sweep_at(rows: int, recalls: dict[int, float], build_s: float, extra=()) -> SweepResult:
+    result = SweepResult("w", 10, [point(HNSW, ef, r) for ef, r in recalls.items()] + list(extra),
+                         builds=[{"index": HNSW.label, "build_s": build_s, "size_bytes": 0}], live_rows=rows)
+    return result
+
+
+def test_a_table_no_larger_than_the_sample_is_swept_whole_and_a_larger_one_on_three_nested_samples():
+    assert sample_sizes(40_000, None) == [40_000]
+    assert sample_sizes(1_000_000, None) == [AUTO_SAMPLE // 4, AUTO_SAMPLE // 2, AUTO_SAMPLE]
+    assert sample_sizes(1_000_000, 20_000) == [5_000, 10_000, 20_000]
+    assert sample_sizes(1_000_000, 8_000) == [8_000]  # too small to say how recall falls: one size, as before
+    assert sample_sizes(0, None) == [20_000]  # synthetic
+
+
+def test_ivfflat_lists_follow_pgvectors_guidance():
+    assert (ivfflat_lists(50_000), ivfflat_lists(1_000_000), ivfflat_lists(4_000_000)) == (50, 1000, 2000)
+
+
+def test_recall_is_carried_to_the_live_size_by_how_it_fell_from_sample_to_sample():
+    """The deficit doubles with every 4x rows (slope 0.5): at 16x the largest sample it doubles twice more."""
+    results = {n: sweep_at(n, {40: 1 - d, 80: 1 - d / 2}, build_s=n / 1000)
+               for n, d in ((25_000, 0.04), (50_000, 0.04 * 2 ** 0.5), (100_000, 0.08))}
+    carried, slopes = carry(results, 1_600_000)
+    assert slopes[(HNSW.label, "new")] == pytest.approx(0.5, abs=1e-6)
+    by_value = {p.search_value: p for p in carried.points}
+    assert by_value[40].shapes["new"]["recall"] == pytest.approx(1 - 0.08 * 4, abs=1e-6)
+    assert by_value[80].shapes["new"]["recall"] == pytest.approx(1 - 0.04 * 4, abs=1e-6)
+    assert by_value[80].recall < results[100_000].points[1].recall  # a larger table: less recall, never more
+    assert by_value[40].note.startswith(f"{PREDICTED} 1,600,000 rows from samples of 25,000, 50,000, 100,000")
+    assert carried.samples == [25_000, 50_000, 100_000] and carried.live_rows == 1_600_000
+
+
+def test_when_the_samples_cannot_tell_the_fall_a_default_from_real_data_is_assumed_never_none():
+    flat = {n: sweep_at(n, {40: 1.0}, build_s=1.0) for n in (25_000, 50_000, 100_000)}  # no deficit to fit
+    carried, slopes = carry(flat, 1_000_000)
+    assert slopes[(HNSW.label, "new")] == DEFAULT_SLOPE
+    noisy = {25_000: sweep_at(25_000, {40: 0.95}, 1.0), 50_000: sweep_at(50_000, {40: 0.96}, 1.0),
+             100_000: sweep_at(100_000, {40: 0.97}, 1.0)}  # recall *rising* with size: noise, not a law
+    carried, slopes = carry(noisy, 1_000_000)
+    assert slopes[(HNSW.label, "new")] == 0.1 and carried.points[0].recall < 0.97
+
+
+def test_ivfflat_keeps_its_rows_per_list_lists_and_probes_scale_with_the_table():
+    ivf = Config("ivfflat", (("lists", 100),))
+    results = {n: sweep_at(n, {40: 0.97}, 1.0, extra=[point(ivf, 8, 0.96, p95=3.0)] if n == 100_000 else [])
+               for n in (25_000, 50_000, 100_000)}
+    carried, _ = carry(results, 1_000_000)
+    [scaled] = [p for p in carried.points if p.config.method == "ivfflat"]
+    assert (dict(scaled.config.params)["lists"], scaled.search_value) == (1000, 80)
+    assert scaled.recall == pytest.approx(0.96) and scaled.p95_ms == pytest.approx(30.0)  # ten times the probes
+
+
+def test_the_full_size_build_is_estimated_from_the_sample_builds():
+    results = {n: sweep_at(n, {40: 0.97}, build_s=t) for n, t in ((25_000, 10.0), (50_000, 21.0), (100_000, 44.0))}
+    b = np.log(44 / 21) / np.log(2)
+    assert build_estimate(results, HNSW, 1_000_000) == pytest.approx(44.0 * 10 ** b)
+
+
+def test_plan_shows_the_build_estimate_tune_wrote(tmp_path):
+    path = tmp_path / "003_tune_idx.sql"
+    path.write_text("-- pgvkit:no-transaction\n-- Written by pgvkit tune on 2026-11-30\n"
+                    f"{ESTIMATE}build_s=1260 rows=1000000 maintenance_work_mem=4200MB\n"
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS x_next ON ip_asset_embeddings USING hnsw"
+                    " (embedding vector_cosine_ops);\n")
+    [m] = read_migrations(tmp_path)
+    assert file_estimate(m) == {"build_s": 1260.0, "rows": 1_000_000, "maintenance_work_mem": "4200MB"}
+    [step] = apply_steps([m], {})
+    assert step["build"] == "~21 min on 1,000,000 rows, maintenance_work_mem 4200MB"
