@@ -75,17 +75,21 @@ def load(url: str, data: np.ndarray, owned: np.ndarray) -> None:
 def run(step: str, *args: str, url: str, log: Path, migrations: Path) -> dict:
     """One pgvkit command as a user runs it: wall time, its own peak memory, exit code, output."""
     env = {**os.environ, "DATABASE_URL": url, "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "pgvkit", *args, "--migrations", str(migrations)]
+    peak = log / f"{step}.peak"
+    # the command's own peak memory: VmHWM of its process, read as it exits (a forked child's
+    # rusage would count this script's arrays too)
+    wrapper = ("import atexit, runpy, sys; f = sys.argv.pop(1); atexit.register(lambda: open(f, 'w').write(next("
+               "l for l in open('/proc/self/status') if l.startswith('VmHWM')))); sys.argv[0] = 'pgvkit'; "
+               "runpy.run_module('pgvkit', run_name='__main__')")
+    cmd = [sys.executable, "-c", wrapper, str(peak), *args, "--migrations", str(migrations)]
     start = time.perf_counter()
     with open(log / f"{step}.out", "w") as out, open(log / f"{step}.err", "w") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.run(cmd, stdout=out, stderr=err, env=env, cwd=ROOT).returncode
     wall = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
     text = (log / f"{step}.out").read_text()
+    rss = int(peak.read_text().split()[1]) // 1024 if peak.exists() else None
     print(f"[{step}] exit {code} in {wall:.0f} s: pgvkit {' '.join(args)}", file=sys.stderr, flush=True)
-    return {"step": step, "wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": code,
-            "output": text}
+    return {"step": step, "wall_s": round(wall, 1), "peak_rss_mb": rss, "exit": code, "output": text}
 
 
 def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarray, owner: str | None,

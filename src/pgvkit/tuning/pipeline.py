@@ -55,7 +55,10 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                      f"is carried to {workload.live_rows:,} rows by how it falls from one size to the next "
                      "(--rows N: another sample size); the search settings are confirmed on the live index after "
                      "migrating (pgvkit confirm)")
-                grid = {"ef_search": [2 * k, 4 * k, 6 * k, 8 * k, 12 * k, 16 * k, 24 * k, 32 * k], **(grid or {})}
+                # one IVFFlat candidate (rows / 1000 lists): it is scaled to the live rows, where the other
+                # (sqrt(rows)) would become ten times as many lists; ef_search up to 32k for the larger graph
+                grid = {"ef_search": [2 * k, 4 * k, 8 * k, 16 * k, 32 * k],
+                        "ivfflat_lists": [max(1, round(workload.rows / 1000))], **(grid or {})}
             start = time.perf_counter()
             truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
             echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")

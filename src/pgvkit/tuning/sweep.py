@@ -27,6 +27,7 @@ __all__ = ["Point", "SweepResult", "default_grid", "candidates", "settings_of", 
 
 
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+SATURATED = 0.998  # recall at which a candidate's larger search settings are not measured
 
 
 @dataclass
@@ -216,6 +217,8 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                 point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
                 point.qps = 1000.0 / float(lat.mean())
                 result.points.append(point)
+                if min(min(v["recall"], v["fresh"]) for v in point.shapes.values()) >= SATURATED:
+                    break  # every query set near exact: larger settings only cost more
             if workload.filter_owner is not None and values:
                 result.points += _filtered_points(conn, workload, config, param, values[len(values) // 2],
                                                   filtered_truth, built, scale)
