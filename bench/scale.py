@@ -97,9 +97,13 @@ def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarr
     """Recall@k of search_assets against this script's own exact neighbours (numpy over the rows it loaded)."""
     base = data if owner is None else data[owned == owner]
     base_ids = np.arange(1, len(data) + 1) if owner is None else np.flatnonzero(owned == owner) + 1
-    sims = queries @ base.T
-    truth = np.argsort(-sims, axis=1)[:, :k]
-    kth = np.take_along_axis(sims, truth[:, -1:], axis=1)[:, 0]
+    truth, kth = [], []
+    for lo in range(0, len(queries), 100):  # 100 queries x the rows at a time: memory bounded at 1M rows
+        sims = queries[lo:lo + 100] @ base.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        truth.append(top)
+        kth.append(np.take_along_axis(sims, top, axis=1).min(axis=1))
+    truth, kth = np.concatenate(truth), np.concatenate(kth)
     hits, latency, short = [], [], 0
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)

@@ -113,6 +113,7 @@ def _confirm_arguments(p) -> None:
 
 
 def confirm(args, ctx) -> int:
+    from .. import tuning
     from ..tuning import confirm as confirming
     from .inserts import vector_file
 
@@ -126,7 +127,7 @@ def confirm(args, ctx) -> int:
                                 owners=owners, seed=args.seed, progress=not ctx.as_json, echo=ctx.echo)
     written = None
     if args.write_migration and result.met:
-        written = confirming.write_migration(url, result, ctx.migrations_dir)
+        written = tuning.write_confirm_migration(url, result, ctx.migrations_dir)
     if ctx.as_json:
         print_json({**result.to_dict(), "migration": [str(p) for p in written] if written else None})
         return result.exit_code

@@ -14,12 +14,18 @@
    budget (`resolve_budget()`).
 7. migration `write_migration()`: that choice as a numbered migration (and its down file), with
    search_assets' query when the index kind changes.
-plots draws the trade-off; pipeline's `tune()` runs steps 1 to 6, as `pgvkit tune` does.
+8. confirm   `confirm_settings()`, after the migration built the index: the search settings chosen on
+   the live index at full size through search_assets, bound by `write_confirm_migration()`.
+plots draws the trade-off; pipeline's `tune()` runs steps 1 to 6, as `pgvkit tune` does; on a table
+larger than its sample it sweeps nested samples and carries recall to the table's size (scale).
 """
 
+from .confirm import Confirmation
+from .confirm import confirm as confirm_settings
 from .build import SEARCH_PARAM, Config, build, build_settings, spare_memory
 from .measure import IndexNotUsed, measure, plan_index, query_shape, require_index
 from .migration import QueryChangeRefused, StackedTuning, refuse_stacking, write_migration
+from .migration import write_settings_migration as write_confirm_migration
 from .pipeline import resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, recommend
@@ -47,6 +53,9 @@ __all__ = [
     "recommend",
     "at_full_size",
     "write_migration",
+    "Confirmation",
+    "confirm_settings",
+    "write_confirm_migration",
     "cleanup",
     "scratch_copy",
     "lock",

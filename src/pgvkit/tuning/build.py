@@ -11,7 +11,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ..db import connect, is_local
+from ..db import is_local
 from ..buildprogress import watch
 from ..kinds import KINDS, Kind
 from ..sizing import hnsw_build_bytes, ivfflat_build_bytes

@@ -7,9 +7,9 @@ neighbours streamed from the whole table: they need no rebuild, and a sample can
 Every measurement searches through search_assets as the application calls it: a copy of the
 function as it stands (its body, its bound settings) made in this session's pg_temp with the
 setting under test, so the live function is never touched while it is measured, and the plan
-is the one the application gets. `write_migration()` binds the choice (and
-search.INDEX_ONLY) to search_assets as the next numbered migration, with a down file that puts
-back what was bound before.
+is the one the application gets. migration.write_settings_migration() binds the
+choice (and search.INDEX_ONLY) to search_assets as the next numbered migration, with a down file
+that puts back what was bound before.
 """
 
 from __future__ import annotations
@@ -18,26 +18,22 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from .. import history, search
+from .. import search
 from ..bulk import read_vectors
 from ..db import connect
 from ..display import Echo, Table, echo_to
 from ..errors import PgvkitError
 from ..indexes import searched_index
-from ..migrations import default_migrations_dir, read_migrations
 from ..vectors import as_vectors
 from .build import SEARCH_PARAM
 from .truth import GroundTruth, recall_at_k, recall_low
 
-__all__ = ["Confirmation", "confirm", "write_migration", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN",
-           "probe_function"]
+__all__ = ["Confirmation", "confirm", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN", "probe_function"]
 
 CONFIRM_WRITTEN = "-- Written by pgvkit confirm on "  # the second line of every migration confirm writes
 PROBE = "pg_temp.pgvkit_confirm_search"
@@ -369,56 +365,3 @@ def _measure(conn, shape: str, setting: dict, queries, exclude, k: int, truth: G
     return Measurement(shape, dict(setting), per_query, float(np.percentile(latency, 50)),
                        float(np.percentile(latency, 95)), short,
                        _plan(conn, queries[0], k + 1 if exclude is not None else k, owner))
-
-
-def write_migration(url: str, result: Confirmation, migrations_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """NNN_confirm_search_settings.sql (one transaction) binding the chosen settings and
-    search.INDEX_ONLY to search_assets (and the search setting as the database default, for
-    direct queries of a vector index), with its down file binding back what was there."""
-    from .migration import _current_setting, _set_database, _set_function, version_after
-
-    if not result.met:
-        raise PgvkitError("confirm found no setting that meets the target, so there is nothing to bind; "
-                          + result.message)
-    directory = Path(migrations_dir or default_migrations_dir())
-    existing = read_migrations(directory)
-    with connect(url) as conn:
-        recorded = history.applied(conn)
-        pending = [m for m in existing if recorded.get(m.version) is None
-                   or recorded[m.version].status not in ("applied", "baselined")]
-        if pending:
-            raise PgvkitError(f"{pending[0].path.name} is not applied yet: confirm measured the index that stands now; "
-                              "apply it first (pgvkit migrate) and confirm again")
-        if search.settings(conn) != result.bound_before:
-            raise PgvkitError("search_assets' settings changed since confirm measured them; run pgvkit confirm again")
-        param = SEARCH_PARAM[result.method]
-        database_before = _current_setting(conn, param)
-        changes = {**result.chosen, **search.INDEX_ONLY}
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        at = result.chosen_measurements()
-        figures = "\n".join(f"--   {m.shape}: recall@{result.k} {m.recall:.4f} over {len(m.per_query)} queries, "
-                            f"p95 {m.p95_ms:.2f} ms, {m.plan}" for m in at)
-        name = f"{version_after(existing, recorded):03d}_confirm_search_settings"
-        up = (f"-- {name}: search settings measured on the live index at full size\n"
-              f"{CONFIRM_WRITTEN}{stamp} on {result.rows_in_table:,} rows of {result.table}, against exact neighbours "
-              f"of the whole table:\n--   {result.index}\n{figures}\n"
-              f"-- Target was recall@{result.k} >= {result.target}"
-              + (f"; pgvkit tune {result.predicted}" if result.predicted else "") + ".\n"
-              "-- enable_seqscan = off: searches take the index at every size (the planner may prefer to read the\n"
-              "-- whole table at some settings, which is exact and tens of times slower).\n\n"
-              + "".join(_set_function(conn, name_, value) for name_, value in changes.items())
-              + ("" if not _direct(result) else
-                 "\n-- direct ORDER BY embedding <=> ... queries read the database's default\n"
-                 + _set_database(conn, param, result.chosen[param])))
-        down = (f"-- Undo {name}: search_assets' settings as they were.\n\n"
-                + "".join(_set_function(conn, name_, result.bound_before.get(name_)) for name_ in changes)
-                + ("" if not _direct(result) else _set_database(conn, param, database_before)))
-    up_path, down_path = directory / f"{name}.sql", directory / f"{name}.down.sql"
-    up_path.write_text(up)
-    down_path.write_text(down)
-    return up_path, down_path
-
-
-def _direct(result: Confirmation) -> bool:
-    """Whether direct ORDER BY embedding <=> ... queries use the index (a vector one)."""
-    return "vector_cosine_ops" in result.index

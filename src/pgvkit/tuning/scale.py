@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from .build import Config
-from .sweep import Point, SweepResult
+from .sweep import SweepResult
 
 __all__ = ["PREDICTED", "AUTO_SAMPLE", "sample_sizes", "carry", "build_estimate", "ivfflat_lists", "DEFAULT_SLOPE"]
 
