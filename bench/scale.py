@@ -147,6 +147,9 @@ def main() -> None:
     parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune-rows", type=int, help="pgvkit tune --rows (default: none, as the Done-when asks)")
+    parser.add_argument("--target", type=float, default=0.95,
+                        help="--target-recall for tune and confirm (default 0.95; lower it to carry the path through "
+                             "on data where nothing reaches 0.95, and read the recall figures against 0.95 anyway)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     log = Path(tempfile.mkdtemp(prefix="pgvkit-scale-"))
@@ -170,12 +173,14 @@ def main() -> None:
         migrations.mkdir()
         for f in (ROOT / "migrations").glob("*.sql"):
             (migrations / f.name).write_text(f.read_text())
-        extra = ("--rows", str(args.tune_rows)) if args.tune_rows else ()
+        extra = (("--rows", str(args.tune_rows)) if args.tune_rows else ()) + (
+            ("--target-recall", str(args.target)) if args.target != 0.95 else ())  # else no option at all
         steps["tune"] = run("tune", "tune", "--write-migration", *extra, url=url, log=log, migrations=migrations)
         steps["plan"] = run("plan", "plan", "--json", url=url, log=log, migrations=migrations)
         steps["migrate"] = run("migrate", "migrate", url=url, log=log, migrations=migrations)
         steps["confirm"] = run("confirm", "confirm", "--query-file", str(log / "confirm_queries.npy"),
-                               "--write-migration", "--json", url=url, log=log, migrations=migrations)
+                               "--target-recall", str(args.target), "--write-migration", "--json", url=url, log=log,
+                               migrations=migrations)
         steps["migrate_settings"] = run("migrate_settings", "migrate", url=url, log=log, migrations=migrations)
         steps["recall"] = run("recall", "recall", "--query-file", str(log / "recall_queries.npy"), "--sample", "1000",
                               "--json", url=url, log=log, migrations=migrations)

@@ -91,6 +91,9 @@ def test_tune_on_samples_migrate_confirm_on_the_live_index_and_the_prediction_ho
     migrated_out = run_cli("migrate", *where, timeout=900)
     assert migrated_out.returncode == 0 and "pgvkit tune estimated the build at" in migrated_out.stdout
     assert "next, pgvkit confirm --write-migration" in migrated_out.stdout
+    unconfirmed = verify(migrated, migrations_dir=migrations)["search settings"]
+    assert unconfirmed.status == "warn" and "never measured on the live index" in unconfirmed.detail
+    assert unconfirmed.fix.startswith("pgvkit confirm --write-migration")
     before = function_settings(migrated)
 
     result = cli_json("confirm", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--write-migration",
@@ -119,7 +122,10 @@ def test_tune_on_samples_migrate_confirm_on_the_live_index_and_the_prediction_ho
     assert bound["hnsw.ef_search"] == str(chosen) and bound["enable_seqscan"] == "off"
     assert bound["hnsw.iterative_scan"] == "relaxed_order"  # what 002 bound stays
     assert searched_recall(migrated, real_embeddings()[CHECK_QUERIES], 28_000) >= 0.95  # queries confirm never saw
-    assert verify(migrated, migrations_dir=migrations)["search function"].status == "pass"
+    report = verify(migrated, migrations_dir=migrations)
+    assert report["search function"].status == "pass"
+    assert report["search settings"].status == "pass"
+    assert f"confirmed at 28,000 rows: hnsw.ef_search = {chosen}" in report["search settings"].detail
 
     rolled = run_cli("rollback", "--to", "3", "--yes", *where, "--confirm-database",
                      psycopg.conninfo.conninfo_to_dict(migrated)["dbname"])

@@ -91,3 +91,13 @@ def test_plan_shows_the_build_estimate_tune_wrote(tmp_path):
     assert file_estimate(m) == {"build_s": 1260.0, "rows": 1_000_000, "maintenance_work_mem": "4200MB"}
     [step] = apply_steps([m], {})
     assert step["build"] == "~21 min on 1,000,000 rows, maintenance_work_mem 4200MB"
+
+
+def test_a_denser_graph_swept_only_on_the_largest_sample_falls_as_the_cheapest_one_did():
+    dense = Config("hnsw", (("m", 24), ("ef_construction", 100)))
+    results = {n: sweep_at(n, {40: 1 - d}, build_s=1.0, extra=[point(dense, 40, 0.99)] if n == 100_000 else [])
+               for n, d in ((25_000, 0.02), (50_000, 0.02 * 2 ** 0.3), (100_000, 0.02 * 4 ** 0.3))}
+    carried, slopes = carry(results, 1_000_000)
+    assert slopes[(dense.label, "new")] == pytest.approx(slopes[(HNSW.label, "new")]) == pytest.approx(0.3)
+    [p] = [p for p in carried.points if p.config == dense]
+    assert p.recall == pytest.approx(1 - 0.01 * 10 ** 0.3)

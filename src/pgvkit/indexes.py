@@ -57,7 +57,15 @@ class VectorIndex:
         """What pgvkit tune predicted for this index at the table's size ("predicted at 1,000,000
         rows: new vectors 0.962 (fresh 0.960), ..."), from its comment; None when it measured the whole table."""
         if self.tuned_for and "; predicted at" in self.comment:
-            return self.comment.split("; ", 1)[1]
+            return "predicted at" + self.comment.split("; predicted at", 1)[1].split("; confirmed at")[0]
+        return None
+
+    @property
+    def confirmed(self) -> str | None:
+        """What pgvkit confirm measured and bound for this index on the live table ("confirmed at
+        1,000,000 rows: hnsw.ef_search = 80"), from its comment; None when never confirmed."""
+        if self.comment and "; confirmed at" in self.comment:
+            return "confirmed at" + self.comment.split("; confirmed at", 1)[1]
         return None
 
 

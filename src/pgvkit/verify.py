@@ -268,7 +268,14 @@ def check_probes(conn, table: str = "ip_asset_embeddings", k: int = 10) -> Check
             return Check("search settings", "warn", f"hnsw.ef_search = {ef} < k = {k}: queries return fewer than {k} rows",
                          fix=_settings_fix(conn, table, "hnsw.ef_search", max(40, k)))
         details.append(f"hnsw.ef_search = {ef}")
-    return Check("search settings", "pass", ", ".join(details) or "no vector index")
+    live = searched_index(conn, table)
+    if live is not None and live.predicted and not live.confirmed:
+        return Check("search settings", "warn", f"{', '.join(details)}: chosen by pgvkit tune on samples "
+                     f"({live.predicted}), never measured on the live index",
+                     "at a fixed setting recall falls as a table grows; a sample's figure is a prediction",
+                     "pgvkit confirm --write-migration (add --query-file with new query vectors), then pgvkit migrate")
+    return Check("search settings", "pass", ", ".join(details) + (f"; {live.confirmed}" if live and live.confirmed
+                                                                   else "") if details else "no vector index")
 
 
 def schema_checks(conn, table: str, dimension: int = 768, recreate: Recreate | None = None) -> list[Check]:

@@ -93,6 +93,8 @@ class Confirmation(Table):
     table: str
     rows_in_table: int
     index: str  # the live index's definition
+    index_name: tuple[str, str]  # its schema and name
+    index_comment: str | None  # its comment when measured (tune's choice and prediction)
     method: str
     k: int
     target: float
@@ -231,8 +233,8 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         new = as_vectors(queries, dims, what="query vectors") if queries is not None else None
         param = SEARCH_PARAM[live.method]
         bound = search.settings(conn)
-        result = Confirmation(conn.info.dbname, table, rows, live.definition, live.method, k, target, bound,
-                              predicted=live.predicted)
+        result = Confirmation(conn.info.dbname, table, rows, live.definition, (live.schema, live.name), live.comment,
+                              live.method, k, target, bound, predicted=live.predicted)
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout)))
         conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
         own_ids, own = read_vectors(conn, sql.SQL(

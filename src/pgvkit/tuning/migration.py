@@ -324,11 +324,16 @@ def write_settings_migration(url: str, result: Confirmation, migrations_dir: str
               "-- enable_seqscan = off: searches take the index at every size (the planner may prefer to read the\n"
               "-- whole table at some settings, which is exact and tens of times slower).\n\n"
               + "".join(_set_function(conn, name_, value) for name_, value in changes.items())
+              + "\n-- the index says it was confirmed (pgvkit verify reads it)\n"
+              + _comment(conn, *result.index_name, (result.index_comment or "").split("; confirmed at")[0]
+                         + f"; confirmed at {result.rows_in_table:,} rows: "
+                         + ", ".join(f"{a} = {b}" for a, b in result.chosen.items()))
               + ("" if not _direct(result) else
                  "\n-- direct ORDER BY embedding <=> ... queries read the database's default\n"
                  + _set_database(conn, param, result.chosen[param])))
         down = (f"-- Undo {name}: search_assets' settings as they were.\n\n"
                 + "".join(_set_function(conn, name_, result.bound_before.get(name_)) for name_ in changes)
+                + _comment(conn, *result.index_name, result.index_comment)
                 + ("" if not _direct(result) else _set_database(conn, param, database_before)))
     up_path, down_path = directory / f"{name}.sql", directory / f"{name}.down.sql"
     up_path.write_text(up)

@@ -155,9 +155,10 @@ def at_full_size(url: str, workload) -> str:
                 "tune on. Once it is loaded, tune on its own vectors and audit it (07_recall_audit).")
     elif workload.live_rows > workload.rows:
         head = (f"Measured on a sample: {workload.rows:,} of the live table's {workload.live_rows:,} rows. At the same "
-                "settings recall falls as a table grows, so these figures are an upper bound for the live table; "
-                "run the tuner with rows = the table's size for the figure at full size, and audit the index once "
-                "applied (07_recall_audit).")
+                "settings recall falls as a table grows, so these figures are an upper bound for the live table "
+                "(pgvkit tune carries them to its size from nested samples); once the index is built, pgvkit confirm "
+                "chooses the search settings on the live index at full size (section 8), and 07_recall_audit "
+                "audits it.")
     else:
         return f"Measured on the whole live table ({workload.rows:,} rows): these are its figures at full size."
     with connect(url) as conn:

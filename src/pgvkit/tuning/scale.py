@@ -63,8 +63,9 @@ def _carried(value: float, slope: float, factor: float) -> float:
 
 def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult, dict]:
     """The largest sample's sweep with every figure carried to `live_rows`: HNSW recall by each
-    candidate's fitted slope (the median over its settings, per shape), IVFFlat lists and probes
-    scaled with the rows; latency and build time scaled too. Returns the carried result and the
+    candidate's fitted slope (the median over its settings, per shape; a candidate swept only on
+    the largest sample takes the slope of the cheapest one of its kind, swept on all), IVFFlat
+    lists and probes scaled with the rows; latency and build time scaled too. Returns the carried result and the
     slopes used ({(index label, shape): slope})."""
     sizes = sorted(results)
     top = results[sizes[-1]]
@@ -86,8 +87,12 @@ def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult,
                               for k in by_size[sizes[-1]] if k[0] == p.config.label
                               and all(k in by_size[n] and by_size[n][k].index_used for n in sizes)]
                     fitted = [s for s in fitted if s is not None]
-                    slope = float(np.median(fitted)) if fitted else DEFAULT_SLOPE
-                    slopes[key] = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+                    if fitted:
+                        slopes[key] = min(max(float(np.median(fitted)), SLOPE_RANGE[0]), SLOPE_RANGE[1])
+                    else:  # not rebuilt on the smaller samples: the cheapest graph's fall, else the default
+                        kin = [v for (label, s_), v in slopes.items() if s_ == shape
+                               and label.startswith(p.config.label.split("(")[0] + "(")]
+                        slopes[key] = kin[0] if kin else DEFAULT_SLOPE
                 s, v = slopes[key], q.shapes[shape]
                 q.shapes[shape] = {**v, **{name: _carried(v[name], s, factor) for name in ("recall", "fresh", "low")}}
             q.p50_ms, q.p95_ms, q.p99_ms = (x * math.log(live_rows) / math.log(sizes[-1])

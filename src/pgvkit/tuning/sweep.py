@@ -160,17 +160,22 @@ def settings_of(config: Config, grid: dict) -> list[tuple[int, int]]:
 
 
 def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: GroundTruth | None = None,
-          fresh_truth: GroundTruth | None = None, progress: bool = True, echo: Echo | None = None) -> SweepResult:
+          fresh_truth: GroundTruth | None = None, progress: bool = True, echo: Echo | None = None,
+          fresh: bool = True) -> SweepResult:
     """Build each candidate on the scratch table and measure every query-time setting, for each
-    query shape of the workload (`truth` / `fresh_truth` may be given for the new-vector one)."""
+    query shape of the workload (`truth` / `fresh_truth` may be given for the new-vector one).
+    `fresh` False: the fresh query sets are not searched (their figures repeat the held-out ones),
+    for a sweep that only says how recall falls with size."""
     echo = echo or echo_to()
     grid = {**default_grid(workload.rows, workload.k), **(grid or {})}
     truths = {}
     for shape in workload.shapes:
-        queries, own, fresh, fresh_own = workload.shape_sets(shape)
+        queries, own, fresh_queries, fresh_own = workload.shape_sets(shape)
+        if not fresh:
+            fresh_queries, fresh_own = queries, own
         given = (truth, fresh_truth) if shape == "new" else (None, None)
         truths[shape] = tuple(t or exact_knn(workload.vectors, q, workload.k, ids=workload.ids, exclude=e)
-                              for t, q, e in zip(given, (queries, fresh), (own, fresh_own)))
+                              for t, q, e in zip(given, (queries, fresh_queries), (own, fresh_own)))
     filtered_truth = workload.filtered_truth() if workload.filter_owner is not None else None
     configs = _buildable(candidates(grid), workload.dims, echo)
     result = SweepResult(workload.describe(), workload.k, live_rows=max(workload.live_rows, workload.rows),
@@ -207,11 +212,15 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                 point.index_used = True
                 latencies = []
                 for shape in workload.shapes:
-                    queries, own, fresh, fresh_own = workload.shape_sets(shape)
+                    queries, own, fresh_set, fresh_own = workload.shape_sets(shape)
                     ids, dists, lat = measure(conn, workload, queries, own, kind=config.kind, depth=depth)
-                    fresh_ids, fresh_d, _ = measure(conn, workload, fresh, fresh_own, kind=config.kind, depth=depth)
-                    point.measured(shape, recall_at_k(truths[shape][0], ids, dists),
-                                   recall_at_k(truths[shape][1], fresh_ids, fresh_d))
+                    per_query = recall_at_k(truths[shape][0], ids, dists)
+                    if fresh:
+                        fresh_ids, fresh_d, _ = measure(conn, workload, fresh_set, fresh_own, kind=config.kind,
+                                                        depth=depth)
+                        point.measured(shape, per_query, recall_at_k(truths[shape][1], fresh_ids, fresh_d))
+                    else:
+                        point.measured(shape, per_query, per_query)
                     latencies.append(lat)
                 lat = np.concatenate(latencies)
                 point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
