@@ -175,38 +175,85 @@ def test_at_the_size_where_the_planner_flips_no_setting_pgvkit_binds_reads_the_t
     assert bound_sequential == []
 
 
-@pytest.mark.slow
-def test_an_interrupted_index_build_leaves_no_invalid_index_and_migrate_builds_it_again(migrated, tmp_path):
-    load_team_rows(migrated, 10_000)
+def hnsw_migration(url: str, tmp_path) -> list[str]:
+    """10,000 team rows and a migration 003 that builds an HNSW index concurrently; the CLI's where."""
+    load_team_rows(url, 10_000)
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
     (migrations / "003_hnsw.sql").write_text(
         "-- pgvkit:no-transaction\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_embedding_hnsw ON ip_asset_embeddings"
-        " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 200);\n")
+        " USING hnsw (embedding vector_cosine_ops);\n")
     (migrations / "003_hnsw.down.sql").write_text("-- pgvkit:no-transaction\n"
                                                    "DROP INDEX CONCURRENTLY IF EXISTS idx_embedding_hnsw;\n")
-    where = ["--database-url", migrated, "--migrations", str(migrations)]
+    return ["--database-url", url, "--migrations", str(migrations)]
+
+
+def start_migrate(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "migrate", *where], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "pgvkit", "migrate", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said = []
-    for line in proc.stdout:  # until migrate says the build is loading tuples (from pg_stat_progress_create_index)
+
+
+def read_until(proc: subprocess.Popen, said: list[str], *words: str) -> None:
+    """Lines of migrate's output until one holds every word (migrate says each phase of a build)."""
+    for line in proc.stdout:
         said.append(line)
-        if line.startswith("  building idx_embedding_hnsw: ") and "loading tuples" in line:
-            break
-    else:
-        raise AssertionError("migrate never showed the build under way: " + "".join(said) + proc.stderr.read())
+        if all(w in line for w in words):
+            return
+    raise AssertionError(f"migrate never said {words}: " + "".join(said) + proc.stderr.read())
+
+
+def index_valid(url: str, name: str) -> bool | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name]).fetchone()
+    return row[0] if row else None
+
+
+def open_writer(url: str) -> psycopg.Connection:
+    """A transaction that wrote to the table and stays open: a concurrent build waits for it."""
+    writer = psycopg.connect(url)
+    writer.execute("UPDATE ip_asset_embeddings SET metadata = metadata WHERE id = 1")
+    return writer
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_an_index_build_leaves_no_invalid_index_and_migrate_builds_it_again(migrated, tmp_path):
+    where = hnsw_migration(migrated, tmp_path)
+    writer = open_writer(migrated)
+    proc = start_migrate(*where, "--lock-timeout", "10min")
+    said = []
+    read_until(proc, said, "building idx_embedding_hnsw: ", "waiting for writers")  # the index exists, INVALID
     proc.send_signal(signal.SIGINT)
+    writer.rollback()  # dropping the INVALID index concurrently waits for the writer too
     out, err = proc.communicate(timeout=120)
     out = "".join(said) + out
     assert proc.returncode == 130 and "pgvkit: interrupted" in err and "Traceback" not in err
     assert "dropped the INVALID index \"idx_embedding_hnsw\" its build left" in out
+    assert index_valid(migrated, "idx_embedding_hnsw") is None
     with psycopg.connect(migrated) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
         assert conn.execute("SELECT status FROM pgvkit.schema_migrations WHERE version = 3").fetchone()[0] == "failed"
+    writer.close()
     again = run_cli("migrate", *where, timeout=600)
     assert again.returncode == 0, again.stderr
-    with psycopg.connect(migrated) as conn:
-        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_embedding_hnsw'::regclass"
-                            ).fetchone()[0]
+    assert "building idx_embedding_hnsw: building index: loading tuples" in again.stdout  # its progress, shown
+    assert index_valid(migrated, "idx_embedding_hnsw") is True
+
+
+@pytest.mark.slow
+def test_a_concurrent_build_that_timed_out_on_a_lock_is_rebuilt_on_retry_not_skipped_as_existing(migrated, tmp_path):
+    """CREATE INDEX CONCURRENTLY IF NOT EXISTS that hits lock_timeout while waiting for a writer
+    leaves its index INVALID; retried as it is, IF NOT EXISTS would skip it and the migration would
+    be recorded applied over a broken index."""
+    where = hnsw_migration(migrated, tmp_path)
+    writer = open_writer(migrated)
+    proc = start_migrate(*where, "--lock-timeout", "1s", "--retry-budget", "300")
+    said = []
+    read_until(proc, said, "lock busy")
+    writer.rollback()
+    out, err = proc.communicate(timeout=600)
+    out = "".join(said) + out
+    writer.close()
+    assert proc.returncode == 0, err
+    assert "dropping invalid index" in out
+    assert index_valid(migrated, "idx_embedding_hnsw") is True

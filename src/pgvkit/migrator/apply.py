@@ -124,7 +124,15 @@ class Applier:
                       f"for {estimate['rows']:,} rows ({took / max(estimate['build_s'], 1e-9):.2f}x)")
 
     def _execute_with_retry(self, conn, m: Migration, f: SQLFile, st: Statement) -> None:
-        self._retrying(lambda _: self._execute(conn, m, f, st, transactional=False))
+        def attempt(n: int) -> None:
+            if n > 1:  # a concurrent build that timed out waiting for a lock left its index INVALID
+                try:
+                    self._drop_invalid_index(conn, st)
+                except pgerrors.LockNotAvailable:
+                    raise LockBusy(self.url, st) from None
+            self._execute(conn, m, f, st, transactional=False)
+
+        self._retrying(attempt)
 
     def _retrying(self, attempt) -> None:
         """Call attempt(n) until it does not hit lock_timeout, within the retry budget."""
@@ -203,22 +211,25 @@ class Applier:
     def _drop_invalid_indexes(self, conn, m: Migration) -> list[str]:
         """An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index: drop it to rebuild.
         Returns the names dropped."""
-        dropped = []
-        for st in m.up.statements:
-            node = st.node
-            if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname):
-                continue
-            schema = node.relation.schemaname
-            name = sql.Identifier(schema, node.idxname) if schema else sql.Identifier(node.idxname)
-            regname = name.as_string(conn)
-            row = conn.execute(
-                "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", [regname]
-            ).fetchone()
-            if row and row[0]:
-                self.echo(f"  dropping invalid index {regname} left by an interrupted build")
-                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
-                dropped.append(regname)
-        return dropped
+        return [name for st in m.up.statements if (name := self._drop_invalid_index(conn, st))]
+
+    def _drop_invalid_index(self, conn, st: Statement) -> str | None:
+        """The INVALID index a failed CREATE INDEX CONCURRENTLY statement left, dropped (its name),
+        so that running it again builds it: with IF NOT EXISTS it would skip the broken one."""
+        node = st.node
+        if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname):
+            return None
+        schema = node.relation.schemaname
+        name = sql.Identifier(schema, node.idxname) if schema else sql.Identifier(node.idxname)
+        regname = name.as_string(conn)
+        row = conn.execute(
+            "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", [regname]
+        ).fetchone()
+        if not (row and row[0]):
+            return None
+        self.echo(f"  dropping invalid index {regname} left by an interrupted build")
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+        return regname
 
     def run_down(self, conn, m: Migration) -> None:
         down = m.down
