@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.95,
                         help="--target-recall for tune and confirm (default 0.95; lower it to carry the path through "
                              "on data where nothing reaches 0.95, and read the recall figures against 0.95 anyway)")
+    parser.add_argument("--only-tune", action="store_true", help="stop after pgvkit tune (its wall time and choice)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     log = Path(tempfile.mkdtemp(prefix="pgvkit-scale-"))
@@ -176,6 +177,13 @@ def main() -> None:
         extra = (("--rows", str(args.tune_rows)) if args.tune_rows else ()) + (
             ("--target-recall", str(args.target)) if args.target != 0.95 else ())  # else no option at all
         steps["tune"] = run("tune", "tune", "--write-migration", *extra, url=url, log=log, migrations=migrations)
+        if args.only_tune or steps["tune"]["exit"] != 0:  # nothing written (target out of reach), or asked
+            said = [line for line in steps["tune"]["output"].splitlines() if line.startswith(("recommended", "NOT"))]
+            report({"benchmark": "scale: tune only", "data": args.data, "rows": len(data), "dims": 768,
+                    "cores": os.cpu_count(), "load_s": steps["load"]["wall_s"],
+                    "tune": {k: v for k, v in steps["tune"].items() if k != "output"}, "tune_said": said,
+                    "tune_under_10_min": steps["tune"]["wall_s"] < 600, "logs": str(log)})
+            return
         steps["plan"] = run("plan", "plan", "--json", url=url, log=log, migrations=migrations)
         steps["migrate"] = run("migrate", "migrate", url=url, log=log, migrations=migrations)
         steps["confirm"] = run("confirm", "confirm", "--query-file", str(log / "confirm_queries.npy"),

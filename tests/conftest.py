@@ -118,6 +118,15 @@ def pgvkit_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+def sigint_as_in_a_terminal() -> None:
+    """preexec_fn for a child a test stops with SIGINT (Ctrl-C): the default handler back, since a
+    shell starts background jobs (pytest run with `&`, nohup) with SIGINT ignored, and Python then
+    never turns it into KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
     """Run the pgvkit CLI in a separate process, as a user would."""
     full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}

@@ -19,7 +19,7 @@ from pgvkit import search
 from pgvkit.tuning.confirm import PROBE, SEARCH_GRID, probe_function
 from pgvkit.verify import verify
 
-from .conftest import MIGRATIONS, ROOT, real_embeddings, run_cli
+from .conftest import MIGRATIONS, ROOT, real_embeddings, run_cli, sigint_as_in_a_terminal
 from .teamdata import BIG_OWNERS, load_team_rows
 
 TUNE_QUERIES = slice(28_000, 28_400)  # new vectors (the table holds the first 28,000) for tune: --query-file
@@ -192,7 +192,8 @@ def hnsw_migration(url: str, tmp_path) -> list[str]:
 def start_migrate(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "pgvkit", "migrate", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
 
 
 def read_until(proc: subprocess.Popen, said: list[str], *words: str) -> None:

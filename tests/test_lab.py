@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, sigint_as_in_a_terminal
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -40,7 +40,8 @@ def lab(migrated, pgvkit_home, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pgvkit", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={copy / 'notebooks'}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=sigint_as_in_a_terminal)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while get(f"{base}/api/status?token={token}") is None:  # poll until it answers (or gave up)
