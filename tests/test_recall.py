@@ -133,13 +133,13 @@ def test_a_table_without_rows_is_refused_in_one_line(migrated):
 def topic_embeddings():
     from pgvkit.synthetic import Topics
 
-    return Topics(768, rows=12_000, seed=7).draw(14_000)
+    return Topics(768, rows=9_000, seed=7).draw(11_000)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("data, query_file", [("topics", False)], ids=["topics-rows-taken-out"])
 def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migrated, tmp_path, data, query_file):
-    """12,000 rows of pgvkit.synthetic.Topics, tuned whole: pgvkit tune --write-migration, pgvkit
+    """9,000 rows of pgvkit.synthetic.Topics, tuned whole: pgvkit tune --write-migration, pgvkit
     migrate, then pgvkit recall on 1,000 new vectors the tuner never saw. The choice meets the
     target on them, and what the tuner predicted for each shape is within 0.025 of what the audit
     measures (sampling error). (Real embeddings with a query file, tuned on samples and confirmed
