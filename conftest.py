@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from pgvkit.db import mask_url
+from pgvkit.demo import first_day
 from pgvkit.embedded import EmbeddedServer
 from pgvkit.scratch import fresh_database
 
@@ -46,9 +47,11 @@ def session_admin_url() -> str:
 
 def pytest_configure(config):
     """Notebooks (pytest --nbval) run in kernels that inherit this process's environment:
-    give them a fresh database through DATABASE_URL, as a user's shell would."""
+    give them, through DATABASE_URL as a user's shell would, the database notebooks/regenerate.py
+    made their committed outputs from: a team's first day (the old docker setup's schema, no
+    pgvkit history, 12,000 real embeddings of the team's kind)."""
     if getattr(config.option, "nbval", False) and not hasattr(config, "workerinput"):
-        os.environ["DATABASE_URL"] = fresh_database(session_admin_url(), NOTEBOOK_DB)
+        os.environ["DATABASE_URL"] = first_day(fresh_database(session_admin_url(), NOTEBOOK_DB))
         os.environ.setdefault("PGVKIT_HOME", tempfile.mkdtemp(prefix="pgvkit-nb-home-"))
         os.environ["TQDM_DISABLE"] = "1"  # as notebooks/regenerate.py: no progress bars in outputs
 

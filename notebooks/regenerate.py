@@ -4,8 +4,11 @@ newcomer will see.
     .venv/bin/python notebooks/regenerate.py [NOTEBOOK ...]
 
 Runs all of them (or those named), in order, each starting from the state the previous ones
-left, as under `pytest --nbval`, against the embedded default layout a newcomer has after
-`pgvkit migrate`: a throwaway PGVKIT_HOME, no DATABASE_URL, database `jarvis`. What would date
+left, as under `pytest --nbval`, against the embedded default layout (a throwaway PGVKIT_HOME,
+no DATABASE_URL, database `jarvis`) holding what a team brings on its first day: the database
+its old docker setup made (the seed's SQL, no pgvkit history) with 12,000 real embeddings and
+owners / asset ids of the team's kind (`pgvkit.demo.first_day`; `pytest --nbval` starts from the
+same). So 01 shows the baseline, 02 a real search, 04 a sweep of the team's rows. What would date
 the outputs to this machine is not saved: progress bars are off (TQDM_DISABLE, as `pgvkit run`
 sets it) and a figure is saved as its image, without matplotlib's `<Figure size ...>` text.
 tests/test_notebook_outputs.py checks the result.
@@ -25,6 +28,7 @@ from nbconvert.preprocessors import ExecutePreprocessor
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
+from pgvkit.demo import first_day  # noqa: E402
 from pgvkit.embedded import EmbeddedServer  # noqa: E402
 
 
@@ -54,6 +58,8 @@ def main(names: list[str]) -> int:
     os.environ["PGVKIT_HOME"] = str(home)
     os.environ["TQDM_DISABLE"] = "1"
     try:
+        server = EmbeddedServer(home).start()
+        first_day(server.url())
         for path in paths:
             print(f"executing {path.name}", flush=True)
             nb = nbformat.read(path, as_version=4)

@@ -207,13 +207,9 @@ def real_embeddings():
     """30,000 real sentence embeddings (../shared/data/README.md) in the seed's 768 dimensions: a
     fixed orthogonal map (Q of a seeded QR) keeps every cosine distance, so neighbours are the
     real ones. Row i embeds line i of pypi_summaries.tsv."""
-    import numpy as np
+    from pgvkit.demo import real_embeddings as lifted
 
-    path = SHARED_DATA / "pypi_summaries_minilm384.npy"
-    assert path.is_file(), f"{path} is missing: the real embeddings live in shared/data beside the project"
-    x = np.load(path).astype(np.float32)
-    q, _ = np.linalg.qr(np.random.default_rng(768).standard_normal((768, x.shape[1])))
-    return (x @ q.T.astype(np.float32)).astype(np.float32)
+    return lifted()
 
 
 class Searchers:

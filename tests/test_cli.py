@@ -29,7 +29,7 @@ def test_status_plan_migrate_status_json_on_a_non_superuser_url(app_database):
         conn.execute("CREATE EXTENSION vector")  # what a superuser runs once
     env = {"DATABASE_URL": app_database["url"]}
     status = run_cli("status", env=env)
-    assert status.returncode == 1 and "2 pending" in status.stdout  # 001 and 002
+    assert status.returncode == 1 and "3 pending" in status.stdout  # 001, 002 and 003
     plan = run_cli("plan", env=env)
     assert plan.returncode == 0 and "CREATE TABLE IF NOT EXISTS ip_asset_embeddings" in plan.stdout
     migrate = run_cli("migrate", env=env)
@@ -102,8 +102,8 @@ def test_eight_processes_migrating_one_fresh_database_apply_each_migration_once(
     assert sum("Applying 001_init_vector_store" in p.stdout and "done" in p.stdout for p in procs) == 1
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT version, status FROM pgvkit.schema_migrations ORDER BY version").fetchall() == [
-            (1, "applied"), (2, "applied")]
-        assert conn.execute("SELECT count(*) FROM pgvkit.migration_events WHERE event = 'apply'").fetchone()[0] == 2
+            (1, "applied"), (2, "applied"), (3, "applied")]
+        assert conn.execute("SELECT count(*) FROM pgvkit.migration_events WHERE event = 'apply'").fetchone()[0] == 3
 
 
 def test_status_exit_codes_say_pending_up_to_date_and_drift(db_url, migrations_dir):
@@ -134,8 +134,8 @@ def test_rollback_without_yes_is_refused_and_changes_nothing(db_url):
     assert_clean_error(run_cli("rollback", "--to", "0", "--database-url", db_url), "--yes")
     done = run_cli("rollback", "--to", "0", "--yes", "--json", "--database-url", db_url,
                    "--confirm-database", psycopg.conninfo.conninfo_to_dict(db_url)["dbname"])
-    assert done.returncode == 0 and json.loads(done.stdout) == {"rolled_back": ["002_search_assets",
-                                                                               "001_init_vector_store"]}
+    assert done.returncode == 0 and json.loads(done.stdout) == {"rolled_back": [
+        "003_search_assets_by_owner", "002_search_assets", "001_init_vector_store"]}
 
 
 def test_backup_then_restore_brings_back_rolled_back_data(db_url, pgvkit_home):

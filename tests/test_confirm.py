@@ -181,15 +181,15 @@ def test_at_the_size_where_the_planner_flips_no_setting_pgvkit_binds_reads_the_t
 
 
 def hnsw_migration(url: str, tmp_path) -> list[str]:
-    """10,000 team rows and a migration 003 that builds an HNSW index concurrently; the CLI's where."""
+    """10,000 team rows and a migration 004 that builds an HNSW index concurrently; the CLI's where."""
     load_team_rows(url, 10_000)
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
-    (migrations / "003_hnsw.sql").write_text(
+    (migrations / "004_hnsw.sql").write_text(
         "-- pgvkit:no-transaction\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_embedding_hnsw ON ip_asset_embeddings"
         " USING hnsw (embedding vector_cosine_ops);\n")
-    (migrations / "003_hnsw.down.sql").write_text("-- pgvkit:no-transaction\n"
+    (migrations / "004_hnsw.down.sql").write_text("-- pgvkit:no-transaction\n"
                                                    "DROP INDEX CONCURRENTLY IF EXISTS idx_embedding_hnsw;\n")
     return ["--database-url", url, "--migrations", str(migrations)]
 

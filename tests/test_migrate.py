@@ -52,7 +52,7 @@ def exists(url, name):
 def test_migrate_creates_every_object_of_the_seed_schema(db_url):
     migrator = quiet(db_url)
     assert migrator.status().exit_code == 1
-    assert migrator.migrate() == ["001_init_vector_store", "002_search_assets"]
+    assert migrator.migrate() == ["001_init_vector_store", "002_search_assets", "003_search_assets_by_owner"]
     for name in SEED_OBJECTS:
         assert exists(db_url, name), name
     with psycopg.connect(db_url) as conn:
@@ -63,7 +63,7 @@ def test_migrate_creates_every_object_of_the_seed_schema(db_url):
                             ).fetchone()[0] == 1
     report = migrator.status()
     assert report.exit_code == 0 and report.summary == "up to date"
-    assert history_rows(db_url) == [(1, "applied"), (2, "applied")]
+    assert history_rows(db_url) == [(1, "applied"), (2, "applied"), (3, "applied")]
     assert any("ivfflat index created with little data" in line for line in migrator.lines)
 
 
@@ -71,7 +71,7 @@ def test_a_second_migrate_applies_nothing(db_url):
     quiet(db_url).migrate()
     again = quiet(db_url)
     assert again.migrate() == []
-    assert events(db_url) == [(1, "apply"), (2, "apply")]
+    assert events(db_url) == [(1, "apply"), (2, "apply"), (3, "apply")]
     assert not [line for line in again.lines if "NOTICE" in line], again.lines  # nothing to say, nothing said
 
 
@@ -181,10 +181,10 @@ def test_a_database_made_by_the_old_docker_init_is_baselined_not_rerun(db_url):
     with pytest.raises(PgvkitError, match="pgvkit baseline 001"):
         migrator.migrate()
     assert migrator.baseline("001") == ["001_init_vector_store"]
-    assert migrator.status().exit_code == 1  # 002 is newer than what the docker init ran
-    assert migrator.migrate() == ["002_search_assets"]
-    assert history_rows(db_url) == [(1, "baselined"), (2, "applied")]
-    assert events(db_url) == [(1, "baseline"), (2, "apply")]
+    assert migrator.status().exit_code == 1  # 002 and 003 are newer than what the docker init ran
+    assert migrator.migrate() == ["002_search_assets", "003_search_assets_by_owner"]
+    assert history_rows(db_url) == [(1, "baselined"), (2, "applied"), (3, "applied")]
+    assert events(db_url) == [(1, "baseline"), (2, "apply"), (3, "apply")]
 
 
 def test_baseline_without_a_version_records_what_the_docker_init_ran_and_only_that(db_url, migrations_dir):
@@ -213,13 +213,13 @@ def test_rollback_needs_yes_then_undoes_newest_first_and_reapplies(db_url):
     with pytest.raises(ConfirmationRequired, match="--yes"):
         migrator.rollback(0)
     assert exists(db_url, "ip_asset_embeddings")
-    assert migrator.rollback(0, yes=True) == ["002_search_assets", "001_init_vector_store"]
+    assert migrator.rollback(0, yes=True) == ["003_search_assets_by_owner", "002_search_assets", "001_init_vector_store"]
     assert not any(exists(db_url, n) for n in SEED_OBJECTS)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
     assert history_rows(db_url) == []
-    assert migrator.migrate() == ["001_init_vector_store", "002_search_assets"]
-    assert [e for _, e in events(db_url)] == ["apply"] * 2 + ["rollback"] * 2 + ["apply"] * 2
+    assert migrator.migrate() == ["001_init_vector_store", "002_search_assets", "003_search_assets_by_owner"]
+    assert [e for _, e in events(db_url)] == ["apply"] * 3 + ["rollback"] * 3 + ["apply"] * 3
 
 
 def test_rollback_runs_down_files_in_reverse_order(db_url, migrations_dir):

@@ -89,8 +89,8 @@ def test_the_tuning_notebook_writes_applies_and_verifies_its_migration(migrated,
     run("04_index_tuning.ipynb", tmp_path, database_url=migrated, rows=3000, queries=50, ivfflat_lists=[55],
         probes=[1, 4], hnsw=[[16, 64]], ef_search=[20, 40], migrations_dir=str(migrations),
         write_migration=True, apply_migration=True)
-    written = sorted(p.name for p in migrations.glob("003_*"))
-    assert written == ["003_tune_idx_embedding_cosine.down.sql", "003_tune_idx_embedding_cosine.sql"]
+    written = sorted(p.name for p in migrations.glob("004_*"))
+    assert written == ["004_tune_idx_embedding_cosine.down.sql", "004_tune_idx_embedding_cosine.sql"]
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT status FROM pgvkit.schema_migrations WHERE version = 3").fetchone() == ("applied",)
         assert conn.execute("SELECT to_regclass('pgvkit.tune_workload')").fetchone()[0] is None

@@ -25,7 +25,7 @@ NEW = slice(29_000, 30_000)  # never in the table
 
 @pytest.fixture
 def make_partitioned(make_database, tmp_path):
-    """Real embeddings in 4 hash partitions, baselined and migrated to 002."""
+    """Real embeddings in 4 hash partitions, baselined and migrated to 003."""
 
     def make(rows: int):
         url = partitioned_database(make_database(), rows)
@@ -62,7 +62,7 @@ def test_tune_migrate_recall_verify_rollback_on_four_partitions_with_readers_sea
     assert tuned.returncode == 0, tuned.stderr
     assert "measured on one unpartitioned copy, while the live table has 4 partitions" in tuned.stdout
     print(next(line for line in tuned.stdout.splitlines() if line.startswith("recommended")))
-    up = next(p for p in migrations.glob("003_*.sql") if not p.name.endswith(".down.sql")).read_text()
+    up = next(p for p in migrations.glob("004_*.sql") if not p.name.endswith(".down.sql")).read_text()
     assert "ON ONLY public.ip_asset_embeddings" in up and up.count("ATTACH PARTITION") == 4
     assert run_cli("plan", *where).returncode == 0
 
@@ -91,7 +91,7 @@ def test_tune_migrate_recall_verify_rollback_on_four_partitions_with_readers_sea
     assert report.exit_code == 0, [(c.name, c.detail) for c in report.checks if c.status == "fail"]
     assert report["query plan"].status in ("pass", "warn") and "idx_embedding_cosine" in report["query plan"].detail
     name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    back = run_cli("rollback", "--to", "2", "--yes", "--confirm-database", name, *where, timeout=600)
+    back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, *where, timeout=600)
     assert back.returncode == 0, back.stderr
     assert index_state(url) == before
 
@@ -113,7 +113,7 @@ def test_verify_reads_the_plan_across_partitions_and_memory_counts_every_partiti
 
 def test_a_concurrent_index_on_the_partitioned_table_is_refused_before_anything_runs(partitioned):
     url, migrations, where = partitioned
-    (migrations / "003_hnsw_by_hand.sql").write_text(
+    (migrations / "004_hnsw_by_hand.sql").write_text(
         "-- pgvkit:no-transaction\n"
         "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET hnsw.ef_search = 100', current_database()); END $$;\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_hnsw ON ip_asset_embeddings\n"
@@ -122,23 +122,23 @@ def test_a_concurrent_index_on_the_partitioned_table_is_refused_before_anything_
         refused = run_cli(command, *where)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         [line] = refused.stderr.strip().splitlines()
-        assert "003_hnsw_by_hand.sql:3: CREATE INDEX CONCURRENTLY on ip_asset_embeddings, a partitioned table" in line
+        assert "004_hnsw_by_hand.sql:3: CREATE INDEX CONCURRENTLY on ip_asset_embeddings, a partitioned table" in line
         assert "ON ONLY" in line and "ATTACH PARTITION" in line
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT max(version) FROM pgvkit.schema_migrations").fetchone()[0] == 2
+        assert conn.execute("SELECT max(version) FROM pgvkit.schema_migrations").fetchone()[0] == 3
         assert conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone()[0] in (None, "40")
 
 
 def test_a_rollback_whose_down_file_cannot_run_on_partitions_is_refused_before_it_starts(partitioned):
     url, migrations, where = partitioned
-    (migrations / "003_comment.sql").write_text("COMMENT ON TABLE ip_asset_embeddings IS 'images';\n")
-    (migrations / "003_comment.down.sql").write_text(
+    (migrations / "004_comment.sql").write_text("COMMENT ON TABLE ip_asset_embeddings IS 'images';\n")
+    (migrations / "004_comment.down.sql").write_text(
         "-- pgvkit:no-transaction\nCOMMENT ON TABLE ip_asset_embeddings IS NULL;\n"
         "DROP INDEX CONCURRENTLY IF EXISTS idx_embedding_cosine;\n")
     assert run_cli("migrate", *where).returncode == 0
     name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    refused = run_cli("rollback", "--to", "2", "--yes", "--confirm-database", name, *where)
-    assert refused.returncode == 2 and "003_comment.down.sql:3: DROP INDEX CONCURRENTLY idx_embedding_cosine" in \
+    refused = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, *where)
+    assert refused.returncode == 2 and "004_comment.down.sql:3: DROP INDEX CONCURRENTLY idx_embedding_cosine" in \
         refused.stderr and "without CONCURRENTLY" in refused.stderr
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT obj_description('ip_asset_embeddings'::regclass)").fetchone()[0] == "images"
@@ -149,10 +149,10 @@ def test_a_no_transaction_file_that_failed_part_way_can_be_fixed_or_forgotten(mi
     transactional file) and migrate, or remove it and forget the attempt with repair."""
     broken = ("-- pgvkit:no-transaction\nCREATE TABLE IF NOT EXISTS marker (id int);\n"
               "CREATE INDEX CONCURRENTLY IF NOT EXISTS marker_idx ON missing_table (id);\n")
-    directory = migrations_dir({p.name: p.read_text() for p in MIGRATIONS.iterdir()} | {"003_marker.sql": broken})
+    directory = migrations_dir({p.name: p.read_text() for p in MIGRATIONS.iterdir()} | {"004_marker.sql": broken})
     where = ["--database-url", migrated, "--migrations", str(directory)]
     assert run_cli("migrate", *where).returncode == 2
-    (directory / "003_marker.sql").write_text("CREATE TABLE IF NOT EXISTS marker (id int);\n"
+    (directory / "004_marker.sql").write_text("CREATE TABLE IF NOT EXISTS marker (id int);\n"
                                               "CREATE INDEX IF NOT EXISTS marker_idx ON marker (id);\n")
     fixed = run_cli("migrate", *where)
     assert fixed.returncode == 0, fixed.stderr

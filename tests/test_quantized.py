@@ -118,13 +118,13 @@ def test_a_change_of_kind_moves_search_assets_with_the_index_and_its_down_file_r
 
 def test_plan_says_when_a_hand_written_migration_takes_the_direct_queries_index_away(loaded):
     url, migrations = loaded
-    (migrations / "003_halfvec.sql").write_text(
+    (migrations / "004_halfvec.sql").write_text(
         "-- pgvkit:no-transaction\n"
         'CREATE INDEX CONCURRENTLY IF NOT EXISTS "Half" ON ip_asset_embeddings USING hnsw ((embedding::halfvec(768)) halfvec_cosine_ops);\n'
         "DROP INDEX CONCURRENTLY IF EXISTS public.idx_embedding_cosine;\n")
     [note] = Migrator(url, migrations).plan().notes
-    assert "003_halfvec drops idx_embedding_cosine" in note
-    (migrations / "003_halfvec.sql").write_text(  # a new direct index beside it: nothing to say
+    assert "004_halfvec drops idx_embedding_cosine" in note
+    (migrations / "004_halfvec.sql").write_text(  # a new direct index beside it: nothing to say
         "CREATE INDEX idx_v2 ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops);\n"
         "DROP INDEX idx_embedding_cosine;\n")
     assert Migrator(url, migrations).plan().notes == []
@@ -167,7 +167,7 @@ def test_tune_with_every_kind_under_a_budget_writes_a_migration_search_assets_me
     assert refused.returncode == 1, refused.stderr
     message = json.loads(refused.stdout)["recommendation"]["message"]
     assert message.startswith("nothing that reaches recall@10 >= 0.95 fits the memory budget") and "--allow-query-change" in message
-    assert not list(migrations.glob("003_*"))
+    assert not list(migrations.glob("004_*"))
 
     tuned = run_cli("tune", "--candidates", "vector,halfvec,binary", "--memory-budget", f"{rows * 3}kB",
                     "--queries", "100", "--write-migration", "--allow-query-change", "--json", *where, timeout=900)
@@ -181,7 +181,7 @@ def test_tune_with_every_kind_under_a_budget_writes_a_migration_search_assets_me
     assert "the memory budget" in rec["message"] or rec["excluded_by_budget"] is None
 
     plan = run_cli("plan", *where)
-    assert plan.returncode == 0 and "warning: 003_tune_idx_embedding_cosine drops idx_embedding_cosine" in plan.stdout
+    assert plan.returncode == 0 and "warning: 004_tune_idx_embedding_cosine drops idx_embedding_cosine" in plan.stdout
     assert run_cli("migrate", *where).returncode == 0
     audit = run_cli("recall", "--json", "--query-file", str(tmp_path / "fresh.npy"), *where[:2], timeout=600)
     assert audit.returncode == 0, audit.stderr
@@ -190,7 +190,7 @@ def test_tune_with_every_kind_under_a_budget_writes_a_migration_search_assets_me
     assert run_cli("verify", *where).returncode == 0
 
     database = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]
-    assert run_cli("rollback", "--to", "2", "--yes", "--confirm-database", database, *where).returncode == 0
+    assert run_cli("rollback", "--to", "3", "--yes", "--confirm-database", database, *where).returncode == 0
     assert index_definition(migrated) == index_before and function_definition(migrated) == function_before
 
 

@@ -48,24 +48,24 @@ def test_a_second_tuning_migration_waits_for_the_first_and_each_rollback_restore
     first = tune(where, "0.9")
     assert first.returncode == 0 and json.loads(first.stdout)["migration"], first.stderr
 
-    stacked = tune(where, "0.97", "halfvec")  # 003 is written, not applied
+    stacked = tune(where, "0.97", "halfvec")  # 004 is written, not applied
     assert stacked.returncode == 2 and "Traceback" not in stacked.stderr
     [line] = stacked.stderr.strip().splitlines()
-    assert "003_tune_idx_embedding_cosine.sql is not applied yet" in line and "pgvkit migrate" in line
-    assert "sweep" not in stacked.stderr and not list(migrations.glob("004_*"))  # refused before any build
+    assert "004_tune_idx_embedding_cosine.sql is not applied yet" in line and "pgvkit migrate" in line
+    assert "sweep" not in stacked.stderr and not list(migrations.glob("005_*"))  # refused before any build
 
     assert run_cli("migrate", *where).returncode == 0
-    after_003 = state(url)
-    second = tune(where, "0.97", "halfvec")  # another kind: 004 surely changes the index and the function
+    after_004 = state(url)
+    second = tune(where, "0.97", "halfvec")  # another kind: 005 surely changes the index and the function
     assert second.returncode == 0 and json.loads(second.stdout)["migration"], second.stderr
     assert run_cli("migrate", *where).returncode == 0
-    assert state(url) != after_003
+    assert state(url) != after_004
 
     name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
     back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, *where)
     assert back.returncode == 0, back.stderr
-    assert state(url) == after_003  # 003's index, comment and settings, as 003 left them
-    back = run_cli("rollback", "--to", "2", "--yes", "--confirm-database", name, *where)
+    assert state(url) == after_004  # 004's index, comment and settings, as 004 left them
+    back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, *where)
     assert back.returncode == 0, back.stderr
     assert state(url) == seed
 
@@ -74,11 +74,11 @@ def test_plan_warns_about_a_tuning_migration_written_before_a_pending_one_that_r
     url, migrations, where = team
     first = tune(where, "0.9")
     assert first.returncode == 0, first.stderr
-    up, = [p for p in migrations.glob("003_*.sql") if not p.name.endswith(".down.sql")]
-    (migrations / "004_tune_again.sql").write_text(up.read_text())  # as a stale copy, or an older pgvkit, wrote it
-    (migrations / "004_tune_again.down.sql").write_text((migrations / up.name.replace(".sql", ".down.sql")).read_text())
+    up, = [p for p in migrations.glob("004_*.sql") if not p.name.endswith(".down.sql")]
+    (migrations / "005_tune_again.sql").write_text(up.read_text())  # as a stale copy, or an older pgvkit, wrote it
+    (migrations / "005_tune_again.down.sql").write_text((migrations / up.name.replace(".sql", ".down.sql")).read_text())
     notes = Migrator(url, migrations, echo=lambda _: None).plan().notes
-    assert any(n.startswith("004_tune_again was written by pgvkit tune before 003_tune_idx_embedding_cosine ran")
+    assert any(n.startswith("005_tune_again was written by pgvkit tune before 004_tune_idx_embedding_cosine ran")
                for n in notes), notes
     planned = run_cli("plan", "--json", *where)
-    assert any("004_tune_again" in w for w in json.loads(planned.stdout)["warnings"])
+    assert any("005_tune_again" in w for w in json.loads(planned.stdout)["warnings"])

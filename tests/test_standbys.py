@@ -85,7 +85,7 @@ def test_a_standby_stopped_mid_run_gives_one_clear_line_not_a_hang(pair, tmp_pat
     primary, standby, env = pair
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
-    (migrations / "003_labels.sql").write_text("CREATE TABLE asset_labels (id bigint PRIMARY KEY, label text);\n")
+    (migrations / "004_labels.sql").write_text("CREATE TABLE asset_labels (id bigint PRIMARY KEY, label text);\n")
     with psycopg.connect(primary.url(database="postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE labels")  # its own database: the others' tests keep theirs as they were
     where = ["--database-url", primary.url(database="labels"), "--migrations", str(migrations)]

@@ -83,7 +83,7 @@ def test_every_notebook_runs_with_its_defaults_on_a_database_the_docker_init_mad
 
     assert "001_init_vector_store exist with no history: recording them, nothing runs" in texts["01_migrate.ipynb"]
     after = facts(db_url)
-    assert after["history"] == [(1, "baselined"), (2, "applied")] and after["rows"] == 3_000  # 002 is newer
+    assert after["history"] == [(1, "baselined"), (2, "applied"), (3, "applied")] and after["rows"] == 3_000  # 002, 003 are newer
     assert after["scratch"] == 0 and after["workload"] is None
     status = run_cli("status", env={"DATABASE_URL": db_url, "PGVKIT_HOME": str(tmp_path / "home")})
     assert status.returncode == 0, status.stdout + status.stderr  # up to date

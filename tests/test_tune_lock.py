@@ -63,8 +63,8 @@ def assert_one_ran_and_one_stopped(results, migrations):
     [line] = err.strip().splitlines()
     assert "a pgvkit tune is already running on" in line and "process" in line and "wait for it" in line
     assert json.loads(out)["recommendation"]["met"]
-    assert len(list(migrations.glob("003_*.sql"))) == 2  # the migration and its down file
-    assert not list(migrations.glob("004_*"))  # the stopped run wrote nothing
+    assert len(list(migrations.glob("004_*.sql"))) == 2  # the migration and its down file
+    assert not list(migrations.glob("005_*"))  # the stopped run wrote nothing
 
 
 @pytest.mark.slow

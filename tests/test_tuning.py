@@ -291,7 +291,7 @@ def test_tune_replaces_the_live_vector_index_whatever_its_name_and_rollback_rest
     assert report["query plan"].detail.endswith(f"uses {name}, tuned by pgvkit tune for hnsw.ef_search = 20")
     assert report["search function"].status == "pass" and "hnsw.ef_search = 20" in report["search function"].detail
 
-    rolled = run_cli("rollback", "--to", "2", "--yes", "--database-url", migrated, "--migrations", str(migrations),
+    rolled = run_cli("rollback", "--to", "3", "--yes", "--database-url", migrated, "--migrations", str(migrations),
                      "--confirm-database", dbname)
     assert rolled.returncode == 0, rolled.stderr
     [restored] = vector_index_rows(migrated)

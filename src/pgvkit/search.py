@@ -1,4 +1,5 @@
-"""search_assets: the store's search query, owned by the migrations (002_search_assets.sql).
+"""search_assets: the store's search query, owned by the migrations (002_search_assets.sql,
+003_search_assets_by_owner.sql).
 
 The application calls `SELECT * FROM search_assets($1, 10)` (or with an owner) instead of writing
 `ORDER BY embedding <=> $1` itself, so a migration can change the index and the query together.
@@ -16,7 +17,7 @@ import psycopg
 
 from .checks import Check
 
-__all__ = ["FUNCTION", "SIGNATURE", "INDEX_ONLY", "SEQ_SCAN_FAIL_ROWS", "exists", "settings", "effective_settings", "call_sql", "nested_plan", "check_search_function"]
+__all__ = ["FUNCTION", "SIGNATURE", "INDEX_ONLY", "SEQ_SCAN_FAIL_ROWS", "exists", "settings", "exact_owner_rows", "effective_settings", "call_sql", "nested_plan", "check_search_function"]
 
 FUNCTION = "search_assets"
 SEQ_SCAN_FAIL_ROWS = 10_000  # below this a sequential scan is as fast as the index, and exact
@@ -39,6 +40,16 @@ def settings(conn) -> dict[str, str]:
     """The settings bound to the function (its proconfig), e.g. {'hnsw.ef_search': '40'}."""
     row = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = to_regprocedure(%s)", [SIGNATURE]).fetchone()
     return dict(item.split("=", 1) for item in (row[0] or [])) if row else {}
+
+
+def exact_owner_rows(conn) -> int | None:
+    """Up to how many rows an owner's search reads them whole (003_search_assets_by_owner: the
+    bound pgvkit.exact_owner_rows, else 10,000); None when search_assets does not route by size."""
+    row = conn.execute("SELECT prosrc, proconfig FROM pg_proc WHERE oid = to_regprocedure(%s)", [SIGNATURE]).fetchone()
+    if not row or "pgvkit.exact_owner_rows" not in row[0]:
+        return None
+    bound = dict(item.split("=", 1) for item in (row[1] or []))
+    return int(bound.get("pgvkit.exact_owner_rows") or 10_000)
 
 
 def effective_settings(conn, names, table: str = "ip_asset_embeddings") -> dict[str, str | None]:
@@ -94,7 +105,8 @@ def nested_plan(conn, query_vector, k: int = 10, owner: str | None = None, *, se
                 conn.remove_notice_handler(keep)
     except psycopg.Error:
         return None
-    for note in notes:
+    found = None
+    for note in notes:  # the search is the last statement on the table (003 counts an owner's rows first)
         body = note.split("plan:", 1)[-1]
         try:
             plan = json.loads(body)
@@ -102,8 +114,8 @@ def nested_plan(conn, query_vector, k: int = 10, owner: str | None = None, *, se
             continue
         text = plan.get("Query Text", "")
         if "ip_asset_embeddings" in text and FUNCTION not in text and function not in text:
-            return plan
-    return None
+            found = plan
+    return found
 
 
 def _estimated_rows(conn, table: str) -> int:

@@ -148,8 +148,10 @@ def probe_function(conn, settings: dict[str, str]) -> None:
 
 
 def _owners(conn, table: str, rows: int, k: int, asked) -> list[tuple[str, int]]:
-    """(owner, rows) of the owners to measure filtered searches for: by default the largest and
-    the one nearest 1 % of the rows (with at least k rows); `asked` names them; none for []."""
+    """(owner, rows) of the owners to measure filtered searches for: by default the largest, the
+    one nearest 1 % of the rows (with at least k rows) and, when search_assets reads small owners
+    whole (003), the smallest owner it searches through the vector index (the hardest for it);
+    `asked` names them; none for []."""
     if asked is None:
         return []
     if asked != "auto":
@@ -170,6 +172,10 @@ def _owners(conn, table: str, rows: int, k: int, asked) -> list[tuple[str, int]]
     if small:
         one_percent = min(small, key=lambda c: (abs(c[1] - rows / 100), c[0]))
         picked.append(one_percent)
+    threshold = search.exact_owner_rows(conn)
+    walked = [c for c in counts if threshold is not None and c[1] > threshold and c not in picked]
+    if walked:
+        picked.append(min(walked, key=lambda c: (c[1], c[0])))
     return [(o, n) for o, n in picked]
 
 

@@ -1,0 +1,115 @@
+"""A team's database on its first day with pgvkit, for the notebooks' committed outputs and the
+tests: what the old docker setup made (the seed's SQL run by psql from the container's init
+directory, so no pgvkit history), holding real embeddings with owners, asset ids and metadata of
+the team's kind, none of the kit's conventions:
+
+- owners as uneven as a customer base: three large ones (45 / 20 / 10 % of the rows) and a long
+  tail of 240 small ones by a power law; names with spaces, slashes, capitals and `@`;
+- asset ids as object-store keys and camera file names, 1 % of assets embedded twice (after a
+  model update);
+- metadata in the team's own shape (size, model, EXIF, tags).
+
+`real_embeddings()` reads the sentence embeddings kept beside the project (../shared/data, see
+its README) and lifts them into the seed's 768 dimensions by a fixed orthogonal map, which keeps
+every cosine distance.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+
+__all__ = ["BIG_OWNERS", "SHARED_DATA", "real_embeddings", "team_owners", "team_asset_ids", "team_metadata",
+           "load_team_rows", "docker_init", "first_day"]
+
+BIG_OWNERS = ["Acme Photo", "brand-studio/EU", "ops@jarvis.example"]  # most of the rows
+CAMERAS = ["Canon EOS R5", "iPhone 15 Pro", "DJI Mavic 3", None]
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SEED_SQL = Path(__file__).resolve().parents[2] / "migrations" / "001_init_vector_store.sql"
+
+
+def real_embeddings(name: str = "pypi_summaries_minilm384.npy", dims: int = 768) -> np.ndarray:
+    """Real sentence embeddings (float32, unit rows) lifted to `dims` by the Q of a seeded QR."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        from .errors import PgvkitError
+
+        raise PgvkitError(f"{path} is missing: the real embeddings live in shared/data beside the project "
+                          "(see its README)")
+    x = np.load(path).astype(np.float32)
+    q, _ = np.linalg.qr(np.random.default_rng(dims).standard_normal((dims, x.shape[1])))
+    return (x @ q.T.astype(np.float32)).astype(np.float32)
+
+
+def team_owners(n: int, rng: np.random.Generator) -> np.ndarray:
+    """45% / 20% / 10% for three big owners, the rest spread over 240 small ones by a power law."""
+    tail = np.array([f"cust_{rng.integers(16**7):07x}" for _ in range(240)])
+    weights = 1.0 / np.arange(1, len(tail) + 1) ** 1.1
+    big = rng.choice(len(BIG_OWNERS), size=n, p=[0.45 / 0.75, 0.20 / 0.75, 0.10 / 0.75])
+    owners = np.array(BIG_OWNERS, dtype=object)[big]
+    small = rng.random(n) >= 0.75
+    owners[small] = tail[rng.choice(len(tail), size=int(small.sum()), p=weights / weights.sum())]
+    return owners
+
+
+def team_asset_ids(n: int, rng: np.random.Generator) -> list[str]:
+    ids = []
+    for i in range(n):
+        if rng.random() < 0.7:
+            ids.append(f"s3://jarvis-assets/{2019 + i % 6}/{rng.integers(1, 13):02d}/{rng.bytes(16).hex()}.jpg")
+        else:
+            ids.append(f"IMG_{rng.integers(10000):04d} ({i}).JPG")
+    for i in rng.choice(n, size=n // 100, replace=False):  # re-embedded after a model update
+        ids[i] = ids[(i + 1) % n]
+    return ids
+
+
+def team_metadata(i: int, rng: np.random.Generator) -> dict:
+    camera = CAMERAS[i % len(CAMERAS)]
+    meta = {"w": int(rng.integers(640, 6000)), "h": int(rng.integers(480, 4000)), "model": "clip-vit-l-14@v2"}
+    if camera:
+        meta["exif"] = {"camera": camera, "iso": int(rng.choice([100, 400, 3200]))}
+    if i % 3 == 0:
+        meta["tags"] = ["logo", "outdoor"][: 1 + i % 2]
+    return meta
+
+
+def load_team_rows(url: str, vectors: np.ndarray, *, seed: int = 2026) -> None:
+    """One row per vector in the seed's table, with the team's owners, asset ids and metadata
+    (binary COPY); then ANALYZE."""
+    rows = len(vectors)
+    rng = np.random.default_rng(seed)
+    owners, assets = team_owners(rows, rng), team_asset_ids(rows, rng)
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        with conn.cursor().copy("COPY ip_asset_embeddings (asset_id, owner_id, embedding, metadata)"
+                                " FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["varchar", "varchar", "vector", "jsonb"])
+            for i in range(rows):
+                copy.write_row([assets[i], owners[i], vectors[i], Jsonb(team_metadata(i, rng))])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE ip_asset_embeddings")
+
+
+def docker_init(url: str) -> str:
+    """The seed's SQL run by psql, as the container's /docker-entrypoint-initdb.d did: the schema,
+    no pgvkit history."""
+    from .embedded import bin_path
+
+    subprocess.run([str(bin_path() / "psql"), url, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(SEED_SQL)],
+                   check=True, capture_output=True)
+    return url
+
+
+def first_day(url: str, rows: int = 12_000) -> str:
+    """The team's database as pgvkit first meets it: the docker init's schema holding `rows` real
+    embeddings of the team's kind (the last 1,000 of the set stay out, as new images)."""
+    vectors = real_embeddings()
+    docker_init(url)
+    load_team_rows(url, vectors[:min(rows, len(vectors) - 1_000)])
+    return url
