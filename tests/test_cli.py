@@ -31,7 +31,11 @@ def test_status_plan_migrate_status_json_on_a_non_superuser_url(app_database):
     status = run_cli("status", env=env)
     assert status.returncode == 1 and "3 pending" in status.stdout  # 001, 002 and 003
     plan = run_cli("plan", env=env)
-    assert plan.returncode == 0 and "CREATE TABLE IF NOT EXISTS ip_asset_embeddings" in plan.stdout
+    assert plan.returncode == 0 and "CREATE TABLE ip_asset_embeddings" in plan.stdout  # what 001 changes, in words
+    assert "CREATE TABLE IF NOT EXISTS" not in plan.stdout  # the SQL only when asked:
+    with_sql = run_cli("plan", "--sql", env=env)
+    assert with_sql.returncode == 0 and "-- 001_init_vector_store (transaction)\n" in with_sql.stdout
+    assert "CREATE TABLE IF NOT EXISTS ip_asset_embeddings (" in with_sql.stdout
     migrate = run_cli("migrate", env=env)
     assert migrate.returncode == 0, migrate.stderr
     assert "Applying 001_init_vector_store (transaction) ... done" in migrate.stdout

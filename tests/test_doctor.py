@@ -304,3 +304,16 @@ def test_a_pasted_message_with_its_sqlstate_is_explained_in_any_language():
 def test_the_doctor_knows_a_missing_extension_by_name():
     [check] = explain('ERROR:  extension "pgcrypto" is not available').checks
     assert check.detail == "this server has no pgcrypto extension" and "gen_random_uuid()" in check.fix
+
+
+def test_a_fix_hands_over_its_sql_statements_without_the_prose_around_them():
+    from pgvkit.checks import Check
+
+    grant = Check("search_path", "fail", "", fix='ALTER ROLE "app" IN DATABASE "d" SET search_path = "$user", public, '
+                  '"extensions"; GRANT USAGE ON SCHEMA "extensions" TO "app"; (or, as its owner: ALTER EXTENSION vector '
+                  'SET SCHEMA public;)')
+    assert grant.fix_sql() == ['ALTER ROLE "app" IN DATABASE "d" SET search_path = "$user", public, "extensions"',
+                               'GRANT USAGE ON SCHEMA "extensions" TO "app"']
+    memory = Check("index memory", "fail", "", fix="SET maintenance_work_mem = '38MB'; before CREATE INDEX / REINDEX")
+    assert memory.fix_sql() == ["SET maintenance_work_mem = '38MB'"]
+    assert Check("x", "warn", "", fix="run pgvkit migrate").fix_sql() == []

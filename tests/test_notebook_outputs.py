@@ -20,7 +20,13 @@ STALE = {
     "a figure's repr next to its image": re.compile(r"<Figure size"),
     "an absolute path of the generating machine": ABSOLUTE_PATH,
     "a notebook listed as coming": re.compile(r"\(coming\)"),
+    # Migration('001_init', down=yes), <pgvkit.x.Y object at 0x7f...>: Python's repr, not a table
+    "a Python repr instead of a table": re.compile(r"\b[A-Z]\w+\('[^']*'(?:, \w+=)|<[\w.]+ object at 0x[0-9a-f]+>"),
+    # ['hnsw.ef_search=40', 'enable_seqscan=off']: a Python list of settings
+    "a Python list printed as is": re.compile(r"\['[\w.]+=[^']*'(?:, '[\w.]+=[^']*')*\]"),
+    "a None printed for a reader": re.compile(r"(?<![\w'\"])None$", re.M),
 }
+BARE = re.compile(r"-?[\d.,]+|None|True|False")  # an execute_result that is only this says nothing
 
 
 def output_texts(path: Path):
@@ -40,6 +46,16 @@ def problems(path: Path) -> list[str]:
             match = pattern.search(text)
             if match:
                 found.append(f"{path.name} cell {index}: {what}: {match.group(0)[:60]!r}")
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if "NBVAL_" in cell.source:  # nbval reads cell tags: the reader never sees them
+            found.append(f"{path.name} cell {index}: a visible nbval comment: use the cell tag (nbval-ignore-output)")
+        for out in cell.get("outputs", []):
+            text = out.get("data", {}).get("text/plain", "") if out.get("output_type") == "execute_result" else ""
+            if text and "text/html" not in out.get("data", {}) and BARE.fullmatch(text.strip()):
+                found.append(f"{path.name} cell {index}: a bare value as the cell's result: {text.strip()[:20]!r}")
     return found
 
 
@@ -61,9 +77,36 @@ def test_the_check_finds_each_kind_of_stale_output(tmp_path):
                                                                   "lists = rows/1000"}),
     ]
     nb.cells.append(cell)
+    noisy = nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\nmigrations")
+    noisy.outputs = [
+        nbformat.v4.new_output("execute_result", data={"text/plain": "[Migration('001_init_vector_store', down=yes)]"},
+                               execution_count=1),
+        nbformat.v4.new_output("stream", name="stdout", text="bound: ['hnsw.ef_search=40', 'enable_seqscan=off']\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="rows in ip_asset_embeddings: None\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "12000"}, execution_count=2),
+    ]
+    nb.cells.append(noisy)
     path = tmp_path / "99_stale.ipynb"
     nbformat.write(nb, path)
     found = problems(path)
     assert [f.split(": ")[1] for f in found] == [
         "an absolute path of the generating machine", "a progress bar frozen at 0%",
-        "an object repr instead of its content", "a figure's repr next to its image"]
+        "an object repr instead of its content", "a figure's repr next to its image",
+        "a Python repr instead of a table", "a Python list printed as is", "a None printed for a reader",
+        "a visible nbval comment", "a bare value as the cell's result"]
+
+
+def test_what_a_reader_should_see_passes_the_check(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("plan")
+    cell.metadata["tags"] = ["nbval-ignore-output"]
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="rows in ip_asset_embeddings: none, the table is gone\n"
+                               "bound: hnsw.ef_search=40, enable_seqscan=off\nNone of the owners came back short\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "Plan for jarvis: 2 migration(s) to apply",
+                                                       "text/html": "<table></table>"}, execution_count=1),
+    ]
+    nb.cells.append(cell)
+    path = tmp_path / "98_clean.ipynb"
+    nbformat.write(nb, path)
+    assert problems(path) == []

@@ -89,7 +89,7 @@ def test_every_notebook_runs_with_its_defaults_on_a_database_the_docker_init_mad
     assert status.returncode == 0, status.stdout + status.stderr  # up to date
     with psycopg.connect(db_url) as conn:
         events = conn.execute("SELECT version, event FROM pgvkit.migration_events ORDER BY id").fetchall()
-    assert events == [(1, "baseline"), (2, "apply")]  # 001 recorded, never run; then what is newer
+    assert events == [(1, "baseline"), (2, "apply"), (3, "apply")]  # 001 recorded, never run; then what is newer
 
 
 def test_the_migrate_notebook_refuses_an_init_dir_database_when_told_not_to_baseline(db_url, tmp_path):

@@ -26,6 +26,25 @@ class Check:
     why: str = ""
     fix: str = ""
 
+    def fix_sql(self) -> list[str]:
+        """The statements the fix starts with, to run as they are: each part of `fix` up to a `;`
+        that PostgreSQL's parser accepts, until the first that is prose (`before CREATE INDEX`,
+        `(or, as its owner: ...)`)."""
+        from pglast import parse_sql
+        from pglast.parser import ParseError
+
+        found = []
+        for part in self.fix.split(";"):
+            text = part.strip()
+            if not text:
+                continue
+            try:
+                parse_sql(text)
+            except ParseError:
+                break
+            found.append(text)
+        return found
+
     # the doctor's words for the same fields (its JSON and notebooks used them first)
     @property
     def area(self) -> str:

@@ -35,11 +35,16 @@ class Scratch:
                                   "CREATEDB (the embedded server's jarvis has it), or skip the scratch steps")
             self._drop(conn, self._leftovers(conn))
 
-    def database(self, name: str, *, owner: str | None = None) -> str:
-        """A fresh, empty database pgvkit_scratch_<name>; returns its URL (same server, same login)."""
+    def database(self, name: str, *, owner: str | None = None, migrations: str | Path | None = None) -> str:
+        """A fresh database pgvkit_scratch_<name>, empty or with `migrations` applied (quietly);
+        returns its URL (same server, same login)."""
         full = PREFIX + name
         url = fresh_database(self.url, full, owner=owner)
         self.databases.append(full)
+        if migrations is not None:
+            from .migrator import Migrator
+
+            Migrator(url, migrations, echo=lambda _: None).migrate()
         return url
 
     def role(self, name: str) -> str:

@@ -33,8 +33,15 @@ def status(args, ctx) -> int:
     return report.exit_code or Report("standbys", checks).exit_code
 
 
+def _plan_arguments(p) -> None:
+    p.add_argument("--sql", action="store_true", help="also print each file's SQL, in the order it would run")
+
+
 def plan(args, ctx) -> int:
-    ctx.report(_migrator(args, ctx).plan())
+    found = _migrator(args, ctx).plan()
+    ctx.report(found)
+    if getattr(args, "sql", False) and not ctx.as_json:
+        ctx.echo("\n" + found.sql())
     return 0
 
 
@@ -161,7 +168,8 @@ def events(args, ctx) -> int:
 COMMANDS = [
     Command("status", "show applied / pending / drifted migrations (exit 0 up to date, 1 pending, 2 drift)",
             "pgvkit status --json", status),
-    Command("plan", "dry run: each pending migration, its transaction mode and its SQL", "pgvkit plan", plan),
+    Command("plan", "dry run: each pending migration, its transaction mode and what it changes (--sql: the SQL)",
+            "pgvkit plan --sql", plan, _plan_arguments),
     Command("migrate", "apply pending migrations, each in its own transaction", "pgvkit migrate --backup", migrate,
             _migrate_arguments),
     Command("baseline", "record migrations up to VERSION (or what --from TOOL's history shows) as applied without "

@@ -22,7 +22,7 @@ from ..errors import ConfigError, ConfirmationRequired, PgvkitError
 from ..migrations import Migration, default_migrations_dir, directory_notes, read_migrations
 from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
-from .plan import (Plan, apply_steps, check_down_files, check_extensions, check_partitioned, direct_query_notes,
+from .plan import (Files, Plan, apply_steps, check_down_files, check_extensions, check_partitioned, direct_query_notes,
                    rollback_steps, rollback_targets, stacked_notes)
 from .records import forget_attempt, record_baseline, record_repair
 from .status import StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
@@ -52,6 +52,10 @@ class Migrator:
     def read(self) -> list[Migration]:
         """The migrations on disk, parsed; any bad file is refused before anything runs."""
         return read_migrations(self.migrations_dir)
+
+    def files(self, migrations: list[Migration] | None = None) -> Files:
+        """The migration files as a table: version, mode, statements, what each changes."""
+        return Files(self.read() if migrations is None else migrations)
 
     def status(self, migrations: list[Migration] | None = None) -> StatusReport:
         """Applied / pending / drifted / failed / missing for every migration (read-only)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import psycopg
@@ -12,7 +13,7 @@ from ..errors import ExtensionNotOnServer, ExtensionUnavailable, MigrationFileEr
 from ..migrations import Migration
 from ..sqlfile import SQLFile
 
-__all__ = ["Plan", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
+__all__ = ["Plan", "Files", "changes", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
            "direct_query_notes", "replaced_indexes", "stacked_notes", "check_partitioned", "TUNE_WRITTEN", "ESTIMATE",
            "build_estimate", "duration"]
 
@@ -40,7 +41,7 @@ class Plan(Table):
         base = ("version", "name", "mode", "statements", "action")
         if self.verb == "roll back":
             return base + ("drops",)
-        return base + ("build",) if any(s.get("build") for s in self.steps) else base
+        return base + ("changes",) + (("build",) if any(s.get("build") for s in self.steps) else ())
 
     @property
     def title(self) -> str:
@@ -50,14 +51,29 @@ class Plan(Table):
     def rows(self) -> list[dict]:
         return self.steps
 
-    def __str__(self) -> str:
-        out = [super().__str__()]
-        for s in self.steps:
-            out.append(f"\n-- {s['version']}_{s['name']} ({s['mode']})\n{s['sql'].rstrip()}")
-        return "\n".join(out)
+    def sql(self) -> str:
+        """Every file's SQL, in the order it would run (`pgvkit plan --sql`); the table leaves it out."""
+        return "\n".join(f"-- {s['version']}_{s['name']} ({s['mode']})\n{s['sql'].rstrip()}\n" for s in self.steps)
 
     def to_dict(self) -> dict:
         return {"database": self.database, "migrations": self.steps, "warnings": list(self.notes)}
+
+
+@dataclass(repr=False)
+class Files(Table):
+    """The migration files as a reader wants them: one row each, what it changes, no SQL."""
+
+    migrations: list[Migration]
+    columns = ("version", "name", "mode", "statements", "changes", "down file")
+
+    @property
+    def title(self) -> str:
+        return f"{len(self.migrations)} migration file(s), each parsed by PostgreSQL's grammar"
+
+    def rows(self) -> list[dict]:
+        return [{"version": m.label, "name": m.name, "mode": "transaction" if m.transactional else "no-transaction",
+                 "statements": len(m.up.statements), "changes": changes(m.up.statements),
+                 "down file": "yes" if m.down else "none: cannot be rolled back"} for m in self.migrations]
 
 
 def build_estimate(m: Migration) -> dict | None:
@@ -94,10 +110,40 @@ def apply_steps(to_apply: list[Migration], rows: dict) -> list[dict]:
                       "mode": "transaction" if m.transactional else "no-transaction (autocommit)",
                       "statements": len(m.up.statements),
                       "action": f"resume ({row.status})" if row else "apply",
+                      "changes": changes(m.up.statements),
                       "build": (f"~{duration(estimate['build_s'])} on {estimate['rows']:,} rows, maintenance_work_mem "
                                 f"{estimate['maintenance_work_mem']}" if estimate else ""),
                       "sql": m.up.text})
     return steps
+
+
+_STOP = {"CASCADE", "RESTRICT", "AS", "ON", "USING", "TO", "WITH", "FROM", "SET", "RETURNS", "IS", "FOR", "BEFORE", "AFTER", "ADD", "TYPE"}
+
+
+def changes(statements) -> str:
+    """What a file's statements do, in a few words: `CREATE TABLE items; CREATE INDEX a, b; DO (a block)`."""
+    said: dict[str, list[str]] = {}
+    for st in statements:
+        words = " ".join(line for line in st.sql.splitlines() if not line.lstrip().startswith("--")).split()
+        if not words:
+            continue
+        if words[0].upper() == "DO":  # what the block makes, when it says so in a statement it runs
+            inner = re.findall(r"CREATE(?: OR REPLACE)? (FUNCTION|TABLE|INDEX|VIEW|TRIGGER) ([\w.\"]+)", st.sql, re.I)
+            said.setdefault("DO (a block" + "".join(f": CREATE {k.upper()} {n}" for k, n in inner[:1]) + ")", [])
+            continue
+        kept = []
+        for word in words[:10]:
+            if word.upper() in _STOP and len(kept) > 1:
+                break
+            kept.append(word.split("(")[0].rstrip(";"))
+            if "(" in word or word.endswith(";"):
+                break
+        phrase = " ".join(w for w in kept if w)
+        for noise in (" OR REPLACE", " IF NOT EXISTS", " IF EXISTS"):
+            phrase = phrase.replace(noise, "")
+        verb, _, name = phrase.rpartition(" ") if len(phrase.split()) > 2 else (phrase, "", "")
+        said.setdefault(verb, []).append(name) if name else said.setdefault(verb, [])
+    return "; ".join(f"{verb} {', '.join(dict.fromkeys(names))}".strip() for verb, names in said.items())
 
 
 def rollback_targets(rows: dict, to: int) -> list[int]:
