@@ -57,7 +57,7 @@ def test_a_missing_directory_says_how_to_point_at_the_right_one(tmp_path):
 
 
 def test_the_shipped_migrations_parse_and_have_their_rollbacks():
-    init, search = read_migrations("migrations")
+    init, search, by_owner = read_migrations("migrations")
     assert init.id == "001_init_vector_store" and init.transactional
     kinds = [s.kind for s in init.up.statements]
     assert kinds.count("IndexStmt") == 3 and "ViewStmt" in kinds and "CreateTrigStmt" in kinds
@@ -65,6 +65,8 @@ def test_the_shipped_migrations_parse_and_have_their_rollbacks():
     assert search.id == "002_search_assets" and search.transactional
     assert [s.kind for s in search.up.statements] == ["CreateFunctionStmt", "DoStmt", "ViewStmt"]
     assert [s.kind for s in search.down.statements] == ["ViewStmt", "DropStmt"]  # 001's view back, then the function
+    assert by_owner.id == "003_search_assets_by_owner" and by_owner.transactional
+    assert [s.kind for s in by_owner.up.statements] == [s.kind for s in by_owner.down.statements] == ["DoStmt"]
 
 
 # -- properties -------------------------------------------------------------------------------

@@ -172,7 +172,11 @@ def plot_memory(report: Memory):
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.barh(names[::-1], [max(v, 1) / 2**20 for v in values[::-1]], color=colours[::-1])
     ax.set_xscale("log")
+    from .figures import plain_ticks
+
+    plain_ticks(ax.xaxis)
     ax.set_xlabel("MB (log scale)")
+    ax.set_ylabel("what must fit / what there is")
     for y, v in enumerate(values[::-1]):
         ax.text(max(v, 1) / 2**20, y, " " + _size(v), va="center", fontsize=8)
     ax.set_title(f"{report.table}: vector index against memory", fontsize=10)

@@ -6,12 +6,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..extras import need
+from ..figures import KIND_COLOURS, legend_outside, plain_ticks, titled
 from .recommend import Recommendation
 from .sweep import Point, SweepResult
 
 __all__ = ["plot_tradeoff", "plot_builds", "plot_kinds"]
 
-_KIND_COLOURS = {"vector": "tab:blue", "halfvec": "tab:green", "binary": "tab:purple"}
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
+_SHORT = {"hnsw.ef_search": "ef", "ivfflat.probes": "probes"}
+
+
+def _setting(p: Point) -> str:
+    return f"re-rank {p.rerank}" if p.rerank else f"{_SHORT.get(p.search_param, p.search_param)} {p.search_value}"
+
+
+def _wrapped(text: str, width: int = 110) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _pareto(points: Sequence[Point]) -> list[Point]:
@@ -24,41 +36,64 @@ def _pareto(points: Sequence[Point]) -> list[Point]:
 
 
 def plot_tradeoff(result: SweepResult, target: float = 0.95, recommendation: Recommendation | None = None):
-    """Recall@k against p95 latency for every measured point, the Pareto front and the target."""
+    """Recall@k against p95 latency: one line per index (its kind's colour, hollow when only
+    search_assets can use it), each point labelled with its search setting, points over the
+    memory budget crossed, the Pareto front, the target and the recommended point."""
     plt = need("matplotlib.pyplot", "the tuning plots")
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     counted = [p for p in result.points if p.index_used and p.iterative is None]
-    for label in dict.fromkeys(p.config.label for p in counted):
+    budget = recommendation.budget.bytes if recommendation and recommendation.budget else None
+    crossed = False
+    for n, label in enumerate(dict.fromkeys(p.config.label for p in counted)):
         pts = [p for p in counted if p.config.label == label]
-        ax.plot([p.p95_ms for p in pts], [p.recall for p in pts], "o-", label=label, alpha=0.8)
+        kind = pts[0].config.kind_name
+        colour = KIND_COLOURS.get(kind, "tab:gray")
+        direct = kind == "vector"
+        ax.plot([p.p95_ms for p in pts], [p.recall for p in pts], "-", color=colour, lw=1, alpha=0.6,
+                marker=_MARKERS[n % len(_MARKERS)], mfc=colour if direct else "white", mec=colour, ms=7,
+                label=label + ("" if direct else "\n  (needs allow_query_change)"))
+        for p in pts:
+            ax.annotate(_setting(p), (p.p95_ms, p.recall), textcoords="offset points", xytext=(5, -10), fontsize=7,
+                        color=colour)
+            if budget is not None and p.memory_bytes > budget:
+                ax.plot([p.p95_ms], [p.recall], "x", color="black", ms=9, mew=1.5,
+                        label=None if crossed else "over the memory budget")
+                crossed = True
     front = _pareto(counted)
     ax.plot([p.p95_ms for p in front], [p.recall for p in front], "k--", lw=1, label="Pareto front")
-    ax.axhline(target, color="red", lw=1, ls=":", label=f"target {target}")
+    ax.axhline(target, color="0.35", lw=1, ls=":", label=f"target recall {target}")
     if recommendation and recommendation.point:
         p = recommendation.point
-        ax.plot([p.p95_ms], [p.recall], "r*", ms=16, label="recommended")
+        ax.scatter([p.p95_ms], [p.recall], marker="*", s=420, facecolor="gold", edgecolor="black", zorder=6,
+                   label=f"recommended:\n  {p.config.label}, {_setting(p)}")
     ax.set_xscale("log")
-    ax.set_xlabel("p95 latency (ms, log scale)")
-    ax.set_ylabel(f"recall@{result.k}")
-    ax.set_title(result.workload, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    plain_ticks(ax.xaxis)
+    ax.set_xlabel("p95 latency of one search (ms, log scale)")
+    ax.set_ylabel(f"recall@{result.k} (the shape with the least margin)")
+    titled(ax, "Recall against latency, per index and search setting", _wrapped(result.workload))
+    legend_outside(ax)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
 def plot_builds(result: SweepResult):
-    """Build time and index size per configuration."""
+    """Build time and index size per configuration, in its kind's colour."""
     plt = need("matplotlib.pyplot", "the tuning plots")
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.4 * max(3, len(result.builds))), sharey=True)
     labels = [b_["index"] for b_ in result.builds]
-    a.barh(labels, [b_["build_s"] for b_ in result.builds])
+    colours = [KIND_COLOURS.get(next((k for k in KIND_COLOURS if b_["index"].startswith(k + " ")), "vector"))
+               for b_ in result.builds]
+    a.barh(labels, [b_["build_s"] for b_ in result.builds], color=colours)
     a.set_xlabel("build time (s)")
-    b.barh(labels, [b_["size_bytes"] / 2**20 for b_ in result.builds], color="tab:orange")
+    a.set_ylabel("candidate index")
+    titled(a, "Build time of each candidate, on the workload")
+    b.barh(labels, [b_["size_bytes"] / 2**20 for b_ in result.builds], color=colours)
     b.set_xlabel("index size (MB)")
-    b.set_yticks([])
+    titled(b, "Index size")
+    a.invert_yaxis()
     fig.tight_layout()
     return fig
 
@@ -68,30 +103,36 @@ def plot_kinds(result: SweepResult, target: float = 0.95, recommendation: Recomm
     needs at the live table's size, with the memory budget marked, and against p95 latency."""
     plt = need("matplotlib.pyplot", "the tuning plots")
 
-    fig, (size_ax, lat_ax) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, (size_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     counted = [p for p in result.points if p.index_used and p.iterative is None]
     for kind in dict.fromkeys(p.config.kind_name for p in counted):
         pts = [p for p in counted if p.config.kind_name == kind]
-        colour = _KIND_COLOURS.get(kind)
-        size_ax.scatter([p.memory_bytes / 2**20 for p in pts], [p.recall for p in pts], color=colour, label=kind,
-                        alpha=0.7)
-        lat_ax.scatter([p.p95_ms for p in pts], [p.recall for p in pts], color=colour, label=kind, alpha=0.7)
+        colour = KIND_COLOURS.get(kind, "tab:gray")
+        face = colour if kind == "vector" else "white"
+        label = kind + ("" if kind == "vector" else " (needs allow_query_change)")
+        size_ax.scatter([p.memory_bytes / 2**20 for p in pts], [p.recall for p in pts], facecolor=face,
+                        edgecolor=colour, label=label, alpha=0.8)
+        lat_ax.scatter([p.p95_ms for p in pts], [p.recall for p in pts], facecolor=face, edgecolor=colour, alpha=0.8)
     budget = recommendation.budget if recommendation else None
     if budget is not None:
         size_ax.axvline(max(budget.bytes, 1) / 2**20, color="black", lw=1, ls="--",
                         label=f"memory budget {budget.bytes / 2**20:,.0f} MB")
     for ax in (size_ax, lat_ax):
-        ax.axhline(target, color="red", lw=1, ls=":", label=f"target {target}")
+        ax.axhline(target, color="0.35", lw=1, ls=":", label=f"target recall {target}" if ax is size_ax else None)
         ax.set_xscale("log")
+        plain_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
     if recommendation and recommendation.point:
         p = recommendation.point
-        size_ax.plot([p.memory_bytes / 2**20], [p.recall], "r*", ms=16, label="recommended")
-        lat_ax.plot([p.p95_ms], [p.recall], "r*", ms=16)
+        for ax, x in ((size_ax, p.memory_bytes / 2**20), (lat_ax, p.p95_ms)):
+            ax.scatter([x], [p.recall], marker="*", s=420, facecolor="gold", edgecolor="black", zorder=6,
+                       label="recommended" if ax is size_ax else None)
     size_ax.set_xlabel(f"memory the index needs at {result.live_rows:,} rows (MB, log scale)")
     size_ax.set_ylabel(f"recall@{result.k} (the shape with the least margin)")
-    lat_ax.set_xlabel("p95 latency (ms, log scale)")
-    size_ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Index kinds: size against recall and latency", fontsize=10)
+    lat_ax.set_xlabel("p95 latency of one search (ms, log scale)")
+    titled(size_ax, "Index kinds: memory against recall")
+    titled(lat_ax, "Index kinds: latency against recall")
+    handles, labels = size_ax.get_legend_handles_labels()
+    lat_ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     fig.tight_layout()
     return fig
