@@ -110,3 +110,12 @@ def test_what_a_reader_should_see_passes_the_check(tmp_path):
     path = tmp_path / "98_clean.ipynb"
     nbformat.write(nb, path)
     assert problems(path) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_says_on_its_first_screen_what_it_changes_and_where(path):
+    first = nbformat.read(path, as_version=4).cells[0].source
+    title, box = first.split("\n\n", 2)[:2]
+    assert title.startswith("# ") and box.startswith("> **What this notebook changes")
+    assert "DATABASE_URL" in box or "scratch" in box  # which database
+    assert "seed" not in first.lower()  # the old docker setup, said as what it is
