@@ -119,3 +119,10 @@ def test_a_notebook_says_on_its_first_screen_what_it_changes_and_where(path):
     assert title.startswith("# ") and box.startswith("> **What this notebook changes")
     assert "DATABASE_URL" in box or "scratch" in box  # which database
     assert "seed" not in first.lower()  # the old docker setup, said as what it is
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_connection_cell_is_followed_by_what_to_do_if_it_fails(path):
+    cells = nbformat.read(path, as_version=4).cells
+    [i] = [i for i, c in enumerate(cells) if c.cell_type == "code" and "open_target(database_url)" in c.source]
+    assert cells[i + 1].cell_type == "markdown" and cells[i + 1].source.startswith("> **If this fails:**")
