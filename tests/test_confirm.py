@@ -19,7 +19,7 @@ from pgvkit import search
 from pgvkit.tuning.confirm import PROBE, SEARCH_GRID, probe_function
 from pgvkit.verify import verify
 
-from .conftest import MIGRATIONS, ROOT, real_embeddings, run_cli, sigint_as_in_a_terminal
+from .conftest import MIGRATIONS, ROOT, as_role, real_embeddings, run_cli, sigint_as_in_a_terminal
 from .teamdata import BIG_OWNERS, load_team_rows
 
 TUNE_QUERIES = slice(28_000, 28_400)  # new vectors (the table holds the first 28,000) for tune: --query-file
@@ -263,3 +263,17 @@ def test_a_concurrent_build_that_timed_out_on_a_lock_is_rebuilt_on_retry_not_ski
     assert proc.returncode == 0, err
     assert "dropping invalid index" in out
     assert index_valid(migrated, "idx_embedding_hnsw") is True
+
+
+def test_a_role_that_may_not_create_temporary_objects_is_told_the_grant_in_one_line(migrated, make_role):
+    """The least privileges a reader has: SELECT on the table, EXECUTE on the function, and the
+    database's TEMPORARY privilege revoked from PUBLIC (as hardened servers do)."""
+    reader = make_role("s3cr3t")
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        database = conn.info.dbname
+        conn.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        conn.execute(f'GRANT SELECT ON ip_asset_embeddings TO "{reader}"')
+    out = run_cli("confirm", "--database-url", as_role(migrated, reader, "s3cr3t"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "s3cr3t" not in out.stderr + out.stdout
+    [line] = out.stderr.strip().splitlines()
+    assert f'GRANT TEMPORARY ON DATABASE "{database}" TO "{reader}";' in line and "pg_temp" in line

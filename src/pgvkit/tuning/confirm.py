@@ -226,6 +226,15 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         if not search.exists(conn):
             raise PgvkitError(f"no {search.SIGNATURE} here: confirm binds its settings to the function the application "
                               "searches through; run pgvkit migrate (002_search_assets adds it)")
+        role, database, temp = conn.execute("SELECT current_user, current_database(), has_database_privilege("
+                                            "current_database(), 'TEMPORARY')").fetchone()
+        if not temp:  # the probe copy of search_assets lives in this session's pg_temp
+            raise PgvkitError(
+                f"role {role} may not create temporary objects in database {database}, and confirm measures through a "
+                "private copy of search_assets in its session's pg_temp (the live function is never touched): "
+                + sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {};").format(sql.Identifier(database),
+                                                                          sql.Identifier(role)).as_string(conn)
+                + " (or run pgvkit confirm as the table's owner)")
         live = searched_index(conn, table)
         if live is None:
             raise PgvkitError(f"{table} has no valid vector index to confirm; run pgvkit tune --write-migration, then "

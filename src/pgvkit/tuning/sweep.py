@@ -91,11 +91,14 @@ class SweepResult(Table):
     dims: int = 768
     samples: list[int] = field(default_factory=list)  # carried from samples of these sizes (pgvkit.tuning.scale)
     slopes: dict[str, float] = field(default_factory=dict)  # the fitted fall of recall with size, per index / shape
+    caption: str | None = None  # a short title, for a second table of the same workload (its columns said once)
     columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "filtered", "p5", "p50 ms", "p95 ms", "qps",
                "build s", "size MB", "memory MB", "index used", "note")
 
     @property
     def title(self) -> str:
+        if self.caption:
+            return self.caption
         if self.samples:
             return (f"Predicted at {self.live_rows:,} rows from sweeps of samples of "
                     + ", ".join(f"{n:,}" for n in self.samples) + f" rows ({self.workload}): recall@{self.k} per "
