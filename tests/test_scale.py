@@ -23,9 +23,9 @@ def point(config: Config, value: int, recall: float, *, p95: float = 2.0) -> Poi
     return p
 
 
-def sweep_at(rows: int, recalls: dict[int, float], build_s: float, extra=()) -> SweepResult:
-    result = SweepResult("w", 10, [point(HNSW, ef, r) for ef, r in recalls.items()] + list(extra),
-                         builds=[{"index": HNSW.label, "build_s": build_s, "size_bytes": 0}], live_rows=rows)
+def sweep_at(rows: int, recalls: dict[int, float], build_s: float, extra=(), config: Config = HNSW) -> SweepResult:
+    result = SweepResult("w", 10, [point(config, ef, r) for ef, r in recalls.items()] + list(extra),
+                         builds=[{"index": config.label, "build_s": build_s, "size_bytes": 0}], live_rows=rows)
     return result
 
 
@@ -79,6 +79,11 @@ def test_the_full_size_build_is_estimated_from_the_sample_builds():
     results = {n: sweep_at(n, {40: 0.97}, build_s=t) for n, t in ((25_000, 10.0), (50_000, 21.0), (100_000, 44.0))}
     b = np.log(44 / 21) / np.log(2)
     assert build_estimate(results, HNSW, 1_000_000) == pytest.approx(44.0 * 10 ** b)
+    denser = Config("hnsw", (("m", 24), ("ef_construction", 100)))  # built on the largest sample only
+    once = {100_000: sweep_at(100_000, {40: 0.97}, build_s=151.0, config=denser)}
+    # n log n: what 1,000,000 rows took on this machine (1,645 s) within 25 %
+    assert build_estimate(once, denser, 1_000_000) == pytest.approx(151.0 * 10 * np.log(1e6) / np.log(1e5))
+    assert 0.75 < 1645 / build_estimate(once, denser, 1_000_000) < 1.25
 
 
 def test_plan_shows_the_build_estimate_tune_wrote(tmp_path):
