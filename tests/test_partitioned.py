@@ -158,14 +158,14 @@ def test_a_no_transaction_file_that_failed_part_way_can_be_fixed_or_forgotten(mi
     assert fixed.returncode == 0, fixed.stderr
     assert Migrator(migrated, directory, echo=lambda _: None).status().exit_code == 0  # applied, no duplicate row
 
-    (directory / "004_again.sql").write_text(broken.replace("marker", "marker2"))
+    (directory / "005_again.sql").write_text(broken.replace("marker", "marker2"))
     assert run_cli("migrate", *where).returncode == 2
-    (directory / "004_again.sql").unlink()
+    (directory / "005_again.sql").unlink()
     stuck = run_cli("migrate", *where)
-    assert stuck.returncode == 2 and "stopped part-way" in stuck.stderr and "pgvkit repair 004" in stuck.stderr
-    forgot = run_cli("repair", "004", "--reason", "abandoned: wrong table", *where)
+    assert stuck.returncode == 2 and "stopped part-way" in stuck.stderr and "pgvkit repair 005" in stuck.stderr
+    forgot = run_cli("repair", "005", "--reason", "abandoned: wrong table", *where)
     assert forgot.returncode == 0, forgot.stderr
     assert run_cli("migrate", *where).returncode == 0
     with psycopg.connect(migrated) as conn:
-        events = conn.execute("SELECT event, detail FROM pgvkit.migration_events WHERE version = 4 ORDER BY id").fetchall()
+        events = conn.execute("SELECT event, detail FROM pgvkit.migration_events WHERE version = 5 ORDER BY id").fetchall()
     assert events[-1][0] == "repair" and "abandoned: wrong table" in events[-1][1]

@@ -111,7 +111,7 @@ def test_a_change_of_kind_moves_search_assets_with_the_index_and_its_down_file_r
     assert measured.index == index_definition(url) and kinds.KINDS[kind].opclass in measured.index
     assert verify(url, migrations_dir=migrations)["recall"].status in ("pass", "fail")  # the audit is of this index
 
-    Migrator(url, migrations, echo=lambda _: None).rollback(2, yes=True)
+    Migrator(url, migrations, echo=lambda _: None).rollback(3, yes=True)
     assert index_definition(url) == index_before
     assert function_definition(url) == function_before
 

@@ -62,7 +62,7 @@ def test_a_second_tuning_migration_waits_for_the_first_and_each_rollback_restore
     assert state(url) != after_004
 
     name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, *where)
+    back = run_cli("rollback", "--to", "4", "--yes", "--confirm-database", name, *where)
     assert back.returncode == 0, back.stderr
     assert state(url) == after_004  # 004's index, comment and settings, as 004 left them
     back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, *where)
