@@ -227,7 +227,7 @@ def summarise(steps: dict, own: dict, planned: dict) -> dict:
         "migrate_within_25pct_of_plan": None,  # filled by the reader from migrate_said (x ratio within 0.75-1.25)
         "new_vectors_recall_ge_0.95": own["new vectors"]["recall"] >= 0.95,
         "one_percent_owner_recall_ge_0.95": all(v["recall"] >= 0.95 and v["short"] == 0
-                                                for k, v in own.items() if k.startswith("owner")),
+                                                for k, v in own.items() if ONE_PERCENT in k),
         "no_sequential_scan": not planned["sequential_at"],
     }
     ratio = [float(line.rsplit("(", 1)[1].rstrip("x)")) for line in out["migrate_said"] if "x)" in line]
