@@ -92,7 +92,7 @@ def test_the_tuning_notebook_writes_applies_and_verifies_its_migration(migrated,
     written = sorted(p.name for p in migrations.glob("004_*"))
     assert written == ["004_tune_idx_embedding_cosine.down.sql", "004_tune_idx_embedding_cosine.sql"]
     with psycopg.connect(migrated) as conn:
-        assert conn.execute("SELECT status FROM pgvkit.schema_migrations WHERE version = 3").fetchone() == ("applied",)
+        assert conn.execute("SELECT status FROM pgvkit.schema_migrations WHERE version = 4").fetchone() == ("applied",)
         assert conn.execute("SELECT to_regclass('pgvkit.tune_workload')").fetchone()[0] is None
 
 

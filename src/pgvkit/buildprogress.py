@@ -28,8 +28,8 @@ def watch(url: str, pid: int, label: str, *, progress: bool = True, echo: Echo |
     done = threading.Event()
 
     def follow():
-        bar = progress_bar(total=100, desc=f"build {label}", unit="%", enabled=progress, leave=False)
-        phase_seen, phase_start = None, time.monotonic()
+        bar = None  # made at the first poll that finds the build still running: a build done within
+        phase_seen, phase_start = None, time.monotonic()  # a second leaves no bar behind
         try:
             with connect(url, autocommit=True, application_name="pgvkit progress") as conn:
                 while not done.wait(POLL_S):
@@ -39,6 +39,8 @@ def watch(url: str, pid: int, label: str, *, progress: bool = True, echo: Echo |
                     if not row:
                         continue
                     phase, bd, bt, td, tt = row
+                    if bar is None:
+                        bar = progress_bar(total=100, desc=f"build {label}", unit="%", enabled=progress, leave=False)
                     share = td / tt if tt else (bd / bt if bt else 0.0)
                     if phase != phase_seen:
                         phase_seen, phase_start = phase, time.monotonic()
@@ -51,7 +53,8 @@ def watch(url: str, pid: int, label: str, *, progress: bool = True, echo: Echo |
         except psycopg.Error:
             pass
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
 
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
