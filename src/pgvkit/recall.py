@@ -269,19 +269,20 @@ def latest_audits(conn, table: str) -> list[dict] | None:
 
 
 def worst_queries(url: str, result: Audit, n: int = 10):
-    """The similar-assets queries with the lowest recall, with their rows (a pandas DataFrame)."""
+    """The similar-assets queries with the lowest recall, with their rows (a pandas DataFrame
+    indexed by the row's id)."""
     import pandas as pd
 
     shape = result.shapes.get("similar_assets")
     if shape is None:
-        return pd.DataFrame(columns=["id", "asset_id", "owner_id", "recall"])
+        return pd.DataFrame(columns=["id", "asset_id", "owner_id", "recall"]).set_index("id")
     order = np.argsort(shape.per_query, kind="stable")[:n]
     ids = [int(i) for i in shape.query_ids[order]]
     with connect(url) as conn:
         rows = {r[0]: r[1:] for r in conn.execute(sql.SQL("SELECT id, asset_id, owner_id FROM {} WHERE id = ANY(%s)")
                                                   .format(sql.Identifier(result.table)), [ids])}
     return pd.DataFrame([{"id": i, "asset_id": rows.get(i, (None, None))[0], "owner_id": rows.get(i, (None, None))[1],
-                          "recall": float(r)} for i, r in zip(ids, shape.per_query[order])])
+                          "recall": float(r)} for i, r in zip(ids, shape.per_query[order])]).set_index("id")
 
 
 @dataclass
