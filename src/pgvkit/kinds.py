@@ -131,8 +131,9 @@ def nearest(kind: Kind, dims: int, table: sql.Composable, query: sql.Composable,
 # owner's filter (iterative scan). Left to the planner, a search for an owner of 40 % of 198,000
 # rows sorted all 79,000 of their vectors (p95 763 ms, about 10 us a row).
 EXACT_OWNER_ROWS = "pgvkit.exact_owner_rows"
-OWNER_ROUTE_DECLARE = ("DECLARE\n    few integer := coalesce(nullif(current_setting('pgvkit.exact_owner_rows', true), '')"
-                       "::integer, 10000);\n")
+DEFAULT_EXACT_OWNER_ROWS = 10_000
+OWNER_ROUTE_DECLARE = (f"DECLARE\n    few integer := coalesce(nullif(current_setting('{EXACT_OWNER_ROWS}', true), '')"
+                       f"::integer, {DEFAULT_EXACT_OWNER_ROWS});\n")
 
 FUNCTION_HEAD = """CREATE OR REPLACE FUNCTION search_assets(query vector, k integer DEFAULT 10, owner text DEFAULT NULL)
 RETURNS TABLE (id bigint, asset_id varchar, owner_id varchar, distance double precision,

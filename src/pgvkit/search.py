@@ -45,11 +45,13 @@ def settings(conn) -> dict[str, str]:
 def exact_owner_rows(conn) -> int | None:
     """Up to how many rows an owner's search reads them whole (003_search_assets_by_owner: the
     bound pgvkit.exact_owner_rows, else 10,000); None when search_assets does not route by size."""
+    from .kinds import DEFAULT_EXACT_OWNER_ROWS, EXACT_OWNER_ROWS
+
     row = conn.execute("SELECT prosrc, proconfig FROM pg_proc WHERE oid = to_regprocedure(%s)", [SIGNATURE]).fetchone()
-    if not row or "pgvkit.exact_owner_rows" not in row[0]:
+    if not row or EXACT_OWNER_ROWS not in row[0]:
         return None
     bound = dict(item.split("=", 1) for item in (row[1] or []))
-    return int(bound.get("pgvkit.exact_owner_rows") or 10_000)
+    return int(bound.get(EXACT_OWNER_ROWS) or DEFAULT_EXACT_OWNER_ROWS)
 
 
 def effective_settings(conn, names, table: str = "ip_asset_embeddings") -> dict[str, str | None]:
