@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from pgvkit.db import mask_url
-from pgvkit.demo import first_day
+from pgvkit.demo import before_notebook, first_day
 from pgvkit.embedded import EmbeddedServer
 from pgvkit.scratch import fresh_database
 
@@ -54,6 +54,22 @@ def pytest_configure(config):
         os.environ["DATABASE_URL"] = first_day(fresh_database(session_admin_url(), NOTEBOOK_DB))
         os.environ.setdefault("PGVKIT_HOME", tempfile.mkdtemp(prefix="pgvkit-nb-home-"))
         os.environ["TQDM_DISABLE"] = "1"  # as notebooks/regenerate.py: no progress bars in outputs
+        # a copy of the project's migrations: what the team applies between notebooks is written there
+        copy = Path(tempfile.mkdtemp(prefix="pgvkit-nb-migrations-")) / "migrations"
+        shutil.copytree(Path(__file__).parent / "migrations", copy)
+        os.environ["PGVKIT_MIGRATIONS"] = str(copy)
+        _session["notebooks"] = set()
+
+
+def pytest_runtest_setup(item):
+    """Before a notebook's first cell under --nbval: what the team does between notebooks, as
+    notebooks/regenerate.py does it (pgvkit.demo.before_notebook)."""
+    seen = _session.get("notebooks")
+    name = Path(str(getattr(item, "fspath", ""))).name
+    if seen is None or not name.endswith(".ipynb") or name in seen:
+        return
+    seen.add(name)
+    before_notebook(name, os.environ["DATABASE_URL"], os.environ["PGVKIT_MIGRATIONS"])
 
 
 def pytest_unconfigure(config):

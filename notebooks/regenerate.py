@@ -8,7 +8,10 @@ left, as under `pytest --nbval`, against the embedded default layout (a throwawa
 no DATABASE_URL, database `jarvis`) holding what a team brings on its first day: the database
 its old docker setup made (the seed's SQL, no pgvkit history) with 12,000 real embeddings and
 owners / asset ids of the team's kind (`pgvkit.demo.first_day`; `pytest --nbval` starts from the
-same). So 01 shows the baseline, 02 a real search, 04 a sweep of the team's rows. What would date
+same). So 01 shows the baseline, 02 a real search, 04 a sweep of the team's rows. Between
+notebooks it does what the team would (`pgvkit.demo.before_notebook`, as pytest --nbval does): a
+recall audit of the old index before 04, a tuning migration applied before 07, so 07 shows a
+history; the migrations live in a copy (PGVKIT_MIGRATIONS), never in the project's. What would date
 the outputs to this machine is not saved: progress bars are off (TQDM_DISABLE, as `pgvkit run`
 sets it) and a figure is saved as its image, without matplotlib's `<Figure size ...>` text.
 tests/test_notebook_outputs.py checks the result.
@@ -28,7 +31,7 @@ from nbconvert.preprocessors import ExecutePreprocessor
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from pgvkit.demo import first_day  # noqa: E402
+from pgvkit.demo import before_notebook, first_day  # noqa: E402
 from pgvkit.embedded import EmbeddedServer  # noqa: E402
 
 
@@ -57,10 +60,15 @@ def main(names: list[str]) -> int:
     os.environ.pop("DATABASE_URL", None)
     os.environ["PGVKIT_HOME"] = str(home)
     os.environ["TQDM_DISABLE"] = "1"
+    os.environ["PGVKIT_MIGRATIONS"] = str(home / "migrations")  # what is applied between notebooks goes there
+    shutil.copytree(HERE.parent / "migrations", home / "migrations")
     try:
         server = EmbeddedServer(home).start()
         first_day(server.url())
         for path in paths:
+            done = before_notebook(path.name, server.url(), home / "migrations")
+            if done:
+                print(f"before {path.name}: {done}", flush=True)
             print(f"executing {path.name}", flush=True)
             nb = nbformat.read(path, as_version=4)
             ExecutePreprocessor(timeout=900, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(HERE)}})

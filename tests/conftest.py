@@ -238,7 +238,8 @@ class Searchers:
                                         [self.queries[i % len(self.queries)]]).fetchall()
                     assert len(rows) == 10
                 except psycopg.Error as exc:  # a lock or recovery conflict that cancels the search
-                    self.failures.append(str(exc).splitlines()[0])
+                    detail = exc.diag.message_detail
+                    self.failures.append(str(exc).splitlines()[0] + (f" ({detail})" if detail else ""))
                 self.longest = max(self.longest, time.perf_counter() - start)
                 self.searches += 1
                 i += 1

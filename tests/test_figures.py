@@ -46,10 +46,28 @@ def audit() -> Audit:
     return Audit("jarvis", "ip_asset_embeddings", 12_000, 10, 0.95, None, {}, shapes)
 
 
+IVFFLAT_DEFINITION = ("CREATE INDEX idx_embedding_cosine ON public.ip_asset_embeddings USING ivfflat (embedding "
+           "vector_cosine_ops) WITH (lists='100')")
+HNSW_DEFINITION = ("CREATE INDEX idx_embedding_cosine ON public.ip_asset_embeddings USING hnsw (embedding vector_cosine_ops) "
+        "WITH (m='16', ef_construction='64')")
+
+
 def history(audits: int) -> pd.DataFrame:
+    """Audits two hours apart as audit_history returns them; the index changed after the first."""
     at = pd.date_range("2026-11-30 09:00", periods=audits, freq="2h", tz="UTC")
-    return pd.DataFrame([{"at": t, "shape": s, "recall": r, "target": 0.95}
-                         for t in at for s, r in (("similar_assets", 0.97), ("new_vectors", 0.93))])
+    return pd.DataFrame([{"at": t, "shape": s, "recall": r, "target": 0.95, "index_definition": IVFFLAT_DEFINITION if i == 0
+                          else HNSW_DEFINITION} for i, t in enumerate(at) for s, r in (("similar_assets", 0.97),
+                                                                              ("new_vectors", 0.93))])
+
+
+def test_recall_over_time_marks_where_the_index_changed_between_two_audits():
+    fig = plot_history(history(3))
+    [changed] = [t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("index changed")]
+    assert changed == "index changed:\nivfflat (lists=100) → hnsw (m=16, ef_construction=64)"
+    [line] = [x for x in fig.axes[0].lines if list(x.get_linestyle()) and x.get_linestyle() == "--"]
+    marked = pd.Timestamp(line.get_xdata()[0])
+    assert pd.Timestamp("2026-11-30 09:00", tz="UTC") < marked < pd.Timestamp("2026-11-30 11:00", tz="UTC")
+    assert not [t for t in plot_history(history(1)).axes[0].texts if t.get_text().startswith("index changed")]
 
 
 FIGURES = {

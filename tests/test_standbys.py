@@ -133,9 +133,10 @@ def test_recall_audits_the_standby_where_the_searches_run(pair):
 def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_path):
     """Four readers run search_assets on the standby without pause while the primary builds a
     new HNSW index concurrently, drops the old one and renames the new (pgvkit tune's swap);
-    migrate returns once the standby has replayed it all. Every standby search succeeds (a DROP
-    INDEX replays as an exclusive lock, which waits for running searches up to
-    max_standby_streaming_delay instead of cancelling them), and the figures are reported."""
+    migrate returns once the standby has replayed it all. Every standby search succeeds: a DROP
+    INDEX replays as an exclusive lock that searches wait behind, and the embedded standby runs
+    with hot_standby_feedback, so the primary's cleanup never removes what a waiting search sees
+    (without it, one search in CI waited 30 s and was cancelled)."""
     import shutil
 
     import numpy as np
@@ -159,7 +160,11 @@ def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_p
     write_migration(url, chosen("vector", "hnsw", 40), migrations)
 
     queries = np.random.default_rng(1).standard_normal((50, 768)).astype(np.float32)
-    with Searchers(replica, queries) as readers:
+    # a long transaction in another database of the primary (an export, a report): standby
+    # snapshots count it, the primary's cleanup of this database does not; without
+    # hot_standby_feedback a search waiting behind the replayed DROP INDEX was cancelled
+    with psycopg.connect(primary.url(database="postgres")) as elsewhere, Searchers(replica, queries) as readers:
+        elsewhere.execute("SELECT pg_current_xact_id()")
         swapped = run_cli("migrate", *where, "--standby", replica, env=env, timeout=300)
     assert swapped.returncode == 0, swapped.stderr
     assert f"standby {replica}: replayed (lag 0 bytes)" in swapped.stdout
@@ -169,3 +174,47 @@ def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_p
     with psycopg.connect(replica) as conn:  # the standby has the new index under the old name
         definition = conn.execute("SELECT pg_get_indexdef('idx_embedding_cosine'::regclass)").fetchone()[0]
     assert "USING hnsw" in definition
+
+
+def test_a_standby_without_hot_standby_feedback_is_named_before_a_swap_and_by_verify(pair, tmp_path):
+    """hot_standby_feedback off on the standby: migrate says so in one line before a migration
+    that drops an index, with the statement that turns it on; verify's standby check warns with
+    the same fix; once it is on again, verify passes and migrate says nothing of it."""
+    import shutil
+
+    from .conftest import MIGRATIONS
+
+    primary, standby, env = pair
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    (migrations / "004_drop_owner_index.sql").write_text("DROP INDEX IF EXISTS idx_owner_id;\n")
+    (migrations / "004_drop_owner_index.down.sql").write_text(
+        "CREATE INDEX IF NOT EXISTS idx_owner_id ON ip_asset_embeddings (owner_id);\n")
+    with psycopg.connect(primary.url(database="postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE feedback")
+    url, replica = primary.url(database="feedback"), standby.url(database="feedback")
+    where = ["--database-url", url, "--migrations", str(migrations), "--standby", replica]
+    quiet = run_cli("migrate", "--target", "3", *where, env=env)
+    assert quiet.returncode == 0 and "hot_standby_feedback" not in quiet.stdout  # the embedded standby has it on
+
+    def feedback(value: str) -> None:
+        with psycopg.connect(replica, autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET hot_standby_feedback = {value}")
+            conn.execute("SELECT pg_reload_conf()")
+
+    feedback("off")
+    try:
+        checked = run_cli("verify", "--json", *where[:2], "--standby", replica, env=env)
+        [check] = [c for c in json.loads(checked.stdout)["checks"] if c["name"] == f"standby {replica}"]
+        assert check["status"] == "warn" and check["detail"] == "hot_standby_feedback is off"
+        assert "ALTER SYSTEM SET hot_standby_feedback = on" in check["fix"]
+        migrated = run_cli("migrate", *where, env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        [line] = [x for x in migrated.stdout.splitlines() if "hot_standby_feedback" in x]
+        assert line.startswith(f"warning: standby {replica} has hot_standby_feedback off: 004_drop_owner_index")
+        assert "ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();" in line
+    finally:
+        feedback("DEFAULT")  # back to the embedded standby's own setting
+    checked = run_cli("verify", "--json", *where[:2], "--standby", replica, env=env)
+    [check] = [c for c in json.loads(checked.stdout)["checks"] if c["name"] == f"standby {replica}"]
+    assert check["status"] == "pass", check

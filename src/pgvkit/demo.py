@@ -25,7 +25,7 @@ from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
 __all__ = ["BIG_OWNERS", "SHARED_DATA", "real_embeddings", "team_owners", "team_asset_ids", "team_metadata",
-           "load_team_rows", "docker_init", "first_day"]
+           "load_team_rows", "docker_init", "first_day", "new_images", "before_notebook"]
 
 BIG_OWNERS = ["Acme Photo", "brand-studio/EU", "ops@jarvis.example"]  # most of the rows
 CAMERAS = ["Canon EOS R5", "iPhone 15 Pro", "DJI Mavic 3", None]
@@ -113,3 +113,38 @@ def first_day(url: str, rows: int = 12_000) -> str:
     docker_init(url)
     load_team_rows(url, vectors[:min(rows, len(vectors) - 1_000)])
     return url
+
+
+def new_images(n: int = 200) -> np.ndarray:
+    """Embeddings of images the team has not stored: the last rows of the set, which first_day
+    leaves out."""
+    return real_embeddings()[-n:]
+
+
+def before_notebook(name: str, url: str, migrations_dir: str | Path) -> str | None:
+    """What the team does between two notebooks, for the committed outputs' story (regenerate.py
+    and pytest --nbval both call it, so the outputs they compare were made the same way):
+
+    - before 04_index_tuning: `pgvkit recall` of the index the old docker setup left, recorded,
+      with new images as queries (the baseline 04 tunes against);
+    - before 07_recall_audit: a tuning migration, measured and written by the kit on this table
+      (HNSW at pgvector's default build settings, the ef_search that meets 0.95 on both shapes),
+      applied; so 07's history holds two audits with the index change between them.
+
+    Returns what it did, in one line (None: nothing before this notebook)."""
+    from .migrator import Migrator
+    from .recall import audit
+    from .tuning import tune, write_migration
+
+    silent = lambda _: None  # noqa: E731
+    if name.startswith("04_"):
+        audit(url, sample=200, queries=new_images(), progress=False, echo=silent)
+        return "recorded a recall audit of the live index (200 rows, 200 new images)"
+    if name.startswith("07_"):
+        _, _, chosen = tune(url, queries=100, grid={"kinds": ["vector"], "ivfflat_lists": [], "hnsw": [(16, 64)],
+                                                    "ef_search": [40, 80, 160]},
+                            memory_budget=None, query_change=False, progress=False, echo=silent)
+        up, _ = write_migration(url, chosen, migrations_dir)
+        Migrator(url, migrations_dir, echo=silent, progress=False).migrate()
+        return f"applied {up.name} ({chosen.point.config.label}, {chosen.point.search_param} = {chosen.point.search_value})"
+    return None

@@ -64,6 +64,7 @@ class EmbeddedServer:
     """A PostgreSQL server whose data directory lives in ``home/pgdata``."""
 
     socket_port = SOCKET_PORT  # names the socket file (.s.PGSQL.<port>) when there is no TCP port
+    settings: tuple[str, ...] = ()  # server settings of this kind of server, written at every start
 
     def __init__(
         self,
@@ -286,6 +287,7 @@ class EmbeddedServer:
             f"unix_socket_directories = '{sock}'",
             "unix_socket_permissions = 0700",
             "logging_collector = off",
+            *self.settings,
         ]
         conf = self.pgdata / "pgvkit.conf"
         conf.write_text("\n".join(lines) + "\n")

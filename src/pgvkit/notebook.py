@@ -8,8 +8,8 @@ from psycopg import sql
 from .db import Target, connect, has_password, require_database_name, resolve, server_info, sqlalchemy_url
 from .errors import ConfigError, PgvkitError
 
-__all__ = ["open_target", "describe", "sql_engine", "enable_sql", "require_migrated", "confirm_destructive",
-           "NotReady"]
+__all__ = ["open_target", "describe", "sql_engine", "enable_sql", "migrations_path", "require_migrated",
+           "confirm_destructive", "NotReady"]
 
 
 class NotReady(PgvkitError):
@@ -68,6 +68,15 @@ def enable_sql(target: Target) -> None:
     shell.user_ns["_pgvkit_sql_engine"] = sql_engine(target)
     shell.run_line_magic("sql", "_pgvkit_sql_engine")
     print(f"%sql connected to {target.label}")
+
+
+def migrations_path(migrations_dir: str | None = None) -> str:
+    """The migrations directory a notebook works with: the one given, else $PGVKIT_MIGRATIONS (as
+    for the CLI: a team keeping its migrations elsewhere), else the project's (../migrations
+    from notebooks/)."""
+    import os
+
+    return migrations_dir or os.environ.get("PGVKIT_MIGRATIONS") or "../migrations"
 
 
 def require_migrated(target: Target, migrations_dir="../migrations", *, table: str = "ip_asset_embeddings") -> int:

@@ -28,8 +28,6 @@ from .bulk import read_vectors, stream_vectors
 from .db import connect
 from .display import Echo, Table, echo_to, progress_bar
 from .errors import PgvkitError
-from .extras import need
-from .figures import SHAPE_COLOURS, legend_outside, titled
 from .indexes import searched_index
 from .tuning.measure import plan_index
 from .tuning.truth import GroundTruth, recall_at_k
@@ -345,44 +343,4 @@ def audit_history(url: str, table: str = "ip_asset_embeddings"):
     return pd.DataFrame(rows, columns=columns)
 
 
-def plot_recall(result: Audit):
-    """Per-query recall@k of each shape, side by side: how many searches return how much of the truth."""
-    plt = need("matplotlib.pyplot", "the recall plots")
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    edges = np.arange(result.k + 2) / result.k - 0.5 / result.k  # one bin per possible recall: 0, 0.1, ..., 1
-    names = list(result.shapes)
-    ax.hist([result.shapes[n].per_query for n in names], bins=edges, rwidth=0.85,
-            color=[SHAPE_COLOURS.get(n, "tab:gray") for n in names],
-            label=[f"{n.replace('_', ' ')} (mean {result.shapes[n].recall:.3f})" for n in names])
-    ax.axvline(result.target, color="0.35", ls=":", label=f"target recall {result.target}")
-    ax.set_xlabel(f"recall@{result.k} of one search (the share of its {result.k} true neighbours it returned)")
-    ax.set_ylabel("searches")
-    ax.set_xticks(np.arange(result.k + 1) / result.k)
-    titled(ax, f"Recall per search on {result.database}", f"{result.table}, {result.rows_in_table:,} rows")
-    legend_outside(ax)
-    fig.tight_layout()
-    return fig
-
-
-def plot_history(history):
-    """Recall over time, one line per shape, with the target; the time axis spans the audits."""
-    plt = need("matplotlib.pyplot", "the recall plots")
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    for shape, rows in history.groupby("shape"):
-        ax.plot(rows["at"], rows["recall"], "o-", color=SHAPE_COLOURS.get(shape, "tab:gray"),
-                label=str(shape).replace("_", " "))
-    if len(history):
-        ax.axhline(float(history["target"].iloc[-1]), color="0.35", ls=":",
-                   label=f"target recall {float(history['target'].iloc[-1])}")
-        first, last = history["at"].min(), history["at"].max()
-        pad = max((last - first) * 0.05, __import__("pandas").Timedelta(minutes=5))
-        ax.set_xlim(first - pad, last + pad)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("audit time (UTC)")
-    ax.set_ylabel("recall@k")
-    audits = history["at"].nunique() if len(history) else 0
-    titled(ax, "Recall over time", f"every recorded audit of this table ({audits} audit{'' if audits == 1 else 's'})")
-    legend_outside(ax)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return fig
+from .recall_plots import plot_history, plot_recall  # noqa: E402  (the figures live beside)

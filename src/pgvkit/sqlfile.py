@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pglast import ast, parser
+from pglast import ast, enums, parser
 
 from .errors import MigrationFileError, MigrationSQLError
 from .foreign import foreign_syntax
@@ -74,6 +74,19 @@ class Statement:
                 ast.DropSubscriptionStmt,
             ),
         )
+
+    @property
+    def locks_readers(self) -> bool:
+        """True for statements that take an ACCESS EXCLUSIVE lock on a table or index (DROP,
+        ALTER TABLE, TRUNCATE, REINDEX, CLUSTER, VACUUM FULL): a hot standby replays it as a lock
+        its searches wait behind."""
+        n = self.node
+        if isinstance(n, ast.DropStmt):
+            return n.removeType in (enums.ObjectType.OBJECT_INDEX, enums.ObjectType.OBJECT_TABLE,
+                                    enums.ObjectType.OBJECT_MATVIEW)
+        if isinstance(n, ast.VacuumStmt):
+            return any(getattr(o, "defname", None) == "full" for o in (n.options or ()))
+        return isinstance(n, (ast.AlterTableStmt, ast.TruncateStmt, ast.ReindexStmt, ast.ClusterStmt))
 
     @property
     def creates(self) -> tuple[str, str | None, str] | None:

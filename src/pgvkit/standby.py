@@ -24,10 +24,12 @@ from .embedded import EmbeddedServer
 from .errors import EmbeddedServerError, PgvkitError
 
 __all__ = ["EmbeddedStandby", "StandbyNotReady", "Replay", "standby_urls", "replay", "wait_for_replay",
-           "refuse_recovery", "check_standby", "check_standbys", "STANDBY_PORT", "ENV"]
+           "refuse_recovery", "check_standby", "check_standbys", "feedback_warnings", "STANDBY_PORT", "ENV"]
 
 STANDBY_PORT = 5433  # the standby's socket file: .s.PGSQL.5433 in its own directory
 ENV = "PGVKIT_STANDBY_URLS"
+FEEDBACK_FIX = ("on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf(); "
+                "(README: Standbys)")
 
 
 class StandbyNotReady(PgvkitError):
@@ -38,6 +40,10 @@ class EmbeddedStandby(EmbeddedServer):
     """A hot standby of an embedded primary, in `primary.home / name`."""
 
     socket_port = STANDBY_PORT
+    # without it the primary's cleanup can remove row versions a standby search still sees; a
+    # search waiting on a replayed DROP INDEX lock then waits out max_standby_streaming_delay
+    # and is cancelled ("conflict with recovery"), which pgvkit tune's index swap would cause
+    settings = ("hot_standby_feedback = on",)
 
     def __init__(self, primary: EmbeddedServer, name: str = "standby"):
         super().__init__(primary.home / name, database=primary.database, user=primary.user, bindir=primary.bindir)
@@ -162,6 +168,37 @@ def wait_for_replay(primary_url: str, urls: list[str], timeout: float = 300.0, *
     return done
 
 
+def _feedback(conn) -> bool:
+    return conn.execute("SHOW hot_standby_feedback").fetchone()[0] == "on"
+
+
+def feedback_warnings(primary_url: str, urls: list[str], migrations) -> list[str]:
+    """One line per standby with hot_standby_feedback off, when a pending migration takes an
+    exclusive lock (DROP INDEX, ALTER TABLE, ...): replayed there, searches wait behind the lock,
+    and the primary's cleanup of row versions they still see cancels them after
+    max_standby_streaming_delay. A standby that cannot be reached is left to the replay wait."""
+    from . import history
+    from .migrator.status import pending
+
+    with connect(primary_url) as conn:
+        rows = history.applied(conn)
+    locking = [m for m in pending(migrations, rows) if any(st.locks_readers for st in m.up.statements)]
+    if not locking:
+        return []
+    lines = []
+    for url in urls:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                if _feedback(conn):
+                    continue
+        except psycopg.Error:
+            continue
+        lines.append(f"warning: standby {mask_url(url)} has hot_standby_feedback off: {locking[0].id} takes an "
+                     "exclusive lock its searches wait behind there, and they can be cancelled (conflict with "
+                     f"recovery) while they wait; {FEEDBACK_FIX}")
+    return lines
+
+
 def _versions(conn) -> list[int] | None:
     """The applied versions in pgvkit's history as this server has it (None: no history)."""
     if conn.execute("SELECT to_regclass('pgvkit.schema_migrations')").fetchone()[0] is None:
@@ -192,8 +229,9 @@ def check_standby(primary_url: str, url: str, table: str = "ip_asset_embeddings"
         except PgvkitError as exc:  # two of them: verify on the primary says which to drop
             index, data["index_error"] = None, str(exc)
         settings = effective_settings(conn, ("ivfflat.probes", "hnsw.ef_search"), table) if index else {}
+        feedback = _feedback(conn)
     data.update(history=versions, index=index.name if index else None, index_valid=bool(index and index.valid),
-                settings=settings)
+                settings=settings, hot_standby_feedback=feedback)
     shown = ", ".join(f"{k} = {v}" for k, v in settings.items() if v) or "no search settings"
     problems = []
     if not state.in_recovery:
@@ -209,6 +247,10 @@ def check_standby(primary_url: str, url: str, table: str = "ip_asset_embeddings"
         return Check(name, "warn", "; ".join(problems), "the application's searches there see another schema or "
                      "index than the primary's", "wait for it to replay (pgvkit migrate waits: --wait-standbys), and "
                      "check replication on the primary (SELECT * FROM pg_stat_replication)"), data
+    if not feedback:
+        return Check(name, "warn", "hot_standby_feedback is off", "a search there that waits behind a replayed DROP "
+                     "INDEX (pgvkit tune's index swap) or ALTER TABLE can be cancelled (conflict with recovery)",
+                     FEEDBACK_FIX), data
     return Check(name, "pass", f"in recovery, replayed (0 bytes behind); history {versions} as on the primary; "
                  f"{index.name} ({index.method}{'' if index.kind.direct else ', ' + index.kind.name}) valid; "
                  f"{shown}"), data

@@ -8,7 +8,7 @@ from ..display import text_table
 from ..errors import ConfigError
 from ..migrator import Migrator, parse_version
 from ..checks import Report
-from ..standby import check_standbys, wait_for_replay
+from ..standby import check_standbys, feedback_warnings, wait_for_replay
 from .base import Command, confirm_database_argument, guard, print_json
 
 
@@ -64,8 +64,10 @@ def migrate(args, ctx) -> int:
     migrations = migrator.read()  # refuse bad files before any backup or lock
     if args.backup:
         ctx.echo(f"backup written: {backups.backup(ctx.target.url)}")
-    applied = migrator.migrate(migrations, target=parse_version(args.target) if args.target else None)
     standbys = ctx.standbys
+    for line in feedback_warnings(ctx.target.url, standbys, migrations) if standbys else ():
+        ctx.echo(line)
+    applied = migrator.migrate(migrations, target=parse_version(args.target) if args.target else None)
     if applied and standbys and args.wait_standbys > 0:
         wait_for_replay(ctx.target.url, standbys, args.wait_standbys, progress=not ctx.as_json, echo=ctx.echo)
     if ctx.as_json:
