@@ -20,7 +20,7 @@ from .errors import ConnectionFailed, PgvkitError
 from .explain import explain
 from .migrator import Migrator, objects_present
 from .sizing import ROWS_PER_LIST, hnsw_build_bytes, ivfflat_build_bytes, mb
-from .verify import Recreate, check_grants, check_invalid_indexes, check_tune_leftovers, schema_checks
+from .verify import Recreate, check_grants, check_invalid_indexes, check_tune_leftovers, schema_checks, search_dimension
 
 __all__ = [
     "Finding",
@@ -39,7 +39,7 @@ Diagnosis = Report
 
 
 def doctor(database_url: str | None = None, *, table: str = "ip_asset_embeddings", migrations_dir=None,
-           dimension: int = 768) -> Report:
+           dimension: int | None = None) -> Report:
     """Diagnose the database (flag / $DATABASE_URL / embedded): never raises for a problem it can
     name; every finding has what, why and the fix."""
     try:
@@ -51,7 +51,7 @@ def doctor(database_url: str | None = None, *, table: str = "ip_asset_embeddings
 
 
 def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_dir=None,
-             dimension: int = 768) -> Report:
+             dimension: int | None = None) -> Report:
     """The stages, outside in: connection, extension, privileges, migrations, then (when the table
     exists) the schema as verify checks it, index builds, invalid indexes, grants and locks."""
     report = diagnosis(target.masked, where=target.label)
@@ -74,7 +74,7 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
         report.checks += _migrations(conn, target.url, migrations_dir, table)
         if _exists(conn, table):
             report.checks += _schema(conn, table, dimension, migrations_dir)
-            report.checks += _index_builds(conn, table, dimension)
+            report.checks += _index_builds(conn, table, search_dimension(conn, table, dimension))
             report.checks.append(_from_verify("invalid indexes", check_invalid_indexes(conn, table)))
             report.checks.append(_from_verify("application role", check_grants(conn, table)))
             report.checks += _locks(conn, table)
@@ -86,7 +86,7 @@ def _from_verify(name: str, check: Check) -> Check:
     return replace(check, name=name, why="" if check.status == "pass" else "found by pgvkit verify")
 
 
-def _schema(conn, table: str, dimension: int, migrations_dir) -> list[Check]:
+def _schema(conn, table: str, dimension: int | None, migrations_dir) -> list[Check]:
     """The checks verify makes of the table, its indexes, trigger and view: an object dropped or
     changed by hand after migrating is a finding too."""
     why = "the schema differs from what the migrations create (dropped or changed by hand after migrating?)"

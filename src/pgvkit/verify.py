@@ -14,6 +14,7 @@ from .db import connect
 from .errors import PgvkitError
 from .indexes import searched_index, vector_indexes
 from .kinds import kind_of
+from .models import expected_columns, models
 from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
 from .planchecks import check_index_used, check_vector_indexes
 from .search import SIGNATURE, check_search_function, effective_settings
@@ -51,15 +52,27 @@ def check_table(conn, table: str) -> Check:
     return Check("table", "pass", f"{table} exists, {count} rows")
 
 
-def check_columns(conn, table: str, dimension: int = 768) -> Check:
-    expected = {**EXPECTED_COLUMNS, "embedding": f"vector({dimension})"}
+def check_columns(conn, table: str, dimension: int | None = None) -> Check:
+    """The seed's columns, and each embedding column with the type of its model: the recorded one
+    (pgvkit model add), else what the column declares, else `dimension` when given."""
+    expected, source = expected_columns(conn, table, EXPECTED_COLUMNS, dimension)
     found = dict(_q(conn, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
                           " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
                     [_qualified(conn, table)]))
     wrong = [f"{c} is {found.get(c, 'missing')}, expected {t}" for c, t in expected.items() if found.get(c) != t]
     if wrong:
-        return Check("columns", "fail", "; ".join(wrong), fix="compare with migrations/001_init_vector_store.sql")
-    return Check("columns", "pass", f"{len(expected)} columns as expected, embedding {expected['embedding']}")
+        return Check("columns", "fail", "; ".join(wrong), fix="compare with migrations/001_init_vector_store.sql"
+                     + (" and pgvkit.embedding_models" if "for " in source else ""))
+    return Check("columns", "pass", f"{len(expected)} columns as expected; {source}")
+
+
+def search_dimension(conn, table: str, dimension: int | None = None) -> int:
+    """The dimension searches of the table use: `dimension` when given, else the serving model's
+    (recorded, or as the column declares it); 768, the seed's, when nothing says."""
+    if dimension is not None:
+        return dimension
+    found = models(conn, table)
+    return found[0].dimensions if found else 768
 
 
 def check_index(conn, table: str, name: str, method: str, column: str, opclass: str | None,
@@ -278,23 +291,28 @@ def check_probes(conn, table: str = "ip_asset_embeddings", k: int = 10) -> Check
                                                                    else "") if details else "no vector index")
 
 
-def schema_checks(conn, table: str, dimension: int = 768, recreate: Recreate | None = None) -> list[Check]:
+def schema_checks(conn, table: str, dimension: int | None = None, recreate: Recreate | None = None) -> list[Check]:
     """The table's columns, its three indexes, the trigger and the view, as migration 001 made them."""
     checks = [check_columns(conn, table, dimension)]
     checks += [check_index(conn, table, name, *spec, recreate=recreate) for name, spec in EXPECTED_INDEXES.items()]
     return checks + [check_trigger(conn, table, recreate), check_view(conn, recreate)]
 
 
-def health_checks(conn, table: str, dimension: int = 768) -> list[Check]:
+def health_checks(conn, table: str, dimension: int | None = None) -> list[Check]:
     """What makes searches good or bad on a correct schema: data for IVFFlat, zero vectors, the
     query plan and the query-time setting."""
+    dimension = search_dimension(conn, table, dimension)
     return [check_ivfflat_data(conn, table), check_zero_vectors(conn, table), check_null_embeddings(conn, table),
             check_index_used(conn, table, dimension), check_probes(conn, table),
             check_search_function(conn, table, dimension)]
 
 
-def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768, migrations_dir=None) -> Report:
-    """Run every check; the report renders as a table and says pass / warn / fail with fixes."""
+def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int | None = None,
+           migrations_dir=None) -> Report:
+    """Run every check; the report renders as a table and says pass / warn / fail with fixes.
+    `dimension`: what the embedding column must be; by default its model's (recorded by pgvkit
+    model add, else what the column declares: a table another tool made with vector(1024) is
+    checked as such)."""
     with connect(url, autocommit=True) as conn:
         report = verification(conn.info.dbname, table)
         ext = check_extension(conn)
@@ -304,7 +322,7 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int = 768
             schema = schema_checks(conn, table, dimension, Recreate.read(conn, migrations_dir))
             report.checks += schema + [check_grants(conn, table), check_invalid_indexes(conn, table)]
             if ext.status != "fail":
-                report.checks.append(check_vector_indexes(conn, table, dimension))
+                report.checks.append(check_vector_indexes(conn, table, search_dimension(conn, table, dimension)))
             if ext.status != "fail" and schema[0].status == "pass":  # the health checks read the embedding column
                 report.checks += health_checks(conn, table, dimension) + [check_recall(conn, table)]
         report.checks.append(check_tune_leftovers(conn))
