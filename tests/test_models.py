@@ -54,3 +54,128 @@ def test_verify_asked_for_another_dimension_names_both(another_tools_table):
     columns = next(c for c in report.checks if c.name == "columns")
     assert columns.status == "fail"
     assert "embedding is vector(1024), expected vector(768)" in columns.detail
+
+
+OLD, NEW = real_embeddings()[:2000], real_embeddings(dims=1024)  # the same texts, a "new model" of 1,024 dims
+CLIP = "clip-vit-L/14@v2"
+
+
+@pytest.fixture
+def team(migrated, tmp_path):
+    """The migrated table with 2,000 real embeddings (owners "owner 0" .. "owner 6") and a copy of
+    the project's migrations to write into."""
+    import shutil
+
+    from pgvkit.inserts import load
+
+    load(migrated, vectors=OLD, progress=False)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("UPDATE ip_asset_embeddings SET owner_id = 'owner ' || (id % 7)")
+        conn.execute("ANALYZE ip_asset_embeddings")
+    shutil.copytree(MIGRATIONS, tmp_path / "migrations")
+    return migrated, tmp_path / "migrations"
+
+
+def searched(url: str, query, k: int = 10, owner: str | None = None) -> list[int]:
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        return [r[0] for r in conn.execute("SELECT id FROM search_assets(%s, %s, %s)", [query, k, owner])]
+
+
+def schema(url: str) -> tuple:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT pg_get_functiondef('search_assets(vector, integer, text)'::regprocedure),"
+            " (SELECT proconfig FROM pg_proc WHERE oid = 'search_assets(vector, integer, text)'::regprocedure),"
+            " pg_get_viewdef('similar_assets'),"
+            " (SELECT array_agg(attname || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute"
+            "  WHERE attrelid = 'ip_asset_embeddings'::regclass AND attnum > 0 AND NOT attisdropped),"
+            " to_regclass('pgvkit.embedding_models')").fetchone()
+
+
+def test_a_second_model_is_added_searched_by_its_dimension_and_rolled_back_to_exactly_what_was_there(team):
+    """pgvkit model add writes a migration: the new model's nullable column, both models recorded,
+    search_assets answering a 1,024-d query from the rows that have the new embedding (exactly,
+    with or without an owner) and a 768-d query as before; its rollback leaves the function, its
+    settings, the view and the columns as they were."""
+    url, migrations = team
+    before = schema(url)
+    old_query, new_query = real_embeddings()[-1], NEW[-1]  # a new image, by each model
+    old_answer = searched(url, old_query)
+    written = run_cli("model", "add", CLIP, "--dimensions", "1024", "--database-url", url, "--migrations",
+                      str(migrations))
+    assert written.returncode == 0, written.stderr
+    assert "004_model_add_clip_vit_l_14_v2.sql" in written.stdout
+    applied = run_cli("migrate", "--database-url", url, "--migrations", str(migrations))
+    assert applied.returncode == 0, applied.stderr
+
+    checks = {c.name: c for c in verify(url, migrations_dir=migrations).checks}
+    assert checks["columns"].status == "pass", checks["columns"]
+    assert ("embedding vector(768) for current (serving); embedding_clip_vit_l_14_v2 vector(1024) for "
+            f"{CLIP} (backfilling)") in checks["columns"].detail
+    assert searched(url, old_query) == old_answer  # the old model's searches are untouched
+    assert searched(url, new_query) == []  # nobody has the new embedding yet: nothing, not an error
+
+    filled = np.arange(1, 601)  # 600 rows backfilled (ids 1..600 hold OLD[0..599])
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE ip_asset_embeddings SET embedding_clip_vit_l_14_v2 = %s WHERE id = %s",
+                            [(NEW[i - 1], int(i)) for i in filled])
+    exact = filled[np.argsort(-(NEW[filled - 1] @ new_query), kind="stable")]
+    assert searched(url, new_query) == exact[:10].tolist()
+    owner = "owner 3"
+    mine = filled[filled % 7 == 3]
+    assert searched(url, new_query, owner=owner) == mine[np.argsort(-(NEW[mine - 1] @ new_query))][:10].tolist()
+    listed = run_cli("model", "list", "--json", "--database-url", url)
+    assert listed.returncode == 0, listed.stderr
+    rows = {m["column"]: m for m in json.loads(listed.stdout)["models"]}
+    assert rows["embedding_clip_vit_l_14_v2"]["rows with it"] == 600 and rows["embedding"]["rows with it"] == 2000
+
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, "--database-url", url,
+                   "--migrations", str(migrations))
+    assert back.returncode == 0, back.stderr
+    assert schema(url) == before
+    assert searched(url, old_query) == old_answer
+
+
+def test_a_model_of_a_dimension_already_served_or_too_large_to_index_is_refused_in_one_line(team):
+    url, migrations = team
+    where = ["--database-url", url, "--migrations", str(migrations)]
+    same = run_cli("model", "add", "another-768", "--dimensions", "768", *where)
+    assert same.returncode == 2 and "Traceback" not in same.stderr
+    [line] = same.stderr.strip().splitlines()
+    assert "embedding already holds 768-dimension vectors" in line and "silently wrong" in line
+    large = run_cli("model", "add", "big", "--dimensions", "3072", *where)
+    [line] = large.stderr.strip().splitlines()
+    assert large.returncode == 2 and "--type halfvec" in line
+    assert sorted(p.name for p in migrations.iterdir()) == sorted(p.name for p in MIGRATIONS.iterdir())
+
+
+def test_a_tuning_migration_that_changes_the_index_kind_keeps_the_second_models_searches(team):
+    """search_assets is rewritten when tune moves the index to halfvec: the new model's queries
+    still go to its column, and rolling both back restores everything."""
+    from pgvkit.model_change import write_add
+    from pgvkit.migrator import Migrator
+    from pgvkit.tuning import write_migration
+
+    from .test_quantized import chosen
+
+    url, migrations = team
+    before = schema(url)
+    write_add(url, CLIP, 1024, migrations)
+    migrator = Migrator(url, migrations, echo=lambda _: None, progress=False)
+    migrator.migrate()
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE ip_asset_embeddings SET embedding_clip_vit_l_14_v2 = %s WHERE id = %s",
+                            [(NEW[i - 1], i) for i in range(1, 101)])
+    write_migration(url, chosen("halfvec", "hnsw", 40), migrations, allow_query_change=True)
+    migrator.migrate()
+    exact = np.argsort(-(NEW[:100] @ NEW[-1]), kind="stable")[:10] + 1
+    assert searched(url, NEW[-1]) == exact.tolist()
+    assert len(searched(url, real_embeddings()[-1])) == 10  # the old model, through the halfvec index
+    migrator.rollback(3, yes=True)
+    assert schema(url) == before

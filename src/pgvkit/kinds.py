@@ -98,31 +98,39 @@ def parse_candidates(text: str) -> tuple[str, ...]:
 
 def nearest(kind: Kind, dims: int, table: sql.Composable, query: sql.Composable, limit: sql.Composable, *,
             columns: tuple[str, ...] = ("id",), owner: sql.Composable | None = None,
-            depth: sql.Composable | None = None, route: str | None = None) -> sql.Composed:
+            depth: sql.Composable | None = None, route: str | None = None, column: str = "embedding",
+            present: bool = False) -> sql.Composed:
     """The nearest `limit` rows to `query`: the given columns and the exact cosine `distance`,
     nearest first, filtered by owner_id when `owner` is given. For binary, the nearest
     greatest(limit, depth) by Hamming distance are re-ranked by cosine distance.
 
     `route` fixes the way a filtered search takes (else the planner chooses): "few" reads the
     owner's rows whole (the owner_id index) and sorts them, exact; "many" walks the vector index,
-    the owner_id index kept out of it (iterative scans go on until `limit` rows pass)."""
+    the owner_id index kept out of it (iterative scans go on until `limit` rows pass).
+    `column`: the embedding column searched (a second model's); `present`: only rows that have
+    one (a column being backfilled is NULL in the others)."""
     cols = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(c)) for c in columns)
-    emb = sql.SQL("e.embedding")
+    emb = sql.SQL("e.{}").format(sql.Identifier(column) if column != "embedding" else sql.SQL(column))  # 003's text
+    has = sql.SQL(" AND {} IS NOT NULL").format(emb) if present else sql.SQL("")
     if owner is not None and route == "few":  # + 0: sorted, never an index order
-        return sql.SQL("SELECT {cols}, {emb} <=> {q} AS distance FROM {table} AS e WHERE e.owner_id = {owner}"
+        return sql.SQL("SELECT {cols}, {emb} <=> {q} AS distance FROM {table} AS e WHERE e.owner_id = {owner}{has}"
                        " ORDER BY ({emb} <=> {q}) + 0 LIMIT {limit}").format(
-            cols=cols, emb=emb, q=query, table=table, owner=owner, limit=limit)
+            cols=cols, emb=emb, q=query, table=table, owner=owner, has=has, limit=limit)
     where = sql.SQL("") if owner is None else sql.SQL(" WHERE e.owner_id {}= {}").format(
         sql.SQL("|| '' " if route == "many" else ""), owner)
+    if present:
+        where = sql.SQL("{} {} IS NOT NULL").format(where + sql.SQL(" AND") if owner is not None else sql.SQL(" WHERE"),
+                                                    emb)
     if not kind.reranks:
         return sql.SQL("SELECT {cols}, {emb} <=> {q} AS distance FROM {table} AS e{where} ORDER BY {order} LIMIT {limit}"
                        ).format(cols=cols, emb=emb, q=query, table=table, where=where,
                                 order=kind.order(dims, emb, query), limit=limit)
     outer = sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in columns)
+    kept = sql.SQL("c.{}").format(sql.Identifier(column) if column != "embedding" else sql.SQL(column))
     return sql.SQL(
-        "SELECT {outer}, c.embedding <=> {q} AS distance FROM (SELECT {cols}, {emb} FROM {table} AS e{where}"
-        " ORDER BY {order} LIMIT greatest({limit}, {depth})) AS c ORDER BY c.embedding <=> {q} LIMIT {limit}"
-    ).format(outer=outer, q=query, cols=cols, emb=emb, table=table, where=where,
+        "SELECT {outer}, {kept} <=> {q} AS distance FROM (SELECT {cols}, {emb} FROM {table} AS e{where}"
+        " ORDER BY {order} LIMIT greatest({limit}, {depth})) AS c ORDER BY {kept} <=> {q} LIMIT {limit}"
+    ).format(outer=outer, kept=kept, q=query, cols=cols, emb=emb, table=table, where=where,
              order=kind.order(dims, emb, query), limit=limit, depth=depth if depth is not None else limit)
 
 
@@ -143,28 +151,44 @@ LANGUAGE plpgsql STABLE
 
 
 def function_sql(conn, kind: Kind, dims: int, settings: dict[str, str],
-                 table: sql.Composable = sql.Identifier("ip_asset_embeddings")) -> str:
+                 table: sql.Composable = sql.Identifier("ip_asset_embeddings"), models=()) -> str:
     """search_assets (as 003_search_assets_by_owner defines it) searching through an index of `kind`, with
-    `settings` bound to it (SET clauses: the function's whole configuration)."""
+    `settings` bound to it (SET clauses: the function's whole configuration). `models`: the
+    other embedding columns being served (pgvkit model add: ModelColumn, each of its own
+    dimension), a query of a model's dimension searching that model's column, among the rows
+    that have one."""
     depth = sql.SQL("coalesce(current_setting({}, true)::integer, k)").format(sql.Literal(RERANK_DEPTH))
     cols = ("id", "asset_id", "owner_id")
 
-    def body(owner, route=None):
-        inner = nearest(kind, dims, table, sql.SQL("query"), sql.SQL("k"), columns=cols, owner=owner, depth=depth,
-                        route=route)
+    def body(owner, route=None, kind=kind, dims=dims, column="embedding", query=sql.SQL("query"), present=False):
+        inner = nearest(kind, dims, table, query, sql.SQL("k"), columns=cols, owner=owner, depth=depth,
+                        route=route, column=column, present=present)
         return sql.SQL("WITH nearest AS MATERIALIZED ({}) SELECT n.id, n.asset_id, n.owner_id, n.distance, "
                        "1 - n.distance FROM nearest AS n ORDER BY n.distance").format(inner).as_string(conn)
+
+    def routed(indent: str, **where) -> str:
+        return (f"{indent}IF owner IS NULL THEN\n{indent}    RETURN QUERY " + body(None, **where) + ";\n"
+                f"{indent}ELSIF ({few}) <= few THEN\n"
+                f"{indent}    -- an owner with few rows: all of them, sorted (exact)\n"
+                f"{indent}    RETURN QUERY " + body(sql.SQL("owner"), "few", **where) + ";\n"
+                f"{indent}ELSE\n{indent}    -- an owner with many: the vector index, until k of theirs pass\n"
+                f"{indent}    RETURN QUERY " + body(sql.SQL("owner"), "many", **where) + f";\n{indent}END IF;\n")
 
     bound = "".join(sql.SQL("SET {} = {}\n").format(sql.SQL(name), sql.Literal(str(value))).as_string(conn)
                     for name, value in settings.items())
     few = sql.SQL("SELECT count(*) FROM (SELECT FROM {} AS e WHERE e.owner_id = owner LIMIT few + 1) AS o").format(
         table).as_string(conn)
+    others = ""
+    for m in models:
+        query = sql.SQL("query::halfvec({})").format(sql.Literal(m.dimensions)) if m.kind == "halfvec" else sql.SQL(
+            "query")
+        others += (f"    IF vector_dims(query) = {int(m.dimensions)} THEN\n"
+                   f"        -- model {m.model.replace(chr(10), ' ')} ({m.type_name} in {m.column}): the rows that have "
+                   "its embedding\n"
+                   + routed("        ", kind=KINDS["vector"], dims=m.dimensions, column=m.column, query=query,
+                            present=True)
+                   + "        RETURN;\n    END IF;\n")
     return (FUNCTION_HEAD + bound + "AS $$\n#variable_conflict use_column\n" + OWNER_ROUTE_DECLARE + "BEGIN\n"
-            f"    -- searches through a {kind.name} index ({kind.opclass})"
+            + others + f"    -- searches through a {kind.name} index ({kind.opclass})"
             + (f", the nearest {RERANK_DEPTH} by Hamming distance re-ranked by cosine" if kind.reranks else "") + "\n"
-            "    IF owner IS NULL THEN\n        RETURN QUERY " + body(None) + ";\n"
-            f"    ELSIF ({few}) <= few THEN\n"
-            "        -- an owner with few rows: all of them, sorted (exact)\n"
-            "        RETURN QUERY " + body(sql.SQL("owner"), "few") + ";\n"
-            "    ELSE\n        -- an owner with many: the vector index, until k of theirs pass\n"
-            "        RETURN QUERY " + body(sql.SQL("owner"), "many") + ";\n    END IF;\nEND;\n$$;\n")
+            + routed("    ") + "END;\n$$;\n")

@@ -11,14 +11,15 @@ dimension is what the column declares, whatever tool made the table.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from .display import Table
 from .errors import PgvkitError
 
-__all__ = ["REGISTRY", "ModelColumn", "models", "column_slug", "declared_dimension", "expected_columns",
-           "REGISTRY_DDL", "STATES"]
+__all__ = ["REGISTRY", "ModelColumn", "Coverage", "models", "coverage", "column_slug", "declared_dimension",
+           "expected_columns", "REGISTRY_DDL", "STATES"]
 
 REGISTRY = "pgvkit.embedding_models"
 STATES = ("backfilling", "serving", "retired")  # a new column fills; the default serves; an old one waits to go
@@ -103,3 +104,35 @@ def expected_columns(conn, table: str, base: dict[str, str], dimension: int | No
     if found[0].model == "(not recorded)":
         return expected, f"embedding {found[0].type_name} as declared (no model recorded)"
     return expected, "; ".join(f"{m.column} {m.type_name} for {m.model} ({m.state})" for m in found)
+
+
+@dataclass(repr=False)
+class Coverage(Table):
+    """Each embedding column of the table: its model, type, state and how many rows have a vector."""
+
+    table: str = "ip_asset_embeddings"
+    found: list[tuple[ModelColumn, int, int]] = field(default_factory=list)  # (model, rows with one, rows)
+    columns = ("column", "model", "type", "state", "rows with it", "coverage")
+
+    @property
+    def title(self) -> str:
+        return f"Embedding models of {self.table}"
+
+    def rows(self) -> list[dict]:
+        return [{"column": m.column, "model": m.model, "type": m.type_name, "state": m.state, "rows with it": have,
+                 "coverage": f"{have / total:.1%}" if total else "-"} for m, have, total in self.found]
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "models": [{**r, "rows": total} for r, (_, _, total) in zip(self.rows(),
+                                                                                               self.found)]}
+
+
+def coverage(conn, table: str = "ip_asset_embeddings") -> Coverage:
+    """How far each model's column is filled (one pass over the table, counting non-NULL values)."""
+    found = models(conn, table)
+    if not found:
+        return Coverage(table)
+    counts = conn.execute(sql.SQL("SELECT count(*), {} FROM {}").format(
+        sql.SQL(", ").join(sql.SQL("count({})").format(sql.Identifier(m.column)) for m in found),
+        sql.Identifier(table))).fetchone()
+    return Coverage(table, [(m, have, counts[0]) for m, have in zip(found, counts[1:])])

@@ -144,6 +144,14 @@ def _swap(conn, create: str, schema: str, name: str, temp: str, between: str = "
             + rename.as_string(conn) + "\n" + "".join(r.as_string(conn) + "\n" for r in renames))
 
 
+def _other_models(conn, table: str) -> list:
+    """The second models' columns search_assets serves beside embedding (pgvkit model add): a
+    change of index kind keeps their searches."""
+    from ..models import models
+
+    return [m for m in models(conn, table) if m.column != "embedding" and m.state != "retired"]
+
+
 def _function_now(conn) -> str:
     """search_assets as it is defined now (its body and SET clauses), to restore it."""
     text = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
@@ -230,7 +238,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         if body_changes:
             between = ("-- search_assets searches the new index from here on (its query and settings change with it)\n"
                        + function_sql(conn, kind, dims, _bound_after(bound, changes),
-                                      sql.Identifier(table_schema, table_name)))
+                                      sql.Identifier(table_schema, table_name), _other_models(conn, table)))
         predicted = p.note.startswith(PREDICTED)
         measured = (f"{p.note}:\n--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
                     f" p95 ~{p.p95_ms:.2f} ms" if predicted else
