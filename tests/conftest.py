@@ -216,10 +216,10 @@ class Searchers:
     """Readers calling search_assets without pause on their own connections, as the application
     does, until stopped: how many searches ran, which failed, the longest (seconds)."""
 
-    def __init__(self, url: str, queries, readers: int = 4):
+    def __init__(self, url: str, queries, readers: int = 4, full: bool = True):
         import threading
 
-        self.url, self.queries = url, queries
+        self.url, self.queries, self.full = url, queries, full  # full: every search must return 10 rows
         self.stop, self.failures, self.searches, self.longest = threading.Event(), [], 0, 0.0
         self.threads = [threading.Thread(target=self._read) for _ in range(readers)]
 
@@ -236,7 +236,8 @@ class Searchers:
                 try:
                     rows = conn.execute("SELECT id FROM search_assets(%s, 10)",
                                         [self.queries[i % len(self.queries)]]).fetchall()
-                    assert len(rows) == 10
+                    if self.full and len(rows) != 10:
+                        self.failures.append(f"{len(rows)} rows, not 10")
                 except psycopg.Error as exc:  # a lock or recovery conflict that cancels the search
                     detail = exc.diag.message_detail
                     self.failures.append(str(exc).splitlines()[0] + (f" ({detail})" if detail else ""))

@@ -179,3 +179,148 @@ def test_a_tuning_migration_that_changes_the_index_kind_keeps_the_second_models_
     assert len(searched(url, real_embeddings()[-1])) == 10  # the old model, through the halfvec index
     migrator.rollback(3, yes=True)
     assert schema(url) == before
+
+
+@pytest.fixture
+def changing(migrated, tmp_path):
+    """3,000 team rows (the team's asset ids, 1 % embedded twice) with the clip model's column
+    added and migrated, and a .jsonl of its embeddings keyed by asset_id (one line per asset)."""
+    import shutil
+
+    from pgvkit.demo import load_team_rows
+    from pgvkit.migrator import Migrator
+    from pgvkit.model_change import write_add
+
+    load_team_rows(migrated, OLD[:3000] if len(OLD) >= 3000 else real_embeddings()[:3000])
+    shutil.copytree(MIGRATIONS, tmp_path / "migrations")
+    write_add(migrated, CLIP, 1024, tmp_path / "migrations")
+    Migrator(migrated, tmp_path / "migrations", echo=lambda _: None, progress=False).migrate()
+    with psycopg.connect(migrated) as conn:
+        rows = conn.execute("SELECT min(id), asset_id FROM ip_asset_embeddings GROUP BY asset_id").fetchall()
+    wanted = {asset: NEW[i % len(NEW)] for i, asset in rows}
+    with (tmp_path / "clip.jsonl").open("w") as f:
+        for asset, v in wanted.items():
+            f.write(json.dumps({"asset_id": asset, "embedding": [float(x) for x in v]}) + "\n")
+    return migrated, tmp_path / "clip.jsonl", wanted
+
+
+def filled(url: str) -> dict[int, tuple[str, np.ndarray | None]]:
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        return {i: (a, v) for i, a, v in conn.execute(
+            "SELECT id, asset_id, embedding_clip_vit_l_14_v2 FROM ip_asset_embeddings")}
+
+
+def test_a_backfill_killed_half_way_resumes_and_ends_as_an_uninterrupted_one_would(changing):
+    """SIGKILL while the backfill is half done: what it committed stays, the next run says where
+    it resumes and fills the rest; every row then holds its asset's embedding from the file (rows
+    of an asset embedded twice both), as one uninterrupted run leaves them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url, source, wanted = changing
+    args = [sys.executable, "-m", "pgvkit", "model", "backfill", CLIP, "--from", str(source), "--database-url", url,
+            "--batch-seconds", "0.005", "--duty", "0.5", "--no-vacuum"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    half = 1500
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:  # wait for the committed half, not a time
+            done = conn.execute("SELECT count(embedding_clip_vit_l_14_v2) FROM ip_asset_embeddings").fetchone()[0]
+            if done >= half:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = conn.execute("SELECT count(embedding_clip_vit_l_14_v2) FROM ip_asset_embeddings").fetchone()[0]
+        stopped = conn.execute("SELECT next_id, finished_at FROM pgvkit.backfills").fetchone()
+    assert half <= done < 3000 and stopped[1] is None, (done, stopped)
+
+    resumed = run_cli("model", "backfill", CLIP, "--from", str(source), "--database-url", url, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming the backfill of embedding_clip_vit_l_14_v2 at id {stopped[0]:,}" in resumed.stdout
+    assert "every row has one" in resumed.stdout
+    rows = filled(url)
+    assert len(rows) == 3000
+    assert all(v is not None and np.allclose(v.to_numpy(), wanted[a]) for a, v in rows.values())
+
+
+class Writers:
+    """Two application writers until stopped: one inserting rows as the old version of the
+    application does (old embedding only), one as the new (both embeddings), each also deleting
+    a row it did not insert now and then. What each inserted and deleted, and any failure."""
+
+    def __init__(self, url: str):
+        import threading
+
+        self.url, self.stop, self.failures = url, threading.Event(), []
+        self.inserted: dict[int, np.ndarray | None] = {}  # id -> the new embedding it was written with
+        self.deleted: list[int] = []
+        self.threads = [threading.Thread(target=self._write, args=(n,)) for n in (0, 1)]
+
+    def _write(self, n: int) -> None:
+        rng = np.random.default_rng(n)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            register_vector(conn)
+            i = 0
+            while not self.stop.is_set():
+                try:
+                    new = NEW[rng.integers(len(NEW))] if n else None
+                    [(row,)] = conn.execute(
+                        "INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding, embedding_clip_vit_l_14_v2)"
+                        " VALUES (%s, 'app', %s, %s) RETURNING id",
+                        [f"app-{n}-{i}.jpg", OLD[rng.integers(len(OLD))], new]).fetchall()
+                    self.inserted[row] = new
+                    if i % 3 == 0:
+                        gone = conn.execute("DELETE FROM ip_asset_embeddings WHERE id = (SELECT id FROM"
+                                            " ip_asset_embeddings WHERE id %% 2 = %s AND owner_id <> 'app'"
+                                            " ORDER BY random() LIMIT 1) RETURNING id", [n]).fetchone()
+                        if gone:
+                            self.deleted.append(gone[0])
+                except psycopg.Error as exc:
+                    self.failures.append(str(exc).splitlines()[0])
+                i += 1
+                self.stop.wait(0.01)  # an application's pace: about 100 writes a second each, not a tight loop
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def test_a_backfill_beside_readers_of_both_models_and_writers_loses_and_doubles_nothing(changing):
+    """Four readers call search_assets without pause (two with old-model queries, two with
+    new-model ones) and two writers insert and delete rows while the whole table is backfilled:
+    no search fails, every row inserted is there once, every row deleted is gone, a row the new
+    application wrote with its embedding keeps it, every other row has its asset's embedding."""
+    from .conftest import Searchers
+
+    url, source, wanted = changing
+    with psycopg.connect(url) as conn:
+        before = {r[0] for r in conn.execute("SELECT id FROM ip_asset_embeddings")}
+    with Searchers(url, real_embeddings()[-50:], readers=2) as old, \
+            Searchers(url, NEW[-50:], readers=2, full=False) as new, Writers(url) as writers:
+        done = run_cli("model", "backfill", CLIP, "--from", str(source), "--database-url", url,
+                       "--batch-seconds", "0.02", timeout=300)
+    assert done.returncode == 0, done.stderr
+    print(f"searches during the backfill: old model {old.searches} (longest {old.longest * 1000:.0f} ms), new "
+          f"model {new.searches} (longest {new.longest * 1000:.0f} ms); writers inserted {len(writers.inserted)}, "
+          f"deleted {len(writers.deleted)}")
+    assert old.failures == [] and new.failures == [] and writers.failures == []
+    assert old.searches > 50 and new.searches > 50 and len(writers.inserted) > 20 and writers.deleted
+    rows = filled(url)
+    assert set(rows) == (before | set(writers.inserted)) - set(writers.deleted)  # nothing lost, nothing back
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) = count(DISTINCT id) FROM ip_asset_embeddings").fetchone()[0]
+    for i, (asset, v) in rows.items():
+        if i in writers.inserted:  # the application's own rows: the new version's embedding kept, the old's left
+            mine = writers.inserted[i]
+            assert (v is None) if mine is None else np.allclose(v.to_numpy(), mine)
+        else:
+            assert np.allclose(v.to_numpy(), wanted[asset])

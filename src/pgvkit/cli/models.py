@@ -1,4 +1,4 @@
-"""Changing the embedding model: pgvkit model add | list."""
+"""Changing the embedding model: pgvkit model add | backfill | list."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from .base import Command, print_json
 
 
 def _model_arguments(p) -> None:
-    p.add_argument("action", choices=["add", "list"],
+    p.add_argument("action", choices=["add", "backfill", "list"],
                    help="add: write the migration that adds a column for a new model (search_assets serves both); "
+                        "backfill: fill its column from a file keyed by asset_id or id, resumable; "
                         "list: the table's embedding columns, their models and how many rows have one")
     p.add_argument("model", nargs="?", metavar="MODEL", help="with add: the new model's name, e.g. clip-vit-L/14@v2")
     p.add_argument("--dimensions", type=int, metavar="D", help="with add: the new model's dimension, e.g. 1024")
@@ -18,11 +19,24 @@ def _model_arguments(p) -> None:
     p.add_argument("--column", metavar="NAME", help="with add: the column's name (default embedding_<model>)")
     p.add_argument("--current", default="current", metavar="NAME",
                    help="with add: the name recorded for the model the embedding column holds now, when none is")
+    p.add_argument("--from", dest="source", metavar="FILE",
+                   help="with backfill: .jsonl ({\"asset_id\": ..., \"embedding\": [...]} a line), .npz (asset_ids "
+                        "or ids, embeddings), or .csv/.tsv with asset_id (or id) and embedding columns")
+    p.add_argument("--duty", type=float, default=0.5, metavar="SHARE",
+                   help="with backfill: the share of time it works, pausing between batches for the application "
+                        "(default 0.5; 1: no pause)")
+    p.add_argument("--batch-seconds", type=float, default=0.25, metavar="S",
+                   help="with backfill: how long a batch should take (its rows' locks are held that long; default 0.25)")
+    p.add_argument("--restart", action="store_true",
+                   help="with backfill: start over from this file although a backfill from another stopped part-way")
+    p.add_argument("--no-vacuum", action="store_true", help="with backfill: skip the VACUUM (ANALYZE) at the end")
 
 
 def model(args, ctx) -> int:
     if args.action == "list":
         return _list(ctx)
+    if args.action == "backfill":
+        return _backfill(args, ctx)
     if not args.model or not args.dimensions:
         raise PgvkitError("pgvkit model add takes the model's name and its dimension, e.g. "
                           "pgvkit model add clip-vit-L/14@v2 --dimensions 1024")
@@ -35,6 +49,21 @@ def model(args, ctx) -> int:
         return 0
     ctx.echo(f"written: {up}\nwritten: {down}")
     ctx.echo("next: pgvkit plan, then pgvkit migrate (search_assets then answers queries of both dimensions)")
+    return 0
+
+
+def _backfill(args, ctx) -> int:
+    from ..backfill import backfill
+
+    if not args.model or not args.source:
+        raise PgvkitError("pgvkit model backfill takes the model (or its column) and --from FILE, e.g. "
+                          "pgvkit model backfill clip-vit-L/14@v2 --from clip.jsonl")
+    done = backfill(ctx.target.url, args.model, args.source, batch_seconds=args.batch_seconds, duty=args.duty,
+                    vacuum=not args.no_vacuum, restart=args.restart, progress=not ctx.as_json, echo=ctx.echo)
+    if ctx.as_json:
+        print_json({k: v for k, v in vars(done).items()})
+    else:
+        ctx.echo(str(done))
     return 0
 
 
