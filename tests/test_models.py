@@ -90,7 +90,11 @@ def schema(url: str) -> tuple:
             " pg_get_viewdef('similar_assets'),"
             " (SELECT array_agg(attname || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute"
             "  WHERE attrelid = 'ip_asset_embeddings'::regclass AND attnum > 0 AND NOT attisdropped),"
-            " to_regclass('pgvkit.embedding_models')").fetchone()
+            " to_regclass('pgvkit.embedding_models'),"
+            " (SELECT array_agg(conname || ' ' || pg_get_constraintdef(oid) ORDER BY conname) FROM pg_constraint"
+            "  WHERE conrelid = 'ip_asset_embeddings'::regclass),"
+            " (SELECT array_agg(pg_get_indexdef(indexrelid) ORDER BY indexrelid::regclass::text) FROM pg_index"
+            "  WHERE indrelid = 'ip_asset_embeddings'::regclass)").fetchone()
 
 
 def test_a_second_model_is_added_searched_by_its_dimension_and_rolled_back_to_exactly_what_was_there(team):
@@ -324,3 +328,49 @@ def test_a_backfill_beside_readers_of_both_models_and_writers_loses_and_doubles_
             assert (v is None) if mine is None else np.allclose(v.to_numpy(), mine)
         else:
             assert np.allclose(v.to_numpy(), wanted[asset])
+
+
+def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stood_before_it(changing, tmp_path):
+    """The whole change by the CLI: after the switch the new model is the table's embedding
+    (similar_assets and direct queries on it, its index under the old name, recall measured by
+    pgvkit recall), a query of the old model's dimension still answered from its moved column;
+    rolling back the switch, then the index, restores function, settings, view and columns as
+    they were before each, and verify passes at every step."""
+    url, source, wanted = changing
+    migrations = next(p for p in tmp_path.iterdir() if p.name == "migrations")
+    where = ["--database-url", url, "--migrations", str(migrations)]
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    assert run_cli("model", "backfill", CLIP, "--from", str(source), "--duty", "1", "--database-url", url,
+                   timeout=300).returncode == 0
+    states = {4: schema(url)}
+    for step, version in (("index", 5), ("switch", 6)):
+        written = run_cli("model", step, CLIP, *where)
+        assert written.returncode == 0, written.stderr
+        applied = run_cli("migrate", *where, timeout=300)
+        assert applied.returncode == 0, applied.stderr
+        report = verify(url, migrations_dir=migrations)
+        assert report.exit_code == 0 or all(c.status != "fail" for c in report.checks), str(report)
+        states[version] = schema(url)
+
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        columns = dict(conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+                                    " attrelid = 'ip_asset_embeddings'::regclass AND attnum > 0 AND NOT attisdropped"))
+        assert columns["embedding"] == "vector(1024)" and columns["embedding_current"] == "vector(768)"
+        assert "USING hnsw (embedding vector_cosine_ops)" in conn.execute(
+            "SELECT pg_get_indexdef('idx_embedding_cosine'::regclass)").fetchone()[0]
+        asset = conn.execute("SELECT asset_id FROM ip_asset_embeddings ORDER BY id LIMIT 1").fetchone()[0]
+        similar = conn.execute("SELECT count(*) FROM similar_assets WHERE source_asset_id = %s", [asset]).fetchone()
+        assert similar[0] >= 10
+    assert len(searched(url, real_embeddings()[-1])) == 10  # an old application version's query: still answered
+    assert len(searched(url, NEW[-1])) == 10
+    audit = run_cli("recall", "--json", "--sample", "200", "--database-url", url, timeout=300)
+    assert audit.returncode in (0, 1), audit.stderr
+    measured = json.loads(audit.stdout)
+    assert "1024" not in str(measured.get("error", "")) and measured["rows"] == 3000
+    print("recall of the new model after the switch:", {k: v["recall"] for k, v in measured["shapes"].items()})
+
+    for to in (5, 4):
+        back = run_cli("rollback", "--to", str(to), "--yes", "--confirm-database", name, *where, timeout=300)
+        assert back.returncode == 0, back.stderr
+        assert schema(url) == states[to], to

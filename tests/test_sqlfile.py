@@ -123,3 +123,16 @@ def test_a_no_transaction_file_must_be_safe_to_resume_from_its_top(statement, ne
 def test_a_no_transaction_file_that_needs_no_autocommit_is_refused():
     with pytest.raises(MigrationFileError, match="remove the directive"):
         parse_sql("-- pgvkit:no-transaction\nCREATE TABLE IF NOT EXISTS t (id int);\n", "006_plain.sql")
+
+
+def test_a_no_transaction_file_must_need_it_and_validating_a_constraint_does():
+    """A file marked no-transaction runs statement by statement, without all-or-nothing: refused
+    when nothing in it needs that, accepted when it validates a constraint (in the transaction of
+    the ADD ... NOT VALID before it, the validating scan would hold ACCESS EXCLUSIVE)."""
+    with pytest.raises(MigrationFileError, match="nothing in it needs that"):
+        parse_sql("-- pgvkit:no-transaction\nALTER TABLE items ADD COLUMN x int;\n", "005_x.sql")
+    checked = parse_sql("-- pgvkit:no-transaction\n"
+                        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'x_set') THEN\n"
+                        "ALTER TABLE items ADD CONSTRAINT x_set CHECK (x IS NOT NULL) NOT VALID; END IF; END $$;\n"
+                        "ALTER TABLE items VALIDATE CONSTRAINT x_set;\n", "006_x_set.sql")
+    assert not checked.transactional and [s.validates for s in checked.statements] == [False, True]

@@ -6,6 +6,14 @@ and retries), records both models in pgvkit.embedding_models, and makes search_a
 both: a query of the new dimension searches the new column among the rows that have it, any
 other the old column exactly as before (similar_assets stays on the old one). Its down file
 puts search_assets back and drops the column and the records.
+
+`write_index()`: NNN_model_index_<model>.sql builds the new column's HNSW index CONCURRENTLY.
+
+`write_switch()`: NNN_model_switch_<model>.sql makes the new model the table's `embedding`: after
+a NOT NULL check is validated beside the application (no long lock), one transaction renames the
+columns and their indexes (the old one becomes embedding_<old model>, still answering queries of
+its dimension through search_assets for application versions not yet moved), re-creates
+similar_assets on the new column and records the change. Its down file swaps them back.
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from .errors import PgvkitError
 from .indexes import search_index
 from .kinds import KINDS, function_sql
 from .migrations import default_migrations_dir, read_migrations
-from .models import REGISTRY_DDL, ModelColumn, column_slug, declared_dimension, models
+from .models import REGISTRY_DDL, ModelColumn, column_slug, declared_dimension, models, searched_beside
 
-__all__ = ["write_add", "MAX_INDEX_DIMS"]
+__all__ = ["write_add", "write_index", "write_switch", "MAX_INDEX_DIMS"]
 
 MAX_INDEX_DIMS = {"vector": 2_000, "halfvec": 4_000}  # what pgvector's HNSW and IVFFlat index at most
 
@@ -88,7 +96,7 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
         if not search.exists(conn):
             raise PgvkitError("search_assets does not exist here: a model change needs the application searching "
                               "through it (002_search_assets; README: Moving the application); run pgvkit migrate")
-        served = [m for m in models(conn, table) if m.state != "retired"]
+        served = models(conn, table)  # a model switched away from still answers its queries until dropped
         same = [m for m in served if m.dimensions == dimensions]
         if same:
             raise PgvkitError(
@@ -104,7 +112,7 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
         live = search_index(conn, table)
         live_kind = live.kind if live else KINDS["vector"]
         base_dims = served[0].dimensions if served else declared_dimension(conn, table)
-        others = [m for m in served if m.column != "embedding"]
+        others = searched_beside(served)
         _, ident = _serving_body(conn, table, live_kind, base_dims, others)
         previous = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
         version = max([m.version for m in existing] + list(recorded), default=0) + 1
@@ -119,7 +127,7 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
             f"{lit(m.added_by)});\n" for m in first + [new])
         add = sql.SQL("ALTER TABLE {} ADD COLUMN {} {};\n").format(
             sql.Identifier(table), sql.Identifier(column), sql.SQL(new.type_name)).as_string(conn)
-        both = function_sql(conn, live_kind, base_dims, {}, ident, others + [new])
+        both = function_sql(conn, live_kind, base_dims, {}, ident, searched_beside(others + [new]))
         drop = sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {};\n").format(
             sql.Identifier(table), sql.Identifier(column)).as_string(conn)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -139,6 +147,154 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
                 "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pgvkit.embedding_models) THEN DROP TABLE pgvkit.embedding_models; "
                 "END IF; END $$;\n")
     up_path, down_path = directory / f"{name}.sql", directory / f"{name}.down.sql"
+    up_path.write_text(up)
+    down_path.write_text(down)
+    return up_path, down_path
+
+
+def _version(directory: Path, conn) -> int:
+    return max([m.version for m in read_migrations(directory)] + list(history.applied(conn)), default=0) + 1
+
+
+def _model(conn, table: str, name: str) -> ModelColumn:
+    found = [m for m in models(conn, table) if name in (m.column, m.model) and m.column != "embedding"
+             and m.state != "retired"]
+    if not found:
+        raise PgvkitError(f"no second model {name!r} on {table}: pgvkit model list shows them")
+    return found[0]
+
+
+def _index_name(column: str) -> str:
+    return f"idx_{column}_cosine"[:63]
+
+
+def write_index(url: str, name: str, migrations_dir: str | Path | None = None, *, m: int = 16,
+                ef_construction: int = 64, table: str = "ip_asset_embeddings") -> tuple[Path, Path]:
+    """NNN_model_index_<model>.sql: the new model's HNSW index (pgvector's default build settings
+    unless given), built CONCURRENTLY with memory and workers sized for it; its down file drops it."""
+    from .tuning.build import Config, build_settings
+
+    directory = Path(migrations_dir or default_migrations_dir())
+    with connect(url) as conn:
+        model = _model(conn, table, name)
+        rows = conn.execute(sql.SQL("SELECT count({}) FROM {}").format(
+            sql.Identifier(model.column), sql.Identifier(table))).fetchone()[0]
+        settings = build_settings(url, Config("hnsw", (("m", m), ("ef_construction", ef_construction))),
+                                  max(rows, 1), model.dimensions)
+        index = _index_name(model.column)
+        create = sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING hnsw ({} {}) WITH (m = {}, "
+                         "ef_construction = {});\n").format(
+            sql.Identifier(index), sql.Identifier(table), sql.Identifier(model.column),
+            sql.SQL(f"{model.kind}_cosine_ops"), sql.Literal(m), sql.Literal(ef_construction)).as_string(conn)
+        sets = "".join(sql.SQL("SET {} = {};\n").format(sql.SQL(k), sql.Literal(str(v))).as_string(conn)
+                       for k, v in settings.items())
+        drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(sql.Identifier(index)).as_string(conn)
+        version = _version(directory, conn)
+    stem = f"{version:03d}_model_index_{model.column.removeprefix('embedding_')}"[:63]
+    up = ("-- pgvkit:no-transaction\n"
+          f"-- {stem}: the HNSW index of {model.model}'s column {model.column}, built CONCURRENTLY (searches and "
+          "writes go on).\n"
+          f"-- Sized for {rows:,} rows that have its embedding: build it once the backfill is done (each row filled "
+          "after it\n-- costs an index insert), then pgvkit model switch.\n"
+          + sets + create + "".join(f"RESET {k};\n" for k in settings))
+    down = f"-- pgvkit:no-transaction\n-- Undo {stem}: the index goes.\n" + drop
+    up_path, down_path = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
+    up_path.write_text(up)
+    down_path.write_text(down)
+    return up_path, down_path
+
+
+def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, *,
+                 table: str = "ip_asset_embeddings", view: str = "similar_assets") -> tuple[Path, Path]:
+    """NNN_model_switch_<model>.sql and its down file (see the module's doc)."""
+    from .indexes import vector_indexes
+
+    directory = Path(migrations_dir or default_migrations_dir())
+    with connect(url) as conn:
+        model = _model(conn, table, name)
+        if model.kind != "vector":
+            raise PgvkitError(f"{model.column} is {model.type_name}: switching to a halfvec column is not supported "
+                              "yet (search_assets would need its query cast); keep it a second model for now")
+        missing = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(
+            sql.Identifier(table), sql.Identifier(model.column))).fetchone()[0]
+        if missing:
+            raise PgvkitError(f"{missing:,} rows have no {model.model} embedding in {model.column}: they would vanish "
+                              "from searches after the switch; backfill them (pgvkit model backfill) or delete them, "
+                              "then switch")
+        new_index = [i for i in vector_indexes(conn, table, model.column) if i.valid]
+        old_index = search_index(conn, table)
+        if not new_index:
+            raise PgvkitError(f"{model.column} has no valid vector index: after the switch every search would read "
+                              f"the whole table; pgvkit model index {model.model}, pgvkit migrate, then switch")
+        served = models(conn, table)
+        old = served[0]
+        old_column = column_slug(old.model)
+        if conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT "
+                        "attisdropped", [sql.Identifier(table).as_string(conn), old_column]).fetchone():
+            raise PgvkitError(f"{table} already has a column {old_column} for the old model to move to; rename or "
+                              "drop it first")
+        live_kind = old_index.kind if old_index else KINDS["vector"]
+        others = [m for m in searched_beside(served) if m.column != model.column]
+        _, ident = _serving_body(conn, table, live_kind, old.dimensions, searched_beside(served))
+        previous = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
+        view_sql = conn.execute("SELECT pg_get_viewdef(to_regclass(%s), true)", [view]).fetchone()[0]
+        version = _version(directory, conn)
+        stem = f"{version:03d}_model_switch_{model.column.removeprefix('embedding_')}"[:63]
+        moved = ModelColumn(old_column, old.model, old.dimensions, old.kind, "retired", old.added_by)
+        after = function_sql(conn, KINDS[new_index[0].kind.name], model.dimensions, {}, ident,
+                             searched_beside(others + [moved]))
+        i = lambda n: sql.Identifier(n).as_string(conn)  # noqa: E731
+        lit = lambda v: sql.Literal(v).as_string(conn)  # noqa: E731
+        check = i(f"{model.column}_not_null"[:63])
+        old_name = old_index.name if old_index else None
+        renames = [f"ALTER TABLE {i(table)} RENAME COLUMN embedding TO {i(old_column)};",
+                   f"ALTER TABLE {i(table)} RENAME COLUMN {i(model.column)} TO embedding;"]
+        back = [f"ALTER TABLE {i(table)} RENAME COLUMN embedding TO {i(model.column)};",
+                f"ALTER TABLE {i(table)} RENAME COLUMN {i(old_column)} TO embedding;"]
+        target = old_name or "idx_embedding_cosine"
+        back.insert(0, f"ALTER INDEX {i(target)} RENAME TO {i(new_index[0].name)};")
+        if old_name:
+            parked = _index_name(old_column)
+            renames.append(f"ALTER INDEX {i(old_name)} RENAME TO {i(parked)};")
+            back.append(f"ALTER INDEX {i(parked)} RENAME TO {i(old_name)};")
+        renames.append(f"ALTER INDEX {i(new_index[0].name)} RENAME TO {i(target)};")
+        view_create = f"CREATE OR REPLACE VIEW {i(view)} AS\n{view_sql.rstrip().rstrip(';')};\n"
+        move = ("UPDATE pgvkit.embedding_models SET column_name = {to}, state = {state} WHERE table_name = "
+                + lit(table) + " AND column_name = {column};\n    ")  # one row after the other: the key stays unique
+        registry = (move.format(to=lit(old_column), state="'retired'", column="'embedding'")
+                    + move.format(to="'embedding'", state="'serving'", column=lit(model.column)))
+        registry_back = (move.format(to=lit(model.column), state="'backfilling'", column="'embedding'")
+                         + move.format(to="'embedding'", state="'serving'", column=lit(old_column)))
+        up = ("-- pgvkit:no-transaction\n"
+              f"-- {stem}: {model.model} becomes the table's embedding; {old.model} moves to {old_column}.\n"
+              "-- First a NOT NULL check is validated beside the application (SHARE UPDATE EXCLUSIVE: reads and writes go"
+              " on),\n-- so SET NOT NULL needs no scan under its lock; then one transaction swaps the columns and their\n"
+              f"-- indexes, re-creates {view} on the new column and search_assets with queries of {old.dimensions}\n"
+              f"-- dimensions still answered from {old_column} (application versions not yet moved). Direct ORDER BY\n"
+              f"-- embedding <=> ... queries must now send {model.dimensions}-dimension vectors.\n\n"
+              f"DO $check$ BEGIN\n    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = {lit(check.strip(chr(34)))}) "
+              f"THEN\n        ALTER TABLE {i(table)} ADD CONSTRAINT {check} CHECK ({i(model.column)} IS NOT NULL) NOT VALID;"
+              f"\n    END IF;\nEND $check$;\n"
+              f"ALTER TABLE {i(table)} VALIDATE CONSTRAINT {check};\n\n"
+              "-- the switch, in one transaction (a DO block is one statement)\n"
+              "DO $switch$\nBEGIN\n"
+              f"    IF EXISTS (SELECT FROM pgvkit.embedding_models WHERE table_name = {lit(table)} AND column_name = "
+              f"'embedding' AND model = {lit(model.model)}) THEN\n        RETURN;  -- switched already (a resumed run)\n"
+              "    END IF;\n" + "".join(f"    {r}\n" for r in renames)
+              + f"    ALTER TABLE {i(table)} ALTER COLUMN embedding SET NOT NULL;  -- the validated check: no scan\n"
+              f"    ALTER TABLE {i(table)} DROP CONSTRAINT {check};\n"
+              f"    ALTER TABLE {i(table)} ALTER COLUMN {i(old_column)} DROP NOT NULL;  -- new rows need no old embedding\n"
+              f"    EXECUTE $view${view_create}$view$;\n    {registry}"
+              + "\nEND\n$switch$;\n\n-- search_assets: the new model on embedding, the old one's queries on "
+              + old_column + "\n" + _REBIND.format(create=after))
+        down = (f"-- Undo {stem}: {old.model} is the embedding again, {model.model} back in {model.column}. Refused (and\n"
+                f"-- nothing changed) when rows written since the switch have no {old.model} embedding.\n\n"
+                "DO $switch$\nBEGIN\n" + "".join(f"    {r}\n" for r in back)
+                + f"    ALTER TABLE {i(table)} ALTER COLUMN embedding SET NOT NULL;\n"
+                f"    ALTER TABLE {i(table)} ALTER COLUMN {i(model.column)} DROP NOT NULL;\n"
+                f"    EXECUTE $view${view_create}$view$;\n    {registry_back}\nEND\n$switch$;\n\n"
+                + _REBIND.format(create=_unbound(previous).rstrip("\n") + ";\n"))
+    up_path, down_path = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
     up_path.write_text(up)
     down_path.write_text(down)
     return up_path, down_path

@@ -18,7 +18,7 @@ from psycopg import sql
 from .display import Table
 from .errors import PgvkitError
 
-__all__ = ["REGISTRY", "ModelColumn", "Coverage", "models", "coverage", "column_slug", "declared_dimension",
+__all__ = ["REGISTRY", "ModelColumn", "Coverage", "models", "searched_beside", "coverage", "column_slug", "declared_dimension",
            "expected_columns", "REGISTRY_DDL", "STATES"]
 
 REGISTRY = "pgvkit.embedding_models"
@@ -75,6 +75,12 @@ def models(conn, table: str = "ip_asset_embeddings") -> list[ModelColumn]:
             return [ModelColumn(*r) for r in rows]
     dims = declared_dimension(conn, table)
     return [ModelColumn("embedding", "(not recorded)", dims)] if dims else []
+
+
+def searched_beside(found: list[ModelColumn]) -> list[ModelColumn]:
+    """The columns search_assets answers beside `embedding` (a model being filled, or one switched
+    away from and not yet dropped), in the order its body tests them: by column name."""
+    return sorted((m for m in found if m.column != "embedding"), key=lambda m: m.column)
 
 
 def column_slug(model: str) -> str:

@@ -76,6 +76,15 @@ class Statement:
         )
 
     @property
+    def validates(self) -> bool:
+        """ALTER TABLE ... VALIDATE CONSTRAINT: it scans the table under a lock that lets reads and
+        writes go on, unless a statement before it in the same transaction took ACCESS EXCLUSIVE
+        (ADD CONSTRAINT ... NOT VALID does): it belongs in a no-transaction file."""
+        n = self.node
+        return isinstance(n, ast.AlterTableStmt) and any(
+            getattr(c, "subtype", None) == enums.AlterTableType.AT_ValidateConstraint for c in n.cmds or ())
+
+    @property
     def locks_readers(self) -> bool:
         """True for statements that take an ACCESS EXCLUSIVE lock on a table or index (DROP,
         ALTER TABLE, TRUNCATE, REINDEX, CLUSTER, VACUUM FULL): a hot standby replays it as a lock
@@ -195,7 +204,7 @@ def parse_sql(text: str, path: Path | str = "<sql>") -> SQLFile:
             )
         if not transactional:
             _check_repeatable(path, st)
-    if not transactional and not any(st.needs_autocommit for st in statements):
+    if not transactional and not any(st.needs_autocommit or st.validates for st in statements):
         raise MigrationFileError(path, "is marked -- pgvkit:no-transaction but nothing in it needs that; "
                                        "remove the directive so the file runs in one transaction, all or nothing")
     return SQLFile(path, text, checksum(text), directives, tuple(statements))

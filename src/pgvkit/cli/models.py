@@ -7,9 +7,11 @@ from .base import Command, print_json
 
 
 def _model_arguments(p) -> None:
-    p.add_argument("action", choices=["add", "backfill", "list"],
+    p.add_argument("action", choices=["add", "backfill", "index", "switch", "list"],
                    help="add: write the migration that adds a column for a new model (search_assets serves both); "
                         "backfill: fill its column from a file keyed by asset_id or id, resumable; "
+                        "index: write the migration that builds its HNSW index concurrently; "
+                        "switch: write the migration that makes it the table's embedding (the old one kept beside); "
                         "list: the table's embedding columns, their models and how many rows have one")
     p.add_argument("model", nargs="?", metavar="MODEL", help="with add: the new model's name, e.g. clip-vit-L/14@v2")
     p.add_argument("--dimensions", type=int, metavar="D", help="with add: the new model's dimension, e.g. 1024")
@@ -37,6 +39,8 @@ def model(args, ctx) -> int:
         return _list(ctx)
     if args.action == "backfill":
         return _backfill(args, ctx)
+    if args.action in ("index", "switch"):
+        return _write(args, ctx)
     if not args.model or not args.dimensions:
         raise PgvkitError("pgvkit model add takes the model's name and its dimension, e.g. "
                           "pgvkit model add clip-vit-L/14@v2 --dimensions 1024")
@@ -49,6 +53,21 @@ def model(args, ctx) -> int:
         return 0
     ctx.echo(f"written: {up}\nwritten: {down}")
     ctx.echo("next: pgvkit plan, then pgvkit migrate (search_assets then answers queries of both dimensions)")
+    return 0
+
+
+def _write(args, ctx) -> int:
+    from ..model_change import write_index, write_switch
+
+    if not args.model:
+        raise PgvkitError(f"pgvkit model {args.action} takes the model (or its column), e.g. "
+                          f"pgvkit model {args.action} clip-vit-L/14@v2")
+    write = write_index if args.action == "index" else write_switch
+    up, down = write(ctx.target.url, args.model, ctx.migrations_dir)
+    if ctx.as_json:
+        print_json({"written": [str(up), str(down)]})
+        return 0
+    ctx.echo(f"written: {up}\nwritten: {down}\nnext: pgvkit plan, then pgvkit migrate")
     return 0
 
 

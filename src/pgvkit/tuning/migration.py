@@ -147,9 +147,9 @@ def _swap(conn, create: str, schema: str, name: str, temp: str, between: str = "
 def _other_models(conn, table: str) -> list:
     """The second models' columns search_assets serves beside embedding (pgvkit model add): a
     change of index kind keeps their searches."""
-    from ..models import models
+    from ..models import models, searched_beside
 
-    return [m for m in models(conn, table) if m.column != "embedding" and m.state != "retired"]
+    return searched_beside(models(conn, table))
 
 
 def _function_now(conn) -> str:
