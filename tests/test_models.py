@@ -374,3 +374,24 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
         back = run_cli("rollback", "--to", str(to), "--yes", "--confirm-database", name, *where, timeout=300)
         assert back.returncode == 0, back.stderr
         assert schema(url) == states[to], to
+
+    # switched again, the old model is retired: only with its name typed back, and after the window
+    assert run_cli("migrate", *where, timeout=300).returncode == 0
+    assert schema(url) == states[6]
+    for refused, words in ((["--window-days", "0"], "--confirm-model 'current'"),
+                           (["--confirm-model", "current"], "inside the 7-day rollback window")):
+        proc = run_cli("model", "retire", "current", *refused, *where)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    retired = run_cli("model", "retire", "current", "--confirm-model", "current", "--window-days", "0", *where)
+    assert retired.returncode == 0, retired.stderr
+    assert run_cli("migrate", *where, timeout=300).returncode == 0
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('idx_embedding_current_cosine'), (SELECT count(*) FROM pg_attribute"
+                            " WHERE attrelid = 'ip_asset_embeddings'::regclass AND attname = 'embedding_current'"
+                            " AND NOT attisdropped)").fetchone() == (None, 0)
+    assert len(searched(url, NEW[-1])) == 10
+    with pytest.raises(psycopg.errors.DataException, match="different vector dimensions"):
+        searched(url, real_embeddings()[-1])  # the old model's queries have nowhere to go
+    assert all(c.status != "fail" for c in verify(url, migrations_dir=migrations).checks)
+    back = run_cli("rollback", "--to", "6", "--yes", "--confirm-database", name, *where)
+    assert back.returncode == 2 and "restore the backup taken before it" in back.stderr, back.stderr

@@ -14,6 +14,10 @@ a NOT NULL check is validated beside the application (no long lock), one transac
 columns and their indexes (the old one becomes embedding_<old model>, still answering queries of
 its dimension through search_assets for application versions not yet moved), re-creates
 similar_assets on the new column and records the change. Its down file swaps them back.
+
+`write_retire()`: NNN_model_retire_<model>.sql drops a switched-away model's column, index and
+record once the rollback window has passed, with its name typed back; its down file refuses
+(the vectors are gone: a backup restores them).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from .kinds import KINDS, function_sql
 from .migrations import default_migrations_dir, read_migrations
 from .models import REGISTRY_DDL, ModelColumn, column_slug, declared_dimension, models, searched_beside
 
-__all__ = ["write_add", "write_index", "write_switch", "MAX_INDEX_DIMS"]
+__all__ = ["write_add", "write_index", "write_switch", "write_retire", "MAX_INDEX_DIMS"]
 
 MAX_INDEX_DIMS = {"vector": 2_000, "halfvec": 4_000}  # what pgvector's HNSW and IVFFlat index at most
 
@@ -294,6 +298,59 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
                 f"    ALTER TABLE {i(table)} ALTER COLUMN {i(model.column)} DROP NOT NULL;\n"
                 f"    EXECUTE $view${view_create}$view$;\n    {registry_back}\nEND\n$switch$;\n\n"
                 + _REBIND.format(create=_unbound(previous).rstrip("\n") + ";\n"))
+    up_path, down_path = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
+    up_path.write_text(up)
+    down_path.write_text(down)
+    return up_path, down_path
+
+
+def write_retire(url: str, name: str, migrations_dir: str | Path | None = None, *, confirm: str | None = None,
+                 window_days: float = 7.0, table: str = "ip_asset_embeddings") -> tuple[Path, Path]:
+    """NNN_model_retire_<model>.sql (see the module's doc): refused unless the model was switched
+    away from at least `window_days` ago and its name is typed back as `confirm`."""
+    from datetime import timedelta
+
+    from .indexes import vector_indexes
+
+    directory = Path(migrations_dir or default_migrations_dir())
+    with connect(url) as conn:
+        found = [m for m in models(conn, table) if name in (m.column, m.model) and m.state == "retired"]
+        if not found:
+            raise PgvkitError(f"no model {name!r} switched away from on {table} (pgvkit model list): only a model the "
+                              "table no longer serves can be retired")
+        old = found[0]
+        if confirm != old.model:
+            raise PgvkitError(f"retiring drops {old.column} and every {old.model} embedding in it; type the model's name "
+                              f"back to go ahead: --confirm-model {old.model!r}")
+        switched = [r for r in history.applied(conn).values() if r.name.startswith("model_switch_")
+                    and r.status == "applied"]
+        since = datetime.now(timezone.utc) - max(r.applied_at for r in switched) if switched else None
+        if since is not None and since < timedelta(days=window_days):
+            raise PgvkitError(f"the switch was applied {since.total_seconds() / 86400:.1f} days ago, inside the "
+                              f"{window_days:g}-day rollback window: until it passes, pgvkit rollback can still bring "
+                              f"{old.model} back; wait, or pass --window-days 0 to retire it now")
+        served = models(conn, table)
+        live = search_index(conn, table)
+        live_kind = live.kind if live else KINDS["vector"]
+        _, ident = _serving_body(conn, table, live_kind, served[0].dimensions, searched_beside(served))
+        after = function_sql(conn, live_kind, served[0].dimensions, {}, ident,
+                             searched_beside([m for m in served if m.column != old.column]))
+        drops = "".join(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(
+            sql.Identifier(i.schema, i.name)).as_string(conn) for i in vector_indexes(conn, table, old.column))
+        column = sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {};\n").format(
+            sql.Identifier(table), sql.Identifier(old.column)).as_string(conn)
+        record = (f"DO $record$ BEGIN DELETE FROM pgvkit.embedding_models WHERE table_name = "
+                  f"{sql.Literal(table).as_string(conn)} AND column_name = {sql.Literal(old.column).as_string(conn)};"
+                  " END $record$;\n")
+        version = _version(directory, conn)
+    stem = f"{version:03d}_model_retire_{old.column.removeprefix('embedding_')}"[:63]
+    up = ("-- pgvkit:no-transaction\n"
+          f"-- {stem}: {old.model}'s column {old.column} goes, with its index and record; search_assets no longer\n"
+          f"-- answers queries of {old.dimensions} dimensions. Irreversible but by a backup (pgvkit migrate --backup).\n\n"
+          + _REBIND.format(create=after) + drops + column + record)
+    down = (f"-- {stem} dropped {old.column} and its vectors: no down file can bring them back.\n"
+            f"DO $$ BEGIN RAISE EXCEPTION '{stem} dropped {old.column} and its {old.model} embeddings: restore the "
+            "backup taken before it (pgvkit restore FILE --yes)'; END $$;\n")
     up_path, down_path = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
     up_path.write_text(up)
     down_path.write_text(down)

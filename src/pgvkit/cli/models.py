@@ -7,11 +7,12 @@ from .base import Command, print_json
 
 
 def _model_arguments(p) -> None:
-    p.add_argument("action", choices=["add", "backfill", "index", "switch", "list"],
+    p.add_argument("action", choices=["add", "backfill", "index", "switch", "retire", "list"],
                    help="add: write the migration that adds a column for a new model (search_assets serves both); "
                         "backfill: fill its column from a file keyed by asset_id or id, resumable; "
                         "index: write the migration that builds its HNSW index concurrently; "
                         "switch: write the migration that makes it the table's embedding (the old one kept beside); "
+                        "retire: write the migration that drops a switched-away model's column (after the window); "
                         "list: the table's embedding columns, their models and how many rows have one")
     p.add_argument("model", nargs="?", metavar="MODEL", help="with add: the new model's name, e.g. clip-vit-L/14@v2")
     p.add_argument("--dimensions", type=int, metavar="D", help="with add: the new model's dimension, e.g. 1024")
@@ -32,6 +33,9 @@ def _model_arguments(p) -> None:
     p.add_argument("--restart", action="store_true",
                    help="with backfill: start over from this file although a backfill from another stopped part-way")
     p.add_argument("--no-vacuum", action="store_true", help="with backfill: skip the VACUUM (ANALYZE) at the end")
+    p.add_argument("--confirm-model", metavar="NAME", help="with retire: the retired model's name, typed back")
+    p.add_argument("--window-days", type=float, default=7.0, metavar="DAYS",
+                   help="with retire: how long after the switch it may be dropped (default 7; 0: now)")
 
 
 def model(args, ctx) -> int:
@@ -39,7 +43,7 @@ def model(args, ctx) -> int:
         return _list(ctx)
     if args.action == "backfill":
         return _backfill(args, ctx)
-    if args.action in ("index", "switch"):
+    if args.action in ("index", "switch", "retire"):
         return _write(args, ctx)
     if not args.model or not args.dimensions:
         raise PgvkitError("pgvkit model add takes the model's name and its dimension, e.g. "
@@ -57,13 +61,17 @@ def model(args, ctx) -> int:
 
 
 def _write(args, ctx) -> int:
-    from ..model_change import write_index, write_switch
+    from ..model_change import write_index, write_retire, write_switch
 
     if not args.model:
         raise PgvkitError(f"pgvkit model {args.action} takes the model (or its column), e.g. "
                           f"pgvkit model {args.action} clip-vit-L/14@v2")
-    write = write_index if args.action == "index" else write_switch
-    up, down = write(ctx.target.url, args.model, ctx.migrations_dir)
+    if args.action == "retire":
+        up, down = write_retire(ctx.target.url, args.model, ctx.migrations_dir, confirm=args.confirm_model,
+                                window_days=args.window_days)
+    else:
+        write = write_index if args.action == "index" else write_switch
+        up, down = write(ctx.target.url, args.model, ctx.migrations_dir)
     if ctx.as_json:
         print_json({"written": [str(up), str(down)]})
         return 0
