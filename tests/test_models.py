@@ -240,11 +240,15 @@ def test_a_backfill_killed_half_way_resumes_and_ends_as_an_uninterrupted_one_wou
         done = conn.execute("SELECT count(embedding_clip_vit_l_14_v2) FROM ip_asset_embeddings").fetchone()[0]
         stopped = conn.execute("SELECT next_id, finished_at FROM pgvkit.backfills").fetchone()
     assert half <= done < 3000 and stopped[1] is None, (done, stopped)
+    [check] = [c for c in verify(url).checks if c.name == "embedding models"]
+    assert check.status == "warn" and f"{3000 - done:,} rows have no {CLIP} embedding yet" in check.why
 
     resumed = run_cli("model", "backfill", CLIP, "--from", str(source), "--database-url", url, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming the backfill of embedding_clip_vit_l_14_v2 at id {stopped[0]:,}" in resumed.stdout
     assert "every row has one" in resumed.stdout
+    [check] = [c for c in verify(url).checks if c.name == "embedding models"]
+    assert check.status == "pass" and f"{CLIP} in embedding_clip_vit_l_14_v2 (backfilling): 3,000 of 3,000" in check.detail
     rows = filled(url)
     assert len(rows) == 3000
     assert all(v is not None and np.allclose(v.to_numpy(), wanted[a]) for a, v in rows.values())

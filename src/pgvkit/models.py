@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from .checks import Check
 from .display import Table
 from .errors import PgvkitError
 
-__all__ = ["REGISTRY", "ModelColumn", "Coverage", "models", "searched_beside", "coverage", "column_slug", "declared_dimension",
+__all__ = ["REGISTRY", "ModelColumn", "Coverage", "models", "searched_beside", "coverage", "check_models", "column_slug", "declared_dimension",
            "expected_columns", "REGISTRY_DDL", "STATES"]
 
 REGISTRY = "pgvkit.embedding_models"
@@ -142,3 +143,21 @@ def coverage(conn, table: str = "ip_asset_embeddings") -> Coverage:
         sql.SQL(", ").join(sql.SQL("count({})").format(sql.Identifier(m.column)) for m in found),
         sql.Identifier(table))).fetchone()
     return Coverage(table, [(m, have, counts[0]) for m, have in zip(found, counts[1:])])
+
+
+def check_models(conn, table: str = "ip_asset_embeddings") -> Check | None:
+    """During a model change: each recorded column's coverage and what comes next (None when the
+    table has one model)."""
+    found = coverage(conn, table).found
+    if len(found) < 2:
+        return None
+    said = "; ".join(f"{m.model} in {m.column} ({m.state}): {have:,} of {total:,} rows" for m, have, total in found)
+    short = [(m, have, total) for m, have, total in found if m.state == "backfilling" and have < total]
+    if short:
+        m, have, total = short[0]
+        return Check("embedding models", "warn", said, f"{total - have:,} rows have no {m.model} embedding yet: their "
+                     "new-model searches cannot find them, and the switch is refused until they do",
+                     f"pgvkit model backfill {m.model} --from FILE")
+    nxt = ("pgvkit model index / switch" if any(m.state == "backfilling" for m, _, _ in found)
+           else "pgvkit model retire once the rollback window has passed")
+    return Check("embedding models", "pass", f"{said}; next: {nxt}")

@@ -14,7 +14,7 @@ from .db import connect
 from .errors import PgvkitError
 from .indexes import searched_index, vector_indexes
 from .kinds import kind_of
-from .models import expected_columns, models
+from .models import check_models, expected_columns, models
 from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
 from .planchecks import check_index_used, check_vector_indexes
 from .search import SIGNATURE, check_search_function, effective_settings
@@ -325,6 +325,7 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int | Non
                 report.checks.append(check_vector_indexes(conn, table, search_dimension(conn, table, dimension)))
             if ext.status != "fail" and schema[0].status == "pass":  # the health checks read the embedding column
                 report.checks += health_checks(conn, table, dimension) + [check_recall(conn, table)]
+                report.checks += [c for c in [check_models(conn, table)] if c]
         report.checks.append(check_tune_leftovers(conn))
     report.checks.append(check_history(url, migrations_dir))
     return report
