@@ -57,19 +57,25 @@ def pytest_configure(config):
         # a copy of the project's migrations: what the team applies between notebooks is written there
         copy = Path(tempfile.mkdtemp(prefix="pgvkit-nb-migrations-")) / "migrations"
         shutil.copytree(Path(__file__).parent / "migrations", copy)
-        os.environ["PGVKIT_MIGRATIONS"] = str(copy)
-        _session["notebooks"] = set()
+        _session["migrations"], _session["notebooks"] = str(copy), set()
 
 
 def pytest_runtest_setup(item):
-    """Before a notebook's first cell under --nbval: what the team does between notebooks, as
-    notebooks/regenerate.py does it (pgvkit.demo.before_notebook)."""
+    """Under --nbval: a notebook's kernel (started before its first cell) gets PGVKIT_MIGRATIONS,
+    the copy of the migrations the notebooks work with; the tests do not (they run the CLI in the
+    project, on its own migrations/). Before a notebook's first cell: what the team does between
+    notebooks, as notebooks/regenerate.py does it (pgvkit.demo.before_notebook)."""
     seen = _session.get("notebooks")
-    name = Path(str(getattr(item, "fspath", ""))).name
-    if seen is None or not name.endswith(".ipynb") or name in seen:
+    if seen is None:
         return
-    seen.add(name)
-    before_notebook(name, os.environ["DATABASE_URL"], os.environ["PGVKIT_MIGRATIONS"])
+    name = Path(str(getattr(item, "fspath", ""))).name
+    if not name.endswith(".ipynb"):
+        os.environ.pop("PGVKIT_MIGRATIONS", None)
+        return
+    os.environ["PGVKIT_MIGRATIONS"] = _session["migrations"]
+    if name not in seen:
+        seen.add(name)
+        before_notebook(name, os.environ["DATABASE_URL"], _session["migrations"])
 
 
 def pytest_unconfigure(config):

@@ -13,6 +13,8 @@ from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, psql_file, run_cli
 
+LIFTED, NEW = real_embeddings(), real_embeddings(dims=1024)  # the same texts, a "new model" of 1,024 dims
+OLD = LIFTED[:2000]
 HEALTH = ("ivfflat lists", "zero vectors", "null embeddings", "query plan", "search settings", "search function")
 
 
@@ -25,7 +27,7 @@ def another_tools_table(db_url, tmp_path):
         "USING ivfflat (embedding vector_cosine_ops) WITH (lists = 100)", "USING hnsw (embedding vector_cosine_ops)")
     (tmp_path / "theirs.sql").write_text(ddl)
     psql_file(db_url, tmp_path / "theirs.sql")
-    vectors = real_embeddings(dims=1024)[:3000]
+    vectors = NEW[:3000]
     with psycopg.connect(db_url) as conn:
         register_vector(conn)
         with conn.cursor().copy("COPY ip_asset_embeddings (asset_id, owner_id, embedding) FROM STDIN"
@@ -56,7 +58,6 @@ def test_verify_asked_for_another_dimension_names_both(another_tools_table):
     assert "embedding is vector(1024), expected vector(768)" in columns.detail
 
 
-OLD, NEW = real_embeddings()[:2000], real_embeddings(dims=1024)  # the same texts, a "new model" of 1,024 dims
 CLIP = "clip-vit-L/14@v2"
 
 
@@ -104,7 +105,7 @@ def test_a_second_model_is_added_searched_by_its_dimension_and_rolled_back_to_ex
     settings, the view and the columns as they were."""
     url, migrations = team
     before = schema(url)
-    old_query, new_query = real_embeddings()[-1], NEW[-1]  # a new image, by each model
+    old_query, new_query = LIFTED[-1], NEW[-1]  # a new image, by each model
     old_answer = searched(url, old_query)
     written = run_cli("model", "add", CLIP, "--dimensions", "1024", "--database-url", url, "--migrations",
                       str(migrations))
@@ -180,7 +181,7 @@ def test_a_tuning_migration_that_changes_the_index_kind_keeps_the_second_models_
     migrator.migrate()
     exact = np.argsort(-(NEW[:100] @ NEW[-1]), kind="stable")[:10] + 1
     assert searched(url, NEW[-1]) == exact.tolist()
-    assert len(searched(url, real_embeddings()[-1])) == 10  # the old model, through the halfvec index
+    assert len(searched(url, LIFTED[-1])) == 10  # the old model, through the halfvec index
     migrator.rollback(3, yes=True)
     assert schema(url) == before
 
@@ -195,7 +196,7 @@ def changing(migrated, tmp_path):
     from pgvkit.migrator import Migrator
     from pgvkit.model_change import write_add
 
-    load_team_rows(migrated, OLD[:3000] if len(OLD) >= 3000 else real_embeddings()[:3000])
+    load_team_rows(migrated, LIFTED[:3000])
     shutil.copytree(MIGRATIONS, tmp_path / "migrations")
     write_add(migrated, CLIP, 1024, tmp_path / "migrations")
     Migrator(migrated, tmp_path / "migrations", echo=lambda _: None, progress=False).migrate()
@@ -312,7 +313,7 @@ def test_a_backfill_beside_readers_of_both_models_and_writers_loses_and_doubles_
     url, source, wanted = changing
     with psycopg.connect(url) as conn:
         before = {r[0] for r in conn.execute("SELECT id FROM ip_asset_embeddings")}
-    with Searchers(url, real_embeddings()[-50:], readers=2) as old, \
+    with Searchers(url, LIFTED[-50:], readers=2) as old, \
             Searchers(url, NEW[-50:], readers=2, full=False) as new, Writers(url) as writers:
         done = run_cli("model", "backfill", CLIP, "--from", str(source), "--database-url", url,
                        "--batch-seconds", "0.02", timeout=300)
@@ -366,7 +367,7 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
         asset = conn.execute("SELECT asset_id FROM ip_asset_embeddings ORDER BY id LIMIT 1").fetchone()[0]
         similar = conn.execute("SELECT count(*) FROM similar_assets WHERE source_asset_id = %s", [asset]).fetchone()
         assert similar[0] >= 10
-    assert len(searched(url, real_embeddings()[-1])) == 10  # an old application version's query: still answered
+    assert len(searched(url, LIFTED[-1])) == 10  # an old application version's query: still answered
     assert len(searched(url, NEW[-1])) == 10
     audit = run_cli("recall", "--json", "--sample", "200", "--database-url", url, timeout=300)
     assert audit.returncode in (0, 1), audit.stderr
@@ -395,7 +396,7 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
                             " AND NOT attisdropped)").fetchone() == (None, 0)
     assert len(searched(url, NEW[-1])) == 10
     with pytest.raises(psycopg.errors.DataException, match="different vector dimensions"):
-        searched(url, real_embeddings()[-1])  # the old model's queries have nowhere to go
+        searched(url, LIFTED[-1])  # the old model's queries have nowhere to go
     assert all(c.status != "fail" for c in verify(url, migrations_dir=migrations).checks)
     back = run_cli("rollback", "--to", "6", "--yes", "--confirm-database", name, *where)
     assert back.returncode == 2 and "restore the backup taken before it" in back.stderr, back.stderr
