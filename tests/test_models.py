@@ -400,3 +400,54 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
     assert all(c.status != "fail" for c in verify(url, migrations_dir=migrations).checks)
     back = run_cli("rollback", "--to", "6", "--yes", "--confirm-database", name, *where)
     assert back.returncode == 2 and "restore the backup taken before it" in back.stderr, back.stderr
+
+
+def test_a_model_of_3072_dimensions_goes_into_a_halfvec_column_backfilled_from_an_npz(team):
+    """Above the 2,000 dimensions HNSW indexes of vector: --type halfvec, filled from numpy's
+    archive keyed by the table's ids, searched by a 3,072-d query."""
+    from pgvkit.backfill import backfill
+    from pgvkit.migrator import Migrator
+    from pgvkit.model_change import write_add
+
+    url, migrations = team
+    write_add(url, "text-embedding-3-large", 3072, migrations, kind="halfvec")
+    Migrator(url, migrations, echo=lambda _: None, progress=False).migrate()
+    with psycopg.connect(url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM ip_asset_embeddings ORDER BY id LIMIT 500")]
+    big = np.random.default_rng(3).standard_normal((500, 3072)).astype(np.float32)
+    np.savez(migrations.parent / "large.npz", ids=np.array(ids), embeddings=big)
+    done = backfill(url, "text-embedding-3-large", migrations.parent / "large.npz", progress=False, vacuum=False,
+                    echo=lambda _: None)
+    assert (done.filled, done.missing) == (500, 1500)
+    exact = np.array(ids)[np.argsort(-(big / np.linalg.norm(big, axis=1, keepdims=True)) @ big[7])][:10]
+    assert searched(url, big[7]) == exact.tolist()
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("a.jsonl", '{"asset_id": "x", "embedding": [1, 2]}\n{"embedding": [1, 2]}\n', "line 2: no asset_id"),
+    ("b.jsonl", '{"asset_id": "x", "vector": [1, 2]}\n', 'line 1: no "embedding"'),
+    ("c.csv", "asset_id,embedding\nx,\"[1,2,3]\"\n", "c.csv line 2"),
+    ("d.tsv", "key\tembedding\nx\t[1,2]\n", "no asset_id or id"),
+    ("e.txt", "[1,2]\n", "pass a .jsonl, .npz, .csv or .tsv"),
+])
+def test_a_keyed_file_that_cannot_be_used_is_named_with_its_line(tmp_path, name, text, words):
+    from pgvkit.keyed import read_keyed
+    from pgvkit.vectors import BadVector
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(BadVector, match=words.replace("(", r"\(").replace(".", r"\.")):
+        read_keyed(tmp_path / name, 2)
+
+
+def test_keyed_files_of_each_format_give_the_same_keys_and_vectors(tmp_path):
+    from pgvkit.keyed import read_keyed
+
+    keys, v = ["s3://a/1.jpg", "IMG_0001 (2).JPG"], np.array([[0.5, -1.0, 2.0], [1.0, 0.0, 0.25]], np.float32)
+    (tmp_path / "k.jsonl").write_text("".join(json.dumps({"asset_id": k, "embedding": x.tolist()}) + "\n"
+                                              for k, x in zip(keys, v)))
+    (tmp_path / "k.csv").write_text("asset_id,embedding\n" + "".join(f'"{k}","[{",".join(map(str, x))}]"\n'
+                                                                      for k, x in zip(keys, v)))
+    np.savez(tmp_path / "k.npz", asset_ids=np.array(keys), embeddings=v)
+    for name in ("k.jsonl", "k.csv", "k.npz"):
+        key, got_keys, got = read_keyed(tmp_path / name, 3)
+        assert (key, got_keys) == ("asset_id", keys) and np.array_equal(got, v), name

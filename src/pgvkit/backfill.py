@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
@@ -100,8 +101,9 @@ def _stage(conn, staging: sql.Identifier, model: ModelColumn, key: str, keys: li
         staging, sql.SQL("bigint" if key == "id" else "text"), sql.SQL(model.type_name)))
     with conn.cursor().copy(sql.SQL("COPY {} (key, embedding) FROM STDIN WITH (FORMAT BINARY)").format(staging)) as cp:
         cp.set_types(["int8" if key == "id" else "text", model.kind])
+        wrap = HalfVector if model.kind == "halfvec" else (lambda v: v)  # numpy arrays dump as vector only
         for k, i in last.items():
-            cp.write_row([k, vectors[i]])
+            cp.write_row([k, wrap(vectors[i])])
     conn.execute(sql.SQL("ANALYZE {}").format(staging))
     return len(last)
 

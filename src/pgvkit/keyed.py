@@ -59,7 +59,7 @@ def _npz(path: Path, dim: int):
         if "embeddings" not in names:
             raise BadVector(f"{path.name}: no embeddings array (has {', '.join(names)}); save it as "
                             "np.savez(path, asset_ids=..., embeddings=...)")
-        key = _key_of(names, path, "")
+        key = _key_of([n.removesuffix("s") if n in ("asset_ids", "ids") else n for n in names], path, "")
         keys, vectors = archive[key + "s"] if key + "s" in names else archive[key], archive["embeddings"]
     return key, keys.tolist(), as_vectors(vectors, dim, what=path.name)
 
