@@ -356,6 +356,16 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
         report = verify(url, migrations_dir=migrations)
         assert report.exit_code == 0 or all(c.status != "fail" for c in report.checks), str(report)
         states[version] = schema(url)
+        if step == "index":  # before the switch, the new model audited on its own column, fresh queries too
+            np.save(tmp_path / "fresh.npy", NEW[-200:])
+            before = run_cli("recall", "--json", "--model", CLIP, "--sample", "200", "--query-file",
+                             str(tmp_path / "fresh.npy"), "--database-url", url, timeout=300)
+            assert before.returncode in (0, 1), before.stderr
+            measured = json.loads(before.stdout)
+            assert measured["table"] == "ip_asset_embeddings.embedding_clip_vit_l_14_v2" and measured["rows"] == 3000
+            assert all("idx_embedding_clip_vit_l_14_v2_cosine" in v["plan"] for v in measured["shapes"].values())
+            assert min(v["recall"] for v in measured["shapes"].values()) > 0.9, measured["shapes"]
+            states[version] = schema(url)  # (the audit is recorded, not part of the schema)
 
     with psycopg.connect(url) as conn:
         register_vector(conn)

@@ -103,11 +103,11 @@ def live_vector_index(conn, table: str, opclass: str = "vector_cosine_ops") -> V
     return live[0] if live else None
 
 
-def searched_index(conn, table: str, opclass: str | None = None) -> VectorIndex | None:
+def searched_index(conn, table: str, opclass: str | None = None, *, column: str = "embedding") -> VectorIndex | None:
     """The first valid index cosine searches can use (of `opclass`; by default of any kind,
     vector first: a halfvec or binary one once search_assets searches it), without refusing
-    when there are two."""
-    return next((i for i in vector_indexes(conn, table)
+    when there are two. `column`: a second model's (its halfvec_cosine_ops index counts)."""
+    return next((i for i in vector_indexes(conn, table, column)
                  if (i.opclass == opclass if opclass else i.opclass in COSINE) and i.valid), None)
 
 

@@ -102,15 +102,18 @@ class Audit(Table):
 
 def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: int = 1000, queries=None,
           target: float = 0.95, seed: int = 0, statement_timeout: str = "30min", record: bool = True,
-          progress: bool = True, echo: Echo | None = None) -> Audit:
+          progress: bool = True, echo: Echo | None = None, column: str = "embedding") -> Audit:
     """Measure the live index: the similar-assets shape on `sample` rows, the new-vector shape on
-    `queries` (vectors not in the table) when given; exact truth streamed from the table."""
+    `queries` (vectors not in the table) when given; exact truth streamed from the table.
+    `column`: a second model's column during a model change (pgvkit model add): its rows that have
+    an embedding, searched through search_assets by their dimension, recorded as table.column."""
     echo = echo or echo_to()
     if k < 1 or sample < 1 or not 0 < target <= 1:
         raise PgvkitError("--k and --sample must be positive and --target between 0 and 1, e.g. --k 10 --sample 1000")
     with connect(url, application_name="pgvkit recall") as conn:  # a fresh session: the application's settings
         register_vector(conn)
-        dims, rows = _table_facts(conn, table)
+        dims, rows, nonzero = _table_facts(conn, table, column)
+        col = sql.Identifier(column)
         if rows == 0:
             raise PgvkitError(f"{table} has no rows with a non-zero embedding, so there is nothing to measure; "
                               "load data first (pgvkit load --from FILE)")
@@ -121,20 +124,21 @@ def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: 
         with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(statement_timeout)))
-            live = searched_index(conn, table)
+            live = searched_index(conn, table, column=column)
             settings = search.effective_settings(conn, SETTINGS, table)
             conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
             own_ids, own = read_vectors(conn, sql.SQL(
-                "SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0 ORDER BY random() LIMIT {}").format(
-                sql.Identifier(table), sql.Literal(sample)), dims)
-            result = Audit(conn.info.dbname, table, rows, k, target, live.definition if live else None, settings)
+                "SELECT id, {col}::vector FROM {} WHERE {nonzero} ORDER BY random() LIMIT {}").format(
+                sql.Identifier(table), sql.Literal(sample), col=col, nonzero=nonzero), dims)
+            named = table if column == "embedding" else f"{table}.{column}"
+            result = Audit(conn.info.dbname, named, rows, k, target, live.definition if live else None, settings)
             shapes = {"similar_assets": (own, own_ids)} | ({"new_vectors": (new, None)} if new is not None else {})
             found = {}
             for name, (q, exclude) in shapes.items():
                 echo(f"searching {len(q):,} {SHAPES[name]} through the index ...")
-                found[name] = _search(conn, table, q, exclude, k)
-            echo(f"exact neighbours: streaming {rows:,} rows of {table} ...")
-            truth = _exact(conn, table, dims, shapes, k, rows, progress)
+                found[name] = _search(conn, table, q, exclude, k, column)
+            echo(f"exact neighbours: streaming {rows:,} rows of {named} ...")
+            truth = _exact(conn, table, dims, shapes, k, rows, progress, column=column, nonzero=nonzero)
         for name, (ids, distances, latency, plan) in found.items():
             per_query = recall_at_k(truth[name], ids, distances)
             result.shapes[name] = ShapeResult(len(per_query), float(per_query.mean()),
@@ -145,19 +149,23 @@ def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: 
     return result
 
 
-def _table_facts(conn, table: str) -> tuple[int, int]:
+def _table_facts(conn, table: str, column: str = "embedding") -> tuple[int, int, sql.Composable]:
+    """The column's dimension, its rows with a non-zero vector, and the condition that says so."""
     from .inserts import column_dimension
 
     if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0] is None:
         raise PgvkitError(f"table {table} does not exist here; run pgvkit migrate first")
-    dims = column_dimension(conn, table)
-    rows = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE vector_norm(embedding) > 0").format(
-        sql.Identifier(table))).fetchone()[0]
+    dims = column_dimension(conn, table, column)
+    typed = conn.execute("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+                         " AND attname = %s", [sql.Identifier(table).as_string(conn), column]).fetchone()[0]
+    norm = "vector_norm" if typed == "vector" else "l2_norm"
+    nonzero = sql.SQL("{}({}) > 0").format(sql.SQL(norm), sql.Identifier(column))
+    rows = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), nonzero)).fetchone()[0]
     conn.commit()
-    return dims, rows
+    return dims, rows, nonzero
 
 
-def _search(conn, table: str, queries: np.ndarray, exclude: np.ndarray | None, k: int):
+def _search(conn, table: str, queries: np.ndarray, exclude: np.ndarray | None, k: int, column: str = "embedding"):
     """Each query as the application sends it (prepared, binary): through search_assets when the
     migrations made it (its bound settings apply; similar assets ask for k + 1 and drop the row
     itself), else as a direct ORDER BY. Returns ids, distances, latency in ms and the plan."""
@@ -171,8 +179,8 @@ def _search(conn, table: str, queries: np.ndarray, exclude: np.ndarray | None, k
                 f"through {search.FUNCTION} (its plan needs auto_explain, which this role cannot load)")
     else:
         where = sql.SQL("WHERE id <> %(self)s ") if exclude is not None else sql.SQL("")
-        query = sql.SQL("SELECT id, embedding <=> %(q)s FROM {} {}ORDER BY embedding <=> %(q)s LIMIT {}").format(
-            sql.Identifier(table), where, sql.Literal(k))
+        query = sql.SQL("SELECT id, {col} <=> %(q)s FROM {} {}ORDER BY {col} <=> %(q)s LIMIT {}").format(
+            sql.Identifier(table), where, sql.Literal(k), col=sql.Identifier(column))
         first = {"q": queries[0], "self": int(exclude[0])} if exclude is not None else {"q": queries[0]}
         index, _ = plan_index(conn, query, first)
         plan = f"index {index}" if index else "sequential scan: the planner uses no index, every search reads the table"
@@ -196,7 +204,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _exact(conn, table: str, dims: int, shapes: dict, k: int, rows: int, progress: bool,
-           where: sql.Composable | None = None) -> dict[str, GroundTruth]:
+           where: sql.Composable | None = None, column: str = "embedding",
+           nonzero: sql.Composable | None = None) -> dict[str, GroundTruth]:
     """The true k nearest rows of every query, over the table (the rows matching `where`)
     streamed a chunk at a time: each chunk's best candidates are merged into the running best k
     (memory ~ queries x chunk). Where fewer than k rows exist the missing places hold id -1 and
@@ -204,8 +213,10 @@ def _exact(conn, table: str, dims: int, shapes: dict, k: int, rows: int, progres
     best = {n: (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
             for n, (q, _) in shapes.items()}
     units = {n: _unit(q.astype(np.float32)) for n, (q, _) in shapes.items()}
-    query = sql.SQL("SELECT id, embedding FROM {} WHERE vector_norm(embedding) > 0{}").format(
-        sql.Identifier(table), sql.SQL(" AND ") + where if where is not None else sql.SQL(""))
+    nonzero = nonzero or sql.SQL("vector_norm({}) > 0").format(sql.Identifier(column))
+    query = sql.SQL("SELECT id, {}::vector FROM {} WHERE {}{}").format(
+        sql.Identifier(column), sql.Identifier(table), nonzero,
+        sql.SQL(" AND ") + where if where is not None else sql.SQL(""))
     with progress_bar(total=rows, unit="rows", desc="exact neighbours", enabled=progress, leave=False) as bar:
         for ids, vectors in stream_vectors(conn, query, dims):
             base = _unit(vectors)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..db import mask_url
+from ..db import connect, mask_url
+from ..errors import PgvkitError
 from .base import Command, print_json
 
 
@@ -48,6 +49,21 @@ def _recall_arguments(p) -> None:
                    help="new-vector queries, not in the table (.npy, .json or one [...] per line): e.g. a sample "
                         "of the application's logged query embeddings")
     p.add_argument("--seed", type=int, default=0, help="which rows the sample takes (default 0)")
+    p.add_argument("--model", metavar="NAME",
+                   help="during a model change: audit the second model's column (its name or the column's; "
+                        "pgvkit model list), with --query-file of its dimension")
+
+
+def _model_column(url: str, name: str | None) -> str:
+    if not name:
+        return "embedding"
+    from ..models import models
+
+    with connect(url) as conn:
+        found = [m.column for m in models(conn) if name in (m.model, m.column)]
+    if not found:
+        raise PgvkitError(f"no model {name!r} recorded for ip_asset_embeddings: pgvkit model list shows them")
+    return found[0]
 
 
 def recall(args, ctx) -> int:
@@ -55,9 +71,10 @@ def recall(args, ctx) -> int:
     from .inserts import vector_file
 
     url = ctx.target.url
-    queries = vector_file(args.query_file, url) if args.query_file else None
+    column = _model_column(url, getattr(args, "model", None))
+    queries = vector_file(args.query_file, url, column) if args.query_file else None
     options = {"k": args.k, "sample": args.sample, "queries": queries, "target": args.target, "seed": args.seed,
-               "progress": not ctx.as_json, "echo": ctx.echo}
+               "progress": not ctx.as_json, "echo": ctx.echo, "column": column}
     result = audit(url, **options)
     # where the application's searches run: each standby too, the same queries and sample
     standbys = [(mask_url(s), audit(s, record=False, **options)) for s in ctx.standbys]

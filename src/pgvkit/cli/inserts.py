@@ -7,18 +7,18 @@ from ..errors import PgvkitError
 from .base import Command, confirm_database_argument, guard, print_json
 
 
-def _column_dimension(url: str) -> int:
+def _column_dimension(url: str, column: str = "embedding") -> int:
     from ..inserts import column_dimension
 
     with connect(url) as conn:
-        return column_dimension(conn)
+        return column_dimension(conn, column=column)
 
 
-def vector_file(path: str, url: str):
+def vector_file(path: str, url: str, column: str = "embedding"):
     """The vectors of a .npy / .json / text file, checked against the column's vector(N)."""
     from ..vectors import read_vector_file
 
-    return read_vector_file(path, _column_dimension(url))
+    return read_vector_file(path, _column_dimension(url, column))
 
 
 def _embedding_argument(value: str | None, url: str):

@@ -220,7 +220,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         raise PgvkitError("--k must be positive, --sample at least 2 and --target-recall between 0 and 1")
     with connect(url, application_name="pgvkit confirm") as conn:
         register_vector(conn)
-        dims, rows = _table_facts(conn, table)
+        dims, rows, _ = _table_facts(conn, table)
         if not search.exists(conn):
             raise PgvkitError(f"no {search.SIGNATURE} here: confirm binds its settings to the function the application "
                               "searches through; run pgvkit migrate (002_search_assets adds it)")
