@@ -7,7 +7,7 @@ pgvkit CLI as a team runs it, with the application searching and writing through
 The old model: the real sentence embeddings lifted to 768 dimensions; the new model: the same
 texts lifted to 1,024 by another orthogonal map (its neighbours are the real ones). The old
 index is the seed's IVFFlat rebuilt on the data, probes 10. Then: model add -> migrate ->
-backfill (from a .jsonl keyed by asset_id) -> model index -> migrate -> switch -> migrate ->
+backfill (from an .npz keyed by asset_id) -> model index -> migrate -> switch -> migrate ->
 recall (fresh new-model queries, never in the table) -> confirm + migrate when below 0.95 ->
 recall -> retire -> migrate. Four readers call search_assets without pause: old-model queries
 until the switch, new-model ones from the moment the column exists (each reader alternates while
@@ -168,9 +168,7 @@ def main() -> None:
             conn.execute("REINDEX INDEX idx_embedding_cosine")  # the seed's IVFFlat, on its data
             conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = 10")
             conn.execute("VACUUM ANALYZE ip_asset_embeddings")
-        with (work / "clip.jsonl").open("w") as f:
-            for i in range(rows):
-                f.write(json.dumps({"asset_id": assets[i].decode(), "embedding": new[i].round(6).tolist()}) + "\n")
+        np.savez(work / "clip.npz", asset_ids=assets.astype(str), embeddings=new)  # the re-embedding job's output
         app = App(url, old, new)
         app.start_readers()
         app.stop.wait(20)  # the readers' latency before anything changes
@@ -178,7 +176,7 @@ def main() -> None:
         cli("migrate_add", "migrate", url=url, migrations=migrations, steps=steps)
         app.phase = "both"
         app.start_writers()
-        out = cli("backfill", "model", "backfill", CLIP, "--from", str(work / "clip.jsonl"), url=url,
+        out = cli("backfill", "model", "backfill", CLIP, "--from", str(work / "clip.npz"), url=url,
                   migrations=migrations, steps=steps)
         steps["backfill"]["said"] = out.strip().splitlines()[-1]
         app.phase = "indexing"

@@ -14,6 +14,8 @@ from matplotlib.colors import to_hex  # noqa: E402
 
 from pgvkit.figures import KIND_COLOURS  # noqa: E402
 from pgvkit.memory import Budget  # noqa: E402
+from pgvkit.model_plots import plot_change  # noqa: E402
+from pgvkit.models import Coverage, ModelColumn  # noqa: E402
 from pgvkit.recall import Audit, ShapeResult, plot_history, plot_recall  # noqa: E402
 from pgvkit.tuning.build import Config  # noqa: E402
 from pgvkit.tuning.plots import plot_builds, plot_kinds, plot_tradeoff  # noqa: E402
@@ -77,7 +79,14 @@ FIGURES = {
     "recall per search": lambda: plot_recall(audit()),
     "recall over time": lambda: plot_history(history(3)),
     "one audit over time": lambda: plot_history(history(1)),
+    "model change": lambda: plot_change(models(), {"old model": audit(), "new model\nbefore the switch": audit()}),
 }
+
+
+def models() -> Coverage:
+    return Coverage("ip_asset_embeddings", [(ModelColumn("embedding", "current", 768), 12_000, 12_000),
+                                            (ModelColumn("embedding_clip", "clip", 1024, state="backfilling"),
+                                             7_500, 12_000)])
 
 
 def problems(fig) -> list[str]:

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pgvector.psycopg import register_vector
 
 from pgvkit.demo import real_embeddings
@@ -138,6 +140,8 @@ def test_a_second_model_is_added_searched_by_its_dimension_and_rolled_back_to_ex
     assert rows["embedding_clip_vit_l_14_v2"]["rows with it"] == 600 and rows["embedding"]["rows with it"] == 2000
 
     name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    planned = run_cli("rollback", "--to", "3", "--database-url", url, "--migrations", str(migrations))
+    assert "ALTER TABLE ip_asset_embeddings DROP COLUMN embedding_clip_vit_l_14_v2 (and its data)" in planned.stdout
     back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database", name, "--database-url", url,
                    "--migrations", str(migrations))
     assert back.returncode == 0, back.stderr
@@ -385,6 +389,14 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
     assert "1024" not in str(measured.get("error", "")) and measured["rows"] == 3000
     print("recall of the new model after the switch:", {k: v["recall"] for k, v in measured["shapes"].items()})
 
+    with psycopg.connect(url, autocommit=True) as conn:  # a row the new application wrote, with the new model only
+        register_vector(conn)
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding) VALUES ('new.jpg', 'app', %s)",
+                     [NEW[-2]])
+        refused = run_cli("rollback", "--to", "5", "--yes", "--confirm-database", name, *where, timeout=300)
+        assert refused.returncode == 2 and "1 row(s) written since the switch have no current embedding" in refused.stderr
+        assert schema(url) == states[6]  # nothing changed
+        conn.execute("DELETE FROM ip_asset_embeddings WHERE asset_id = 'new.jpg'")
     for to in (5, 4):
         back = run_cli("rollback", "--to", str(to), "--yes", "--confirm-database", name, *where, timeout=300)
         assert back.returncode == 0, back.stderr
@@ -461,3 +473,35 @@ def test_keyed_files_of_each_format_give_the_same_keys_and_vectors(tmp_path):
     for name in ("k.jsonl", "k.csv", "k.npz"):
         key, got_keys, got = read_keyed(tmp_path / name, 3)
         assert (key, got_keys) == ("asset_id", keys) and np.array_equal(got, v), name
+
+
+@given(st.text(min_size=1, max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_every_model_name_gives_a_column_name_postgresql_takes_or_one_line_saying_why_not(name):
+    from pgvkit.errors import PgvkitError
+    from pgvkit.models import column_slug
+
+    try:
+        column = column_slug(name)
+    except PgvkitError as exc:
+        assert "--column" in str(exc) and not any(c.isascii() and c.isalnum() for c in name.lower())
+        return
+    assert column.startswith("embedding_") and len(column.encode()) <= 63
+    assert set(column) <= set("abcdefghijklmnopqrstuvwxyz0123456789_") and not column.endswith("_")
+
+
+def test_a_model_named_with_quotes_percent_and_dollars_is_recorded_as_written(team):
+    """Names the way teams write them reach the migration as data, never as SQL or quoting."""
+    from pgvkit.migrator import Migrator
+    from pgvkit.model_change import write_add
+
+    url, migrations = team
+    name = "bob's model 50% $$v2$$ (ünïcode)"
+    up, _ = write_add(url, name, 1024, migrations)
+    migrator = Migrator(url, migrations, echo=lambda _: None, progress=False)
+    migrator.migrate()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT model, column_name FROM pgvkit.embedding_models WHERE state = 'backfilling'"
+                            ).fetchone() == (name, "embedding_bob_s_model_50_v2_n_code")
+    assert searched(url, NEW[-1]) == []
+    migrator.rollback(3, yes=True)

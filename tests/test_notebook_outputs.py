@@ -126,3 +126,10 @@ def test_the_connection_cell_is_followed_by_what_to_do_if_it_fails(path):
     cells = nbformat.read(path, as_version=4).cells
     [i] = [i for i, c in enumerate(cells) if c.cell_type == "code" and "open_target(database_url)" in c.source]
     assert cells[i + 1].cell_type == "markdown" and cells[i + 1].source.startswith("> **If this fails:**")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_is_valid_nbformat_so_nbconvert_and_jupyter_open_it(path):
+    """A duplicated cell tag (two edits each adding nbval-ignore-output) made nbconvert refuse a
+    notebook that nbval and papermill still ran."""
+    nbformat.validate(nbformat.read(path, as_version=4))

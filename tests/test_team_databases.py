@@ -54,12 +54,15 @@ def facts(url: str) -> dict:
         }
 
 
-def test_every_notebook_runs_with_its_defaults_on_a_populated_team_table(migrated, tmp_path):
+def test_the_notebooks_run_with_their_defaults_on_a_populated_team_table(migrated, tmp_path):
     load_team_rows(migrated, TEAM_ROWS)
     before = facts(migrated)
     assert before["rows"] == TEAM_ROWS and before["owners"] > 100  # a few large owners, a long tail
 
-    texts = run_every_notebook(migrated, tmp_path / "home")
+    # every notebook that reads or writes the team's database (00 and 01 have nothing to do on a migrated one, 08
+    # works in a scratch database; pytest --nbval runs them all)
+    texts = run_every_notebook(migrated, tmp_path / "home", [n for n in NOTEBOOKS if n[:2] in ("02", "03", "04", "05",
+                                                                                             "06", "07")])
 
     after = facts(migrated)
     assert after == before  # the team's rows untouched, no scratch database or table left behind

@@ -25,7 +25,7 @@ from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
 __all__ = ["BIG_OWNERS", "SHARED_DATA", "real_embeddings", "team_owners", "team_asset_ids", "team_metadata",
-           "load_team_rows", "docker_init", "first_day", "new_images", "before_notebook"]
+           "load_team_rows", "docker_init", "first_day", "new_images", "before_notebook", "ModelChangeLab"]
 
 BIG_OWNERS = ["Acme Photo", "brand-studio/EU", "ops@jarvis.example"]  # most of the rows
 CAMERAS = ["Canon EOS R5", "iPhone 15 Pro", "DJI Mavic 3", None]
@@ -148,3 +148,42 @@ def before_notebook(name: str, url: str, migrations_dir: str | Path) -> str | No
         Migrator(url, migrations_dir, echo=silent, progress=False).migrate()
         return f"applied {up.name} ({chosen.point.config.label}, {chosen.point.search_param} = {chosen.point.search_value})"
     return None
+
+
+class ModelChangeLab:
+    """08_model_change's workbench: a scratch database holding the team's rows (real embeddings,
+    the seed's IVFFlat rebuilt on them, probes 10 bound to search_assets), a copy of the
+    migrations the change's files are written into, and the new model's embeddings of those rows
+    (the same texts lifted to `dims` by another orthogonal map) in a .jsonl keyed by asset_id.
+    New images of either model (never in the table) for the audits. `cleanup()` drops it all."""
+
+    def __init__(self, url: str, migrations_dir, *, rows: int = 3000, dims: int = 1024):
+        import json
+        import shutil
+        import tempfile
+
+        from .scratch import Scratch
+
+        self.lab = Scratch(url)
+        self.work = Path(tempfile.mkdtemp(prefix="pgvkit-model-change-"))
+        self.migrations = self.work / "migrations"
+        shutil.copytree(migrations_dir, self.migrations)
+        self.url = self.lab.database("model_change", migrations=self.migrations)
+        old, new = real_embeddings(), real_embeddings(dims=dims)
+        load_team_rows(self.url, old[:rows])
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("REINDEX INDEX idx_embedding_cosine")  # the old setup's IVFFlat, on its data
+            conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = 10")
+            assets = conn.execute("SELECT min(id), asset_id FROM ip_asset_embeddings GROUP BY asset_id").fetchall()
+        self.new_file = self.work / "new_model.jsonl"
+        with self.new_file.open("w") as f:
+            for i, asset in assets:  # row i holds text i - 1
+                f.write(json.dumps({"asset_id": asset, "embedding": new[i - 1].round(6).tolist()}) + "\n")
+        self.old_images, self.new_images = old[-200:], new[-200:]
+
+    def cleanup(self) -> None:
+        import shutil
+
+        self.lab.cleanup()
+        shutil.rmtree(self.work, ignore_errors=True)
+

@@ -183,7 +183,8 @@ def function_sql(conn, kind: Kind, dims: int, settings: dict[str, str],
         query = sql.SQL("query::halfvec({})").format(sql.Literal(m.dimensions)) if m.kind == "halfvec" else sql.SQL(
             "query")
         others += (f"    IF vector_dims(query) = {int(m.dimensions)} THEN\n"
-                   f"        -- model {m.model.replace(chr(10), ' ')} ({m.type_name} in {m.column}): the rows that have "
+                   f"        -- model {''.join(c if c.isprintable() and c != '$' else ' ' for c in m.model)} ({m.type_name} in "
+                   f"{m.column}): the rows that have "
                    "its embedding\n"
                    + routed("        ", kind=KINDS["vector"], dims=m.dimensions, column=m.column, query=query,
                             present=True)

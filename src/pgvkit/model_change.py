@@ -89,7 +89,11 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
         hint = " (store it as --type halfvec, which HNSW indexes up to 4,000)" if kind == "vector" else ""
         raise PgvkitError(f"--dimensions {dimensions}: a {kind} column can be indexed for search with 1 to "
                           f"{MAX_INDEX_DIMS[kind]:,} dimensions{hint}")
+    if not model.strip() or not model.isprintable():
+        raise PgvkitError(f"the model name {model!r} must be one line of printable text, e.g. clip-vit-L/14@v2")
     column = column or column_slug(model)
+    if not column.isprintable() or "$" in column:
+        raise PgvkitError(f"--column {column!r}: a column name of printable characters without $, e.g. embedding_v2")
     directory = Path(migrations_dir or default_migrations_dir())
     existing = read_migrations(directory)
     with connect(url) as conn:
@@ -293,7 +297,13 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
               + old_column + "\n" + _REBIND.format(create=after))
         down = (f"-- Undo {stem}: {old.model} is the embedding again, {model.model} back in {model.column}. Refused (and\n"
                 f"-- nothing changed) when rows written since the switch have no {old.model} embedding.\n\n"
-                "DO $switch$\nBEGIN\n" + "".join(f"    {r}\n" for r in back)
+                "DO $switch$\nBEGIN\n"
+                f"    IF EXISTS (SELECT FROM {i(table)} WHERE {i(old_column)} IS NULL) THEN\n"
+                "        RAISE EXCEPTION USING MESSAGE = format('%s row(s) written since the switch have no %s embedding "
+                "in %s: fill them (pgvkit model backfill %s --from FILE) or delete them, then roll back again', "
+                f"(SELECT count(*) FROM {i(table)} WHERE {i(old_column)} IS NULL), {lit(old.model)}, {lit(old_column)}, "
+                f"{lit(old.model)});\n    END IF;\n"
+                + "".join(f"    {r}\n" for r in back)
                 + f"    ALTER TABLE {i(table)} ALTER COLUMN embedding SET NOT NULL;\n"
                 f"    ALTER TABLE {i(table)} ALTER COLUMN {i(model.column)} DROP NOT NULL;\n"
                 f"    EXECUTE $view${view_create}$view$;\n    {registry_back}\nEND\n$switch$;\n\n"
@@ -343,14 +353,15 @@ def write_retire(url: str, name: str, migrations_dir: str | Path | None = None, 
                   f"{sql.Literal(table).as_string(conn)} AND column_name = {sql.Literal(old.column).as_string(conn)};"
                   " END $record$;\n")
         version = _version(directory, conn)
-    stem = f"{version:03d}_model_retire_{old.column.removeprefix('embedding_')}"[:63]
+        stem = f"{version:03d}_model_retire_{old.column.removeprefix('embedding_')}"[:63]
+        message = sql.Literal(f"{stem} dropped {old.column} and its {old.model} embeddings: restore the backup taken "
+                              "before it (pgvkit restore FILE --yes)").as_string(conn)
     up = ("-- pgvkit:no-transaction\n"
           f"-- {stem}: {old.model}'s column {old.column} goes, with its index and record; search_assets no longer\n"
           f"-- answers queries of {old.dimensions} dimensions. Irreversible but by a backup (pgvkit migrate --backup).\n\n"
           + _REBIND.format(create=after) + drops + column + record)
     down = (f"-- {stem} dropped {old.column} and its vectors: no down file can bring them back.\n"
-            f"DO $$ BEGIN RAISE EXCEPTION '{stem} dropped {old.column} and its {old.model} embeddings: restore the "
-            "backup taken before it (pgvkit restore FILE --yes)'; END $$;\n")
+            f"DO $$ BEGIN RAISE EXCEPTION USING MESSAGE = {message}; END $$;\n")
     up_path, down_path = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
     up_path.write_text(up)
     down_path.write_text(down)

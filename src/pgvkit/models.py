@@ -62,7 +62,12 @@ def declared_dimension(conn, table: str, column: str = "embedding") -> int | Non
 
 
 def _registry_exists(conn) -> bool:
-    return conn.execute("SELECT to_regclass('pgvkit.embedding_models')").fetchone()[0] is not None
+    """Whether the registry is there and this role may read it (to_regclass would raise for a
+    role without USAGE on schema pgvkit: the application's role, say)."""
+    row = conn.execute("SELECT has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')"
+                       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                       " WHERE n.nspname = 'pgvkit' AND c.relname = 'embedding_models'").fetchone()
+    return bool(row and row[0])
 
 
 def models(conn, table: str = "ip_asset_embeddings") -> list[ModelColumn]:

@@ -166,13 +166,24 @@ def check_down_files(targets: list[int], by_version: dict[int, Migration]) -> No
         )
 
 
+def _drops(st) -> list[str]:
+    """What a statement of a down file drops: the DROP itself, or each DROP COLUMN of an ALTER
+    TABLE (the column's data goes with it)."""
+    if st.kind == "DropStmt":
+        return [" ".join(st.sql.split())]
+    if isinstance(st.node, ast.AlterTableStmt):
+        return [f"ALTER TABLE {st.node.relation.relname} DROP COLUMN {c.name} (and its data)" for c in st.node.cmds or ()
+                if getattr(c, "subtype", None) == enums.AlterTableType.AT_DropColumn]
+    return []
+
+
 def rollback_steps(targets: list[int], by_version: dict[int, Migration]) -> list[dict]:
     """One step per down file, newest first, with what it drops."""
     check_down_files(targets, by_version)
     steps = []
     for v in targets:
         down = by_version[v].down
-        drops = [" ".join(st.sql.split()) for st in down.statements if st.kind == "DropStmt"]
+        drops = [d for st in down.statements for d in _drops(st)]
         steps.append({"version": by_version[v].label, "name": by_version[v].name,
                       "mode": "transaction" if down.transactional else "no-transaction (autocommit)",
                       "statements": len(down.statements), "action": "roll back",
