@@ -133,7 +133,7 @@ def cli(step: str, *args: str, url: str, migrations: Path, steps: dict, timeout:
     print(f"[{step}] exit {proc.returncode} in {steps[step]['wall_s']} s: pgvkit {' '.join(args)}", file=sys.stderr,
           flush=True)
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"{step} failed: {proc.stderr.strip()}")
+        raise SystemExit(f"{step} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]} {proc.stdout.strip()[-2000:]}")
     return proc.stdout
 
 

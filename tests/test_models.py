@@ -340,11 +340,14 @@ def test_a_backfill_beside_readers_of_both_models_and_writers_loses_and_doubles_
 
 
 def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stood_before_it(changing, tmp_path):
-    """The whole change by the CLI: after the switch the new model is the table's embedding
+    """The whole change by the CLI, with readers of both models searching while each migration
+    applies (none may fail): after the switch the new model is the table's embedding
     (similar_assets and direct queries on it, its index under the old name, recall measured by
     pgvkit recall), a query of the old model's dimension still answered from its moved column;
     rolling back the switch, then the index, restores function, settings, view and columns as
     they were before each, and verify passes at every step."""
+    from .conftest import Searchers
+
     url, source, wanted = changing
     migrations = next(p for p in tmp_path.iterdir() if p.name == "migrations")
     where = ["--database-url", url, "--migrations", str(migrations)]
@@ -355,8 +358,12 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
     for step, version in (("index", 5), ("switch", 6)):
         written = run_cli("model", step, CLIP, *where)
         assert written.returncode == 0, written.stderr
-        applied = run_cli("migrate", *where, timeout=300)
+        # readers of both models while it applies: the switch changes columns and search_assets in one transaction
+        with Searchers(url, LIFTED[-50:], readers=2) as old, Searchers(url, NEW[-50:], readers=2) as new:
+            applied = run_cli("migrate", *where, timeout=300)
         assert applied.returncode == 0, applied.stderr
+        assert old.failures == [] and new.failures == [], (step, old.failures[:3], new.failures[:3])
+        assert old.searches > 20 and new.searches > 20
         report = verify(url, migrations_dir=migrations)
         assert report.exit_code == 0 or all(c.status != "fail" for c in report.checks), str(report)
         states[version] = schema(url)
@@ -398,8 +405,10 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
         assert schema(url) == states[6]  # nothing changed
         conn.execute("DELETE FROM ip_asset_embeddings WHERE asset_id = 'new.jpg'")
     for to in (5, 4):
-        back = run_cli("rollback", "--to", str(to), "--yes", "--confirm-database", name, *where, timeout=300)
+        with Searchers(url, LIFTED[-50:], readers=2) as old, Searchers(url, NEW[-50:], readers=2) as new:
+            back = run_cli("rollback", "--to", str(to), "--yes", "--confirm-database", name, *where, timeout=300)
         assert back.returncode == 0, back.stderr
+        assert old.failures == [] and new.failures == [], (to, old.failures[:3], new.failures[:3])
         assert schema(url) == states[to], to
 
     # switched again, the old model is retired: only with its name typed back, and after the window

@@ -31,7 +31,7 @@ from . import history, search
 from .db import connect
 from .errors import PgvkitError
 from .indexes import search_index
-from .kinds import KINDS, function_sql
+from .kinds import FUNCTION_HEAD, KINDS, OWNER_ROUTE_DECLARE, function_sql
 from .migrations import default_migrations_dir, read_migrations
 from .models import REGISTRY_DDL, ModelColumn, column_slug, declared_dimension, models, searched_beside
 
@@ -39,6 +39,11 @@ __all__ = ["write_add", "write_index", "write_switch", "write_retire", "MAX_INDE
 
 MAX_INDEX_DIMS = {"vector": 2_000, "halfvec": 4_000}  # what pgvector's HNSW and IVFFlat index at most
 
+_REBIND_LOOP = """    FOREACH setting IN ARRAY coalesce(bound, '{}') LOOP
+        EXECUTE format('ALTER FUNCTION search_assets(vector, integer, text) SET %s = %L',
+                       split_part(setting, '=', 1), substr(setting, strpos(setting, '=') + 1));
+    END LOOP;
+"""
 _REBIND = """DO $migration$
 DECLARE
     bound text[] := (SELECT proconfig FROM pg_proc WHERE oid = 'search_assets(vector, integer, text)'::regprocedure);
@@ -47,13 +52,40 @@ BEGIN
     -- CREATE OR REPLACE resets the bound settings to its own SET clauses: bind the others back
     EXECUTE $create$
 {create}$create$;
-    FOREACH setting IN ARRAY coalesce(bound, '{{}}') LOOP
-        EXECUTE format('ALTER FUNCTION search_assets(vector, integer, text) SET %s = %L',
-                       split_part(setting, '=', 1), substr(setting, strpos(setting, '=') + 1));
-    END LOOP;
-END
+""" + _REBIND_LOOP.replace("{", "{{").replace("}", "}}") + """END
 $migration$;
 """
+
+
+def _switching_sql(conn, ident: sql.Composable, table: str) -> str:
+    """search_assets for the moments of a switch: each call first takes its lock on the table
+    (waiting for the switch's, if it is there), then looks up the column of its query's model in
+    pgvkit.embedding_models and searches it by dynamic SQL, so a call that waited searches the
+    columns as they are once the switch commits (a compiled static body would name a column the
+    switch just renamed). VOLATILE, so each statement takes a fresh snapshot (a STABLE function
+    reads with its caller's, from before the switch committed). Plain `<=>` order: a halfvec or binary index is not used for these
+    moments; the switch then writes the static body back."""
+    t = ident.as_string(conn)
+    cols = "SELECT e.id, e.asset_id, e.owner_id, e.%1$I <=> $1 AS distance FROM " + t + " AS e"
+    wrap = ("WITH nearest AS MATERIALIZED ({}) SELECT n.id, n.asset_id, n.owner_id, n.distance, 1 - n.distance "
+            "FROM nearest AS n ORDER BY n.distance")
+
+    def run(inner: str, args: str) -> str:
+        return "RETURN QUERY EXECUTE format(" + sql.Literal(wrap.format(inner)).as_string(conn) + f", col) USING {args};"
+
+    few = f"SELECT count(*) FROM (SELECT FROM {t} AS e WHERE e.owner_id = owner LIMIT few + 1) AS o"
+    head = FUNCTION_HEAD.replace("LANGUAGE plpgsql STABLE", "LANGUAGE plpgsql VOLATILE")  # a snapshot per statement
+    return (head + "AS $$\n#variable_conflict use_column\n" + OWNER_ROUTE_DECLARE + "    col text;\nBEGIN\n"
+            f"    PERFORM FROM {t} WHERE false;  -- the table's lock first: a switch in progress is waited for\n"
+            "    SELECT m.column_name INTO col FROM pgvkit.embedding_models AS m WHERE m.table_name = "
+            f"{sql.Literal(table).as_string(conn)} AND m.dimensions = vector_dims(query);\n"
+            "    IF owner IS NULL THEN\n        "
+            + run(cols + " WHERE e.%1$I IS NOT NULL ORDER BY e.%1$I <=> $1 LIMIT $2", "query, k") + "\n"
+            f"    ELSIF ({few}) <= few THEN\n        "
+            + run(cols + " WHERE e.owner_id = $3 AND e.%1$I IS NOT NULL ORDER BY (e.%1$I <=> $1) + 0 LIMIT $2",
+                  "query, k, owner") + "\n    ELSE\n        "
+            + run(cols + " WHERE e.owner_id || '' = $3 AND e.%1$I IS NOT NULL ORDER BY e.%1$I <=> $1 LIMIT $2",
+                  "query, k, owner") + "\n    END IF;\nEND;\n$$;\n")
 
 
 def _unbound(definition: str) -> str:
@@ -251,6 +283,7 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
         moved = ModelColumn(old_column, old.model, old.dimensions, old.kind, "retired", old.added_by)
         after = function_sql(conn, KINDS[new_index[0].kind.name], model.dimensions, {}, ident,
                              searched_beside(others + [moved]))
+        switching = _switching_sql(conn, ident, table)
         i = lambda n: sql.Identifier(n).as_string(conn)  # noqa: E731
         lit = lambda v: sql.Literal(v).as_string(conn)  # noqa: E731
         check = i(f"{model.column}_not_null"[:63])
@@ -284,30 +317,55 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
               f"THEN\n        ALTER TABLE {i(table)} ADD CONSTRAINT {check} CHECK ({i(model.column)} IS NOT NULL) NOT VALID;"
               f"\n    END IF;\nEND $check$;\n"
               f"ALTER TABLE {i(table)} VALIDATE CONSTRAINT {check};\n\n"
-              "-- the switch, in one transaction (a DO block is one statement)\n"
-              "DO $switch$\nBEGIN\n"
+              "-- for the moments of the switch: search_assets finds its column at each call\n"
+              + _REBIND.format(create=switching) + "\n"
+              "-- the switch, in one transaction (a DO block is one statement): the columns, the view and\n"
+              "-- search_assets change together, so no search sees one without the other\n"
+              "DO $switch$\nDECLARE\n"
+              "    bound text[] := (SELECT proconfig FROM pg_proc WHERE oid = "
+              "'search_assets(vector, integer, text)'::regprocedure);\n    setting text;\nBEGIN\n"
               f"    IF EXISTS (SELECT FROM pgvkit.embedding_models WHERE table_name = {lit(table)} AND column_name = "
               f"'embedding' AND model = {lit(model.model)}) THEN\n        RETURN;  -- switched already (a resumed run)\n"
               "    END IF;\n" + "".join(f"    {r}\n" for r in renames)
               + f"    ALTER TABLE {i(table)} ALTER COLUMN embedding SET NOT NULL;  -- the validated check: no scan\n"
               f"    ALTER TABLE {i(table)} DROP CONSTRAINT {check};\n"
               f"    ALTER TABLE {i(table)} ALTER COLUMN {i(old_column)} DROP NOT NULL;  -- new rows need no old embedding\n"
-              f"    EXECUTE $view${view_create}$view$;\n    {registry}"
-              + "\nEND\n$switch$;\n\n-- search_assets: the new model on embedding, the old one's queries on "
-              + old_column + "\n" + _REBIND.format(create=after))
-        down = (f"-- Undo {stem}: {old.model} is the embedding again, {model.model} back in {model.column}. Refused (and\n"
-                f"-- nothing changed) when rows written since the switch have no {old.model} embedding.\n\n"
-                "DO $switch$\nBEGIN\n"
-                f"    IF EXISTS (SELECT FROM {i(table)} WHERE {i(old_column)} IS NULL) THEN\n"
+              f"    EXECUTE $view${view_create}$view$;\n    {registry}\n"
+              f"    -- search_assets: the new model on embedding, the old one's queries on {old_column}, its settings kept\n"
+              f"    EXECUTE $create$\n{after}$create$;\n" + _REBIND_LOOP + "END\n$switch$;\n")
+        back_check = i(f"{old_column}_not_null"[:63])
+        switched = (f"EXISTS (SELECT FROM pgvkit.embedding_models WHERE table_name = {lit(table)} AND column_name = "
+                    f"'embedding' AND model = {lit(model.model)})")
+        down = ("-- pgvkit:no-transaction\n"
+                f"-- Undo {stem}: {old.model} is the embedding again, {model.model} back in {model.column}, as the\n"
+                "-- switch did it: a NOT NULL check validated beside the application, search_assets finding its column\n"
+                "-- at each call for the moments of the swap, then one transaction. Refused (nothing changed) when rows\n"
+                f"-- written since the switch have no {old.model} embedding.\n\n"
+                f"DO $refuse$ BEGIN\n    IF {switched} AND EXISTS (SELECT FROM {i(table)} WHERE {i(old_column)} IS NULL)"
+                " THEN\n"
                 "        RAISE EXCEPTION USING MESSAGE = format('%s row(s) written since the switch have no %s embedding "
                 "in %s: fill them (pgvkit model backfill %s --from FILE) or delete them, then roll back again', "
                 f"(SELECT count(*) FROM {i(table)} WHERE {i(old_column)} IS NULL), {lit(old.model)}, {lit(old_column)}, "
-                f"{lit(old.model)});\n    END IF;\n"
+                f"{lit(old.model)});\n    END IF;\nEND $refuse$;\n"
+                f"DO $check$ BEGIN\n    IF {switched} AND NOT EXISTS (SELECT FROM pg_constraint WHERE conname = "
+                f"{lit(back_check.strip(chr(34)))}) THEN\n        ALTER TABLE {i(table)} ADD CONSTRAINT {back_check} CHECK "
+                f"({i(old_column)} IS NOT NULL) NOT VALID;\n    END IF;\nEND $check$;\n"
+                f"DO $validate$ BEGIN\n    IF {switched} THEN\n        ALTER TABLE {i(table)} VALIDATE CONSTRAINT "
+                f"{back_check};\n    END IF;\nEND $validate$;\n"
+                "\n-- for the moments of the swap: search_assets finds its column at each call\n"
+                + _REBIND.format(create=switching) + "\n"
+                "DO $switch$\nDECLARE\n"
+                "    bound text[] := (SELECT proconfig FROM pg_proc WHERE oid = "
+                "'search_assets(vector, integer, text)'::regprocedure);\n    setting text;\nBEGIN\n"
+                f"    IF NOT {switched} THEN\n        RETURN;  -- swapped back already (a resumed run)\n    END IF;\n"
                 + "".join(f"    {r}\n" for r in back)
-                + f"    ALTER TABLE {i(table)} ALTER COLUMN embedding SET NOT NULL;\n"
+                + f"    ALTER TABLE {i(table)} ALTER COLUMN embedding SET NOT NULL;  -- the validated check: no scan\n"
+                f"    ALTER TABLE {i(table)} DROP CONSTRAINT {back_check};\n"
                 f"    ALTER TABLE {i(table)} ALTER COLUMN {i(model.column)} DROP NOT NULL;\n"
-                f"    EXECUTE $view${view_create}$view$;\n    {registry_back}\nEND\n$switch$;\n\n"
-                + _REBIND.format(create=_unbound(previous).rstrip("\n") + ";\n"))
+                f"    EXECUTE $view${view_create}$view$;\n    {registry_back}\n"
+                "    -- search_assets as it was before the switch, its settings kept\n"
+                f"    EXECUTE $create$\n{_unbound(previous).rstrip(chr(10))};\n$create$;\n" + _REBIND_LOOP
+                + "END\n$switch$;\n")
     up_path, down_path = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
     up_path.write_text(up)
     down_path.write_text(down)

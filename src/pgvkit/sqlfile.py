@@ -81,6 +81,8 @@ class Statement:
         writes go on, unless a statement before it in the same transaction took ACCESS EXCLUSIVE
         (ADD CONSTRAINT ... NOT VALID does): it belongs in a no-transaction file."""
         n = self.node
+        if isinstance(n, ast.DoStmt):  # a guarded one: IF ... THEN ALTER TABLE ... VALIDATE CONSTRAINT ...
+            return bool(re.search(r"\bVALIDATE\s+CONSTRAINT\b", self.sql, re.I))
         return isinstance(n, ast.AlterTableStmt) and any(
             getattr(c, "subtype", None) == enums.AlterTableType.AT_ValidateConstraint for c in n.cmds or ())
 
