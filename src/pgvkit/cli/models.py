@@ -61,7 +61,8 @@ def model(args, ctx) -> int:
 
 
 def _write(args, ctx) -> int:
-    from ..model_change import write_index, write_retire, write_switch
+    from ..model_change import write_index, write_retire
+    from ..model_switch import write_switch
 
     if not args.model:
         raise PgvkitError(f"pgvkit model {args.action} takes the model (or its column), e.g. "
