@@ -11,8 +11,9 @@ backfill (from an .npz keyed by asset_id) -> model index -> migrate -> switch ->
 recall (fresh new-model queries, never in the table) -> confirm + migrate when below 0.95 ->
 recall -> retire -> migrate. Four readers call search_assets without pause: old-model queries
 until the switch, new-model ones from the moment the column exists (each reader alternates while
-both are served); two writers insert rows (both embeddings, as the new application version
-does; the new one only after the switch) and delete others from the add on; they pause their
+both are served); two writers insert rows (the old model's embedding before the add, both
+embeddings as the new application version does while both are served, the new one only after the
+switch) and delete others throughout; they pause their
 inserts while the switch migration runs (the application's deploy: an insert names the columns
 the switch swaps). At the end: failed
 searches, rows lost or doubled, reader latency per phase (p95, and its ratio to the phase before
@@ -58,6 +59,7 @@ class App:
         self.latency: dict[str, list[float]] = {}
         self.inserted: set[int] = set()
         self.deleted: set[int] = set()
+        self.source: dict[str, int] = {}  # an inserted asset: which text's embeddings it has
         self.threads: list[threading.Thread] = []
 
     def start_readers(self, n: int = 4) -> None:
@@ -99,14 +101,17 @@ class App:
                     self.stop.wait(0.02)
                     continue
                 try:
-                    if self.phase == "after":
+                    if self.phase in ("before", "after"):  # the old application version; the new one after the switch
                         row = conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding) VALUES"
-                                           " (%s, 'app', %s) RETURNING id", [f"app-{w}-{i}", self.new[j]]).fetchone()
+                                           " (%s, 'app', %s) RETURNING id",
+                                           [f"app-{w}-{i}", (self.new if self.phase == "after" else self.old)[j]]
+                                           ).fetchone()
                     else:
                         row = conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding,"
                                            " embedding_clip_vit_l_14_v2) VALUES (%s, 'app', %s, %s) RETURNING id",
                                            [f"app-{w}-{i}", self.old[j], self.new[j]]).fetchone()
                     self.inserted.add(row[0])
+                    self.source[f"app-{w}-{i}"] = int(j)
                     if i % 3 == 0:
                         gone = conn.execute("DELETE FROM ip_asset_embeddings WHERE id = (SELECT id FROM"
                                             " ip_asset_embeddings WHERE owner_id <> 'app' AND id %% 2 = %s"
@@ -171,14 +176,21 @@ def main() -> None:
         np.savez(work / "clip.npz", asset_ids=assets.astype(str), embeddings=new)  # the re-embedding job's output
         app = App(url, old, new)
         app.start_readers()
+        app.start_writers()
         app.stop.wait(20)  # the readers' latency before anything changes
         cli("add", "model", "add", CLIP, "--dimensions", "1024", url=url, migrations=migrations, steps=steps)
         cli("migrate_add", "migrate", url=url, migrations=migrations, steps=steps)
         app.phase = "both"
-        app.start_writers()
         out = cli("backfill", "model", "backfill", CLIP, "--from", str(work / "clip.npz"), url=url,
                   migrations=migrations, steps=steps)
         steps["backfill"]["said"] = out.strip().splitlines()[-1]
+        with psycopg.connect(url) as conn:  # what the old application version inserted meanwhile: re-embedded too
+            late = [r[0] for r in conn.execute("SELECT asset_id FROM ip_asset_embeddings"
+                                               " WHERE embedding_clip_vit_l_14_v2 IS NULL")]
+        np.savez(work / "late.npz", asset_ids=np.array(late), embeddings=new[[app.source[a] for a in late]])
+        out = cli("backfill_late", "model", "backfill", CLIP, "--from", str(work / "late.npz"), url=url,
+                  migrations=migrations, steps=steps)
+        steps["backfill_late"].update(rows=len(late), said=out.strip().splitlines()[-1])
         app.phase = "indexing"
         cli("index", "model", "index", CLIP, url=url, migrations=migrations, steps=steps)
         cli("migrate_index", "migrate", url=url, migrations=migrations, steps=steps)

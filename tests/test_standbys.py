@@ -130,6 +130,36 @@ def test_recall_audits_the_standby_where_the_searches_run(pair):
     assert "not recorded" in direct.stdout and "a standby is read-only" in direct.stdout
 
 
+def test_watch_looks_at_the_primary_and_the_standby_and_records_each_on_the_primary(pair):
+    from pgvkit.standby import wait_for_replay
+
+    primary, standby, env = pair
+    assert run_cli("migrate", env=env).returncode == 0
+    with psycopg.connect(primary.url(), autocommit=True) as conn:
+        if conn.execute("SELECT count(*) FROM ip_asset_embeddings").fetchone()[0] == 0:
+            assert run_cli("load", "--rows", "2000", env=env, timeout=300).returncode == 0
+    wait_for_replay(primary.url(), [standby.url()], 60, progress=False, echo=lambda _: None)
+    assert run_cli("watch", "--sample", "0", env=env).returncode in (0, 2)  # the baseline of each server
+
+    for url, calls in ((primary.url(), 15), (standby.url(), 25)):  # the application searches both
+        with psycopg.connect(url, autocommit=True) as conn:
+            for i in range(calls):
+                conn.execute("SELECT * FROM search_assets((SELECT embedding FROM ip_asset_embeddings"
+                             " ORDER BY id OFFSET %s LIMIT 1))", [i]).fetchall()
+    watched = run_cli("watch", "--json", "--sample", "100", env=env, timeout=600)
+    assert watched.returncode in (0, 2) and "Traceback" not in watched.stderr, watched.stderr
+    on = {s["server"]: s for s in json.loads(watched.stdout)["servers"]}
+    replica = f"standby local:{standby.socket_port}"
+    assert set(on) == {"primary", replica} and on[replica]["standby"] is True
+    assert on["primary"]["searches"]["search_assets"]["calls"] == 15
+    assert on[replica]["searches"]["search_assets"]["calls"] == 25  # the standby's own statistics
+    assert on[replica]["recall"]["queries"] == {"similar_assets": 100} and on[replica]["recorded"] is True
+    assert on[replica]["dead_rows"] is None  # the primary's statistics hold them
+    with psycopg.connect(primary.url()) as conn:
+        recorded = dict(conn.execute("SELECT server, count(*) FROM pgvkit.watch_snapshots GROUP BY server"))
+    assert recorded == {"primary": 2, replica: 2}
+
+
 def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_path):
     """Four readers run search_assets on the standby without pause while the primary builds a
     new HNSW index concurrently, drops the old one and renames the new (pgvkit tune's swap);

@@ -21,6 +21,7 @@ from .explain import explain
 from .migrator import Migrator, objects_present
 from .sizing import ROWS_PER_LIST, hnsw_build_bytes, ivfflat_build_bytes, mb
 from .verify import Recreate, check_grants, check_invalid_indexes, check_tune_leftovers, schema_checks, search_dimension
+from .watch_history import latest_findings
 
 __all__ = [
     "Finding",
@@ -78,6 +79,7 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
             report.checks.append(_from_verify("invalid indexes", check_invalid_indexes(conn, table)))
             report.checks.append(_from_verify("application role", check_grants(conn, table)))
             report.checks += _locks(conn, table)
+            report.checks += latest_findings(conn, table)  # the newest pgvkit watch: slower searches, dead rows
         report.checks.append(check_tune_leftovers(conn))
     return report
 

@@ -64,7 +64,10 @@ class EmbeddedServer:
     """A PostgreSQL server whose data directory lives in ``home/pgdata``."""
 
     socket_port = SOCKET_PORT  # names the socket file (.s.PGSQL.<port>) when there is no TCP port
-    settings: tuple[str, ...] = ()  # server settings of this kind of server, written at every start
+    # server settings of this kind of server, written at every start: pgvkit watch sees what the
+    # application's searches cost (statements inside search_assets too, and its own calls)
+    settings: tuple[str, ...] = ("shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track = all",
+                                 "track_functions = pl")
 
     def __init__(
         self,
@@ -314,19 +317,18 @@ class EmbeddedServer:
             )
 
     def _bootstrap(self) -> None:
-        """Create the application database once, owned by the login role."""
+        """Create the application database once, owned by the login role, with pg_stat_statements
+        (loaded by `settings`) created in it for pgvkit watch."""
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(self.socket_url(database="postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone()
-            if not exists:
-                from psycopg import sql
-
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(self.database), sql.Identifier(self.user)
-                    )
-                )
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
+                return
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(self.database), sql.Identifier(self.user)))
+        with psycopg.connect(self.socket_url(database=self.database), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 def _random_password() -> str:

@@ -9,6 +9,8 @@ from datetime import datetime
 
 import psycopg
 
+from .watch_history import WATCH_DDL
+
 __all__ = ["HistoryRow", "ensure", "exists", "applied", "events", "record_event", "kit_schema_version", "KIT_SCHEMA",
            "SCHEMA"]
 
@@ -79,6 +81,7 @@ KIT_SCHEMA = [
             target           double precision NOT NULL,
             db_role          text             NOT NULL DEFAULT current_user
         );"""),
+    (4, "pgvkit.watch_snapshots: what pgvkit watch saw of production search, a row per server", WATCH_DDL),
 ]
 
 

@@ -17,7 +17,7 @@ import psycopg
 
 from .checks import Check
 
-__all__ = ["FUNCTION", "SIGNATURE", "INDEX_ONLY", "SEQ_SCAN_FAIL_ROWS", "exists", "settings", "exact_owner_rows", "effective_settings", "call_sql", "nested_plan", "check_search_function"]
+__all__ = ["FUNCTION", "SIGNATURE", "INDEX_ONLY", "SEQ_SCAN_FAIL_ROWS", "exists", "settings", "exact_owner_rows", "effective_settings", "call_sql", "KIT_MARK", "nested_plan", "check_search_function"]
 
 FUNCTION = "search_assets"
 SEQ_SCAN_FAIL_ROWS = 10_000  # below this a sequential scan is as fast as the index, and exact
@@ -63,9 +63,15 @@ def effective_settings(conn, names, table: str = "ip_asset_embeddings") -> dict[
     return values
 
 
+# in the text of pgvkit's own searches (pg_stat_statements keeps it): pgvkit watch leaves them out
+KIT_MARK = "pgvkit_audit"
+
+
 def call_sql(k: int, owner: bool = False) -> str:
-    """How pgvkit's own searches call it: id and distance of the nearest k (parameters %(q)s, %(owner)s)."""
-    return f"SELECT id, distance FROM {FUNCTION}(%(q)s, {int(k)}{', %(owner)s' if owner else ''})"
+    """How pgvkit's own searches call it: id and distance of the nearest k (parameters %(q)s,
+    %(owner)s), marked so that pgvkit watch does not count them as the application's."""
+    return (f"SELECT id, distance, true AS {KIT_MARK} FROM {FUNCTION}(%(q)s, {int(k)}"
+            f"{', %(owner)s' if owner else ''})")
 
 
 def _index_scans(plan: dict) -> list[str]:
@@ -102,7 +108,8 @@ def nested_plan(conn, query_vector, k: int = 10, owner: str | None = None, *, se
                 conn.execute("SELECT set_config(%s, %s, true)", [name, value])
             conn.add_notice_handler(keep)
             try:
-                conn.execute(f"SELECT * FROM {function}(%s, %s, %s)", [query_vector, k, owner]).fetchall()
+                conn.execute(f"SELECT *, true AS {KIT_MARK} FROM {function}(%s, %s, %s)",
+                             [query_vector, k, owner]).fetchall()
             finally:
                 conn.remove_notice_handler(keep)
     except psycopg.Error:

@@ -43,7 +43,7 @@ class EmbeddedStandby(EmbeddedServer):
     # without it the primary's cleanup can remove row versions a standby search still sees; a
     # search waiting on a replayed DROP INDEX lock then waits out max_standby_streaming_delay
     # and is cancelled ("conflict with recovery"), which pgvkit tune's index swap would cause
-    settings = ("hot_standby_feedback = on",)
+    settings = (*EmbeddedServer.settings, "hot_standby_feedback = on")
 
     def __init__(self, primary: EmbeddedServer, name: str = "standby"):
         super().__init__(primary.home / name, database=primary.database, user=primary.user, bindir=primary.bindir)

@@ -20,6 +20,7 @@ from .planchecks import check_index_used, check_vector_indexes
 from .search import SIGNATURE, check_search_function, effective_settings
 from .search import exists as search_exists
 from .sizing import ROWS_PER_LIST
+from .watch_history import latest_findings
 
 __all__ = ["Check", "Report", "VerificationFailed", "Recreate", "verify", "schema_checks", "health_checks",
            "EXPECTED_COLUMNS", "EXPECTED_INDEXES"]
@@ -325,6 +326,7 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int | Non
                 report.checks.append(check_vector_indexes(conn, table, search_dimension(conn, table, dimension)))
             if ext.status != "fail" and schema[0].status == "pass":  # the health checks read the embedding column
                 report.checks += health_checks(conn, table, dimension) + [check_recall(conn, table)]
+                report.checks += latest_findings(conn, table)  # what the newest pgvkit watch saw, per server
                 report.checks += [c for c in [check_models(conn, table)] if c]
         report.checks.append(check_tune_leftovers(conn))
     report.checks.append(check_history(url, migrations_dir))

@@ -17,13 +17,14 @@ import psycopg
 
 from ..errors import PgvkitError
 from ..explain import explain
-from . import checks, inserts, migrations, models, notebooks, server, tuning
+from . import checks, inserts, migrations, models, notebooks, server, tuning, watch
 from .base import Command, Context
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 COMMANDS: list[Command] = [*server.COMMANDS, *migrations.COMMANDS, *checks.COMMANDS, *inserts.COMMANDS,
-                           *tuning.COMMANDS, *models.COMMANDS, *notebooks.COMMANDS]
+                           *tuning.COMMANDS, *models.COMMANDS, *watch.COMMANDS,
+                           *notebooks.COMMANDS]
 
 EXAMPLES = """\
 examples:

@@ -180,7 +180,7 @@ def _search(conn, queries: np.ndarray, exclude: np.ndarray | None, k: int, owner
     """Each query through the probe copy of search_assets (prepared, binary): ids, distances,
     latency in ms; a similar-assets query asks for k + 1 and drops its own row."""
     ask = k + 1 if exclude is not None else k
-    query = sql.SQL("SELECT id, distance FROM {}(%(q)s, {}, %(owner)s)").format(sql.SQL(PROBE), sql.Literal(ask))
+    query = sql.SQL(f"SELECT id, distance, true AS {search.KIT_MARK} FROM {PROBE}(%(q)s, {ask}, %(owner)s)")
     ids, distances, latency = [], [], []
     with conn.cursor(binary=True) as cur:
         for i, q in enumerate(queries):

@@ -1,0 +1,164 @@
+"""Issue 26's run: pgvkit watch against an application load on real embeddings.
+
+    .venv/bin/python bench/watch.py                  # 50,000 real rows, snapshots a minute apart
+    .venv/bin/python bench/watch.py --rows 20000 --every 20
+
+The table: real sentence embeddings (../shared/data, 200k set) lifted to 768 dimensions, an HNSW
+index (m 16, ef_construction 64). Four readers call search_assets as an application does
+(binary, prepared) and time every call themselves; two writers insert and delete rows. Three
+watches `--every` seconds apart (each by the CLI, as cron runs it): for each interval, the
+searches and their mean and p95 as the readers measured them beside what the watch read from
+pg_stat_statements (the ratio should be within 0.8-1.2). Then what must trip it:
+`ALTER FUNCTION search_assets ... SET hnsw.ef_search = 400` (the plan becomes a sequential scan
+at this size), and a bulk delete of 30 % of the rows with autovacuum held off (dead rows). Prints
+JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from _common import ROOT, report, seed_database
+
+
+def lifted(rows: int) -> np.ndarray:
+    x = np.load(ROOT.parent / "shared" / "data" / "pypi_summaries_200k_minilm384.npy").astype(np.float32)[:rows]
+    q, _ = np.linalg.qr(np.random.default_rng(768).standard_normal((768, x.shape[1])))
+    return (x @ q.T.astype(np.float32)).astype(np.float32)
+
+
+class Load:
+    """Readers timing their own searches (each call's end time and duration) and writers."""
+
+    def __init__(self, url: str, vectors: np.ndarray):
+        self.url, self.vectors = url, vectors
+        self.stop = threading.Event()
+        self.calls: list[list[tuple[float, float]]] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, readers: int = 4, writers: int = 2) -> None:
+        for r in range(readers):
+            self.calls.append([])
+            self.threads.append(threading.Thread(target=self._read, args=(r,), daemon=True))
+        for w in range(writers):
+            self.threads.append(threading.Thread(target=self._write, args=(w,), daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _read(self, r: int) -> None:
+        rng = np.random.default_rng(r)
+        mine = self.calls[r]
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            register_vector(conn)
+            with conn.cursor(binary=True) as cur:
+                while not self.stop.is_set():
+                    q = self.vectors[rng.integers(len(self.vectors))]
+                    start = time.perf_counter()
+                    cur.execute("SELECT * FROM search_assets(%s, 10)", [q], prepare=True).fetchall()
+                    end = time.perf_counter()
+                    mine.append((time.time(), (end - start) * 1000))
+
+    def _write(self, w: int) -> None:
+        rng = np.random.default_rng(100 + w)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            register_vector(conn)
+            i = 0
+            while not self.stop.is_set():
+                conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding) VALUES (%s, 'app', %s)",
+                             [f"app-{w}-{i}", self.vectors[rng.integers(len(self.vectors))]])
+                if i % 2:
+                    conn.execute("DELETE FROM ip_asset_embeddings WHERE id = (SELECT min(id) + %s FROM"
+                                 " ip_asset_embeddings)", [int(rng.integers(1000))])
+                i += 1
+                self.stop.wait(0.05)
+
+    def between(self, start: float, end: float) -> dict:
+        took = np.array([ms for reader in self.calls for at, ms in list(reader) if start < at <= end])
+        return {"calls": int(len(took)), "mean_ms": round(float(took.mean()), 3) if len(took) else None,
+                "p95_ms": round(float(np.percentile(took, 95)), 3) if len(took) else None}
+
+
+def watch(url: str, *extra: str) -> tuple[int, dict]:
+    env = {**os.environ, "DATABASE_URL": url}
+    proc = subprocess.run([sys.executable, "-m", "pgvkit", "watch", "--json", "--sample", "200", *extra], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if proc.returncode not in (0, 2):
+        raise SystemExit(f"pgvkit watch failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc.returncode, json.loads(proc.stdout)["servers"][0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--every", type=float, default=60.0, help="seconds between watches (default 60)")
+    args = parser.parse_args()
+    x = lifted(args.rows + 1000)
+    rows, fresh = x[:args.rows], x[args.rows:]
+    with seed_database() as url:
+        from pgvkit.bulk import Column, copy_arrays
+        from psycopg import sql
+
+        ids = np.arange(1, args.rows + 1, dtype=np.int64)
+        copy_arrays(url, sql.Identifier("ip_asset_embeddings"),
+                    [Column("id", ids), Column("asset_id", np.array([f"s3://a/{i:09d}.jpg".encode() for i in ids])),
+                     Column("owner_id", np.array([f"owner-{i % 50:03d}".encode() for i in ids])),
+                     Column("embedding", rows)])
+        fresh_file = os.path.join(tempfile.mkdtemp(prefix="pgvkit-watch-"), "fresh.npy")  # new images
+        np.save(fresh_file, fresh)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT setval(pg_get_serial_sequence('ip_asset_embeddings', 'id'), %s)", [args.rows])
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("DROP INDEX idx_embedding_cosine")
+            conn.execute("SET maintenance_work_mem = '1GB'")
+            conn.execute("CREATE INDEX idx_embedding_hnsw ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)")
+            conn.execute("ALTER TABLE ip_asset_embeddings SET (autovacuum_enabled = off)")  # autovacuum falls behind
+            conn.execute("VACUUM ANALYZE ip_asset_embeddings")
+        load = Load(url, fresh)
+        load.start()
+        intervals = []
+        watch(url, "--query-file", fresh_file)
+        for _ in range(2):
+            load.stop.wait(args.every)
+            code, snap = watch(url, "--query-file", fresh_file)
+            server = snap["searches"]["search_assets"]
+            at = datetime.fromisoformat(snap["at"]).timestamp()  # the interval the watch read, on this clock
+            readers = load.between(at - snap["interval_s"], at)
+            intervals.append({"exit": code, "watch": server, "readers": readers,
+                              "ratio_calls": round(server["calls"] / readers["calls"], 3),
+                              "ratio_mean": round(server["mean_ms"] / readers["mean_ms"], 3),
+                              "ratio_p95": round(server["p95_ms_est"] / readers["p95_ms"], 3),
+                              "recall": snap["recall"], "plan": snap["plan"]})
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET hnsw.ef_search = 400")
+        load.stop.wait(args.every / 4)
+        code_ef, snap_ef = watch(url, "--sample", "0")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET hnsw.ef_search = 40")
+            gone = conn.execute("DELETE FROM ip_asset_embeddings WHERE id %% 10 < 3").rowcount
+            conn.execute("SELECT pg_stat_force_next_flush()")
+        load.stop.wait(args.every / 4)
+        code_dead, snap_dead = watch(url, "--sample", "0")
+        load.stop.set()
+        for t in load.threads:
+            t.join()
+        said = lambda s: [f["detail"] for f in s["findings"] if f["status"] == "fail"]  # noqa: E731
+        report({"benchmark": "pgvkit watch against an application load (issue 26)", "rows": args.rows,
+                "seconds_between": args.every, "intervals": intervals,
+                "ef_search_400": {"exit": code_ef, "plan": snap_ef["plan"], "failed": said(snap_ef)},
+                "bulk_delete": {"rows_deleted": gone, "exit": code_dead, "failed": said(snap_dead)}})
+
+
+if __name__ == "__main__":
+    main()

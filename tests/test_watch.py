@@ -1,0 +1,212 @@
+"""pgvkit watch: what the application's searches cost, read from the server's own statistics as
+differences between watches, beside a recall sample; past a threshold it exits 2 and says why."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pgvector.psycopg import register_vector
+
+from pgvkit.demo import load_team_rows
+from pgvkit.embedded import EmbeddedServer
+from pgvkit.recall import audit
+from pgvkit.scratch import fresh_database
+from pgvkit.statements import Counters, Interval
+from pgvkit.watch import Snapshot, Thresholds, findings, watch
+from pgvkit.watch_history import history, latest_findings
+
+from .conftest import MIGRATIONS, real_embeddings, run_cli
+
+
+def searches(url: str, vectors, *, readers: int = 4, each: int = 100) -> list[float]:
+    """`readers` connections calling search_assets `each` times, as the application does; the
+    milliseconds each call took, measured by the caller."""
+    took: list[float] = []
+
+    def read(r: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            register_vector(conn)
+            with conn.cursor(binary=True) as cur:
+                for i in range(each):
+                    start = time.perf_counter()
+                    cur.execute("SELECT * FROM search_assets(%s)", [vectors[(r * each + i) % len(vectors)]],
+                                prepare=True).fetchall()
+                    took.append((time.perf_counter() - start) * 1000)
+
+    threads = [threading.Thread(target=read, args=(r,)) for r in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return took
+
+
+def failed(result) -> dict[str, str]:
+    return {c.name: c.detail for s in result.snapshots for c in s.findings if c.status == "fail"}
+
+
+@pytest.fixture
+def store(migrated):
+    """5,000 real embeddings under an HNSW index, pg_stat_statements created, autovacuum held off
+    (as when it falls behind)."""
+    load_team_rows(migrated, real_embeddings()[:5000])
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("DROP INDEX idx_embedding_cosine")
+        conn.execute("CREATE INDEX idx_embedding_hnsw ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)")
+        conn.execute("ALTER TABLE ip_asset_embeddings SET (autovacuum_enabled = off)")
+        conn.execute("VACUUM ANALYZE ip_asset_embeddings")
+    return migrated
+
+
+@pytest.mark.slow
+def test_watch_counts_every_application_search_and_trips_on_a_plan_change_and_dead_rows(store):
+    queries = real_embeddings()[-500:]  # new images: not in the table
+    first = watch(store, sample=100, queries=queries[:50])
+    assert first.exit_code == 0 and first.snapshots[0].recorded
+    assert "the first watch of this server" in " ".join(first.snapshots[0].notes)
+
+    took = searches(store, queries)
+    audit(store, sample=50, record=False, progress=False, echo=lambda _: None)  # pgvkit's own: not the application's
+    with psycopg.connect(store, autocommit=True) as conn:  # a caller that writes its own ORDER BY
+        register_vector(conn)
+        for q in queries[:30]:
+            conn.execute("SELECT id FROM ip_asset_embeddings ORDER BY embedding <=> %s LIMIT 10", [q]).fetchall()
+    second = watch(store, sample=100, queries=queries[:50])
+    [snap] = second.snapshots
+    seen = snap.interval.figures()
+    assert seen["search_assets"]["calls"] == len(took) == 400  # every one, and not the audit's own searches
+    assert seen["function"]["calls"] > 450 and seen["direct"]["calls"] == 30  # the function counts pgvkit's calls too
+    assert 0 < seen["search_assets"]["mean_ms"] <= sum(took) / len(took)  # the server's part of what callers waited
+    assert seen["search_assets"]["rows_per_call"] == 10.0
+    assert snap.plan == "index idx_embedding_hnsw" and second.exit_code == 0
+    assert snap.recall["similar_assets"] >= 0.95 and snap.recall["new_vectors"] >= 0.95
+
+    with psycopg.connect(store, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET hnsw.ef_search = 1000")
+    raised = watch(store, sample=0)
+    assert raised.exit_code == 2
+    assert "sequential scan (it was index idx_embedding_hnsw at the last watch" in failed(raised)["search plan"]
+    assert "hnsw.ef_search = 1000" in failed(raised)["search plan"]
+
+    with psycopg.connect(store, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET hnsw.ef_search = 40")
+        assert conn.execute("DELETE FROM ip_asset_embeddings WHERE id % 10 < 3").rowcount == 1500
+        conn.execute("SELECT pg_stat_force_next_flush()")  # flushed when this session is next idle
+        conn.execute("SELECT 1")
+    deleted = watch(store, sample=0)
+    assert deleted.exit_code == 2 and set(failed(deleted)) == {"dead rows"}
+    assert failed(deleted)["dead rows"].startswith("ip_asset_embeddings has 30% dead rows (1,500 of 5,000)")
+    assert "VACUUM (ANALYZE) ip_asset_embeddings" in deleted.snapshots[0].findings[-1].fix
+
+    with psycopg.connect(store) as conn:  # what doctor and verify read back, and 07's series
+        assert {c.name: c.status for c in latest_findings(conn)} == {"watch (primary)": "fail"}
+        frame = history(conn)
+    assert list(frame["server"]) == ["primary"] * 4 and list(frame["searches"])[1] == 400
+    assert list(frame["plan"]) == ["index idx_embedding_hnsw"] * 2 + ["sequential scan", "index idx_embedding_hnsw"]
+
+
+def test_a_reset_or_a_missing_extension_is_said_never_a_negative_rate(migrated):
+    load_team_rows(migrated, real_embeddings()[:500])
+    queries = real_embeddings()[-50:]
+    without = run_cli("watch", "--sample", "0", "--database-url", migrated)
+    assert without.returncode == 0, without.stderr
+    assert "pg_stat_statements is loaded but not created in this database (as a superuser: CREATE EXTENSION " \
+           "pg_stat_statements;)" in without.stdout
+
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+    assert run_cli("watch", "--sample", "0", "--database-url", migrated).returncode == 0
+    searches(migrated, queries, readers=1, each=50)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+    searches(migrated, queries, readers=1, each=20)
+    after = run_cli("watch", "--json", "--sample", "0", "--database-url", migrated)
+    [snap] = json.loads(after.stdout)["servers"]
+    assert snap["searches"]["search_assets"]["calls"] == 20  # counted from the reset
+    assert snap["searches"]["function"]["calls"] == 70  # its own counters were not reset
+    assert any("pg_stat_statements was reset at" in n for n in snap["notes"])
+
+
+class PlainServer(EmbeddedServer):
+    """A server as most are set up: no pg_stat_statements loaded, track_functions off."""
+
+    settings = ()
+
+
+def test_without_pg_stat_statements_watch_still_records_recall_and_says_how_to_see_the_rest(tmp_path):
+    server = PlainServer(tmp_path / "plain").start()
+    try:
+        url = fresh_database(server.url(database="postgres"), "plain")
+        run = run_cli("migrate", "--database-url", url, "--migrations", str(MIGRATIONS))
+        assert run.returncode == 0, run.stderr
+        load_team_rows(url, real_embeddings()[:1000])
+        with psycopg.connect(url, autocommit=True) as conn:  # exact searches: a small table needs no index
+            conn.execute("DROP INDEX idx_embedding_cosine")
+        proc = run_cli("watch", "--sample", "100", "--database-url", url)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert ("warning: primary: search latency and calls per statement: pg_stat_statements is not loaded (set "
+                "shared_preload_libraries = 'pg_stat_statements' in postgresql.conf, restart, then CREATE EXTENSION "
+                "pg_stat_statements;)") in lines
+        assert ("warning: primary: search_assets's own calls and time: track_functions is none (ALTER SYSTEM SET "
+                "track_functions = 'pl'; SELECT pg_reload_conf();)") in lines
+        with psycopg.connect(url) as conn:
+            recall, searched = conn.execute("SELECT recall, searches FROM pgvkit.watch_snapshots").fetchone()
+        assert recall["queries"] == {"similar_assets": 100} and recall["similar_assets"] == 1.0
+        assert searched == {}  # nothing seen, nothing made up
+    finally:
+        server.destroy()
+
+
+def cumulative(latencies: list[float]) -> Counters:
+    """What pg_stat_statements keeps of these calls: calls, total, mean and the population stddev."""
+    n = len(latencies)
+    mean = sum(latencies) / n if n else 0.0
+    sd = math.sqrt(sum((x - mean) ** 2 for x in latencies) / n) if n else 0.0
+    return Counters(n, sum(latencies), n * (sd * sd + mean * mean))
+
+
+times = st.lists(st.floats(0.01, 5000, allow_nan=False), max_size=60)
+
+
+@given(before=times, between=st.lists(st.floats(0.01, 5000, allow_nan=False), min_size=1, max_size=60))
+def test_the_difference_of_two_readings_is_the_mean_and_stddev_of_the_calls_between_them(before, between):
+    interval = cumulative(before + between) - cumulative(before)
+    mean = sum(between) / len(between)
+    assert interval.calls == len(between)
+    assert interval.mean_ms == pytest.approx(mean, rel=1e-6)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in between) / len(between))
+    assert interval.stddev_ms == pytest.approx(sd, rel=1e-4, abs=1e-3 * (1 + max(before + between)))
+    assert interval.p95_ms(cap=max(between)) <= max(between)
+
+
+def _snapshot(plan: str, p95_calls: tuple[float, float], **kw) -> Snapshot:
+    mean, sd = p95_calls
+    interval = Interval(60.0, {"search_assets": Counters(1000, 1000 * mean, 1000 * (sd * sd + mean * mean))},
+                        None, {})
+    return Snapshot("primary", False, datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc), interval, plan,
+                    "CREATE INDEX idx ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)",
+                    {"hnsw.ef_search": "400"}, **kw)
+
+
+def test_a_slower_search_after_a_plan_change_is_named_with_both_latencies_and_the_plan():
+    before = {"at": datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc), "plan": "index idx",
+              "searches": {"search_assets": {"calls": 900, "mean_ms": 2.0, "p95_ms_est": 3.1}}}
+    found = {c.name: c for c in findings(_snapshot("sequential scan", (30.0, 6.0)), before, Thresholds(p95_ms=200))}
+    assert found["slower searches"].status == "warn"
+    assert found["slower searches"].detail.startswith(
+        "searches got slower since 2026-11-30 09:00: p95 (est.) 3.1 ms -> 40.")
+    assert found["slower searches"].detail.endswith(" ms when the plan became a sequential scan")
+    assert found["search plan"].status == "fail" and "hnsw.ef_search = 400" in found["search plan"].detail
+    assert found["search latency"].status == "pass"  # within its budget: slower is said, not failed
+    steady = findings(_snapshot("index idx", (2.1, 0.5)), before, Thresholds())
+    assert {c.name: c.status for c in steady} == {"search plan": "pass", "search latency": "pass"}
