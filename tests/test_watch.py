@@ -23,7 +23,7 @@ from pgvkit.statements import Counters, Interval
 from pgvkit.watch import Snapshot, Thresholds, findings, watch
 from pgvkit.watch_history import history, latest_findings
 
-from .conftest import MIGRATIONS, real_embeddings, run_cli
+from .conftest import MIGRATIONS, as_role, real_embeddings, run_cli
 
 
 def searches(url: str, vectors, *, readers: int = 4, each: int = 100) -> list[float]:
@@ -114,7 +114,7 @@ def test_watch_counts_every_application_search_and_trips_on_a_plan_change_and_de
     assert list(frame["plan"]) == ["index idx_embedding_hnsw"] * 2 + ["sequential scan", "index idx_embedding_hnsw"]
 
 
-def test_a_reset_or_a_missing_extension_is_said_never_a_negative_rate(migrated):
+def test_a_reset_a_missing_extension_or_a_least_privileged_role_is_said_never_a_negative_rate(migrated, make_role):
     load_team_rows(migrated, real_embeddings()[:500])
     queries = real_embeddings()[-50:]
     without = run_cli("watch", "--sample", "0", "--database-url", migrated)
@@ -134,6 +134,15 @@ def test_a_reset_or_a_missing_extension_is_said_never_a_negative_rate(migrated):
     assert snap["searches"]["search_assets"]["calls"] == 20  # counted from the reset
     assert snap["searches"]["function"]["calls"] == 70  # its own counters were not reset
     assert any("pg_stat_statements was reset at" in n for n in snap["notes"])
+
+    watcher = make_role()  # the least a watch can run with: read the table, nothing of pgvkit's schema
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute(f'GRANT SELECT ON ip_asset_embeddings TO "{watcher}"')
+    least = run_cli("watch", "--sample", "20", "--database-url", as_role(migrated, watcher))
+    assert least.returncode in (0, 2) and "Traceback" not in least.stderr, least.stderr
+    assert "statements of other roles, without their text: they may be searches (GRANT pg_read_all_stats TO " \
+           "the role pgvkit watch runs as)" in least.stdout, least.stderr
+    assert "not recorded: this role may not create or write pgvkit.watch_snapshots" in least.stdout
 
 
 class PlainServer(EmbeddedServer):

@@ -121,6 +121,18 @@ def new_images(n: int = 200) -> np.ndarray:
     return real_embeddings()[-n:]
 
 
+def application_searches(url: str, queries: np.ndarray, rounds: int = 2) -> int:
+    """The application between two watches: each query through search_assets `rounds` times,
+    as the application sends it (binary, prepared); how many searches ran."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        with conn.cursor(binary=True) as cur:
+            for _ in range(rounds):
+                for q in queries:
+                    cur.execute("SELECT * FROM search_assets(%s)", [q], prepare=True).fetchall()
+    return rounds * len(queries)
+
+
 def before_notebook(name: str, url: str, migrations_dir: str | Path) -> str | None:
     """What the team does between two notebooks, for the committed outputs' story (regenerate.py
     and pytest --nbval both call it, so the outputs they compare were made the same way):
@@ -129,7 +141,10 @@ def before_notebook(name: str, url: str, migrations_dir: str | Path) -> str | No
       with new images as queries (the baseline 04 tunes against);
     - before 07_recall_audit: a tuning migration, measured and written by the kit on this table
       (HNSW at pgvector's default build settings, the ef_search that meets 0.95 on both shapes),
-      applied; so 07's history holds two audits with the index change between them.
+      applied; so 07's history holds two audits with the index change between them. Around it,
+      as cron would: `pgvkit watch` with the application searching between watches (the DBA
+      first creates pg_stat_statements in the database), so 07's watch figure has the old
+      index's era and the new one's.
 
     Returns what it did, in one line (None: nothing before this notebook)."""
     from .migrator import Migrator
@@ -141,12 +156,22 @@ def before_notebook(name: str, url: str, migrations_dir: str | Path) -> str | No
         audit(url, sample=200, queries=new_images(), progress=False, echo=silent)
         return "recorded a recall audit of the live index (200 rows, 200 new images)"
     if name.startswith("07_"):
+        from .watch import watch
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        images = new_images()
+        watch(url, sample=200, queries=images[:100], echo=silent)  # the first: the baseline of the statistics
+        application_searches(url, images)
+        watch(url, sample=200, queries=images[:100], echo=silent)
         _, _, chosen = tune(url, queries=100, grid={"kinds": ["vector"], "ivfflat_lists": [], "hnsw": [(16, 64)],
                                                     "ef_search": [40, 80, 160]},
                             memory_budget=None, query_change=False, progress=False, echo=silent)
         up, _ = write_migration(url, chosen, migrations_dir)
         Migrator(url, migrations_dir, echo=silent, progress=False).migrate()
-        return f"applied {up.name} ({chosen.point.config.label}, {chosen.point.search_param} = {chosen.point.search_value})"
+        application_searches(url, images)
+        watch(url, sample=200, queries=images[:100], echo=silent)
+        return f"three watches around applying {up.name} ({chosen.point.config.label}, {chosen.point.search_param} = {chosen.point.search_value})"
     return None
 
 

@@ -139,26 +139,37 @@ def read(conn, table: str = "ip_asset_embeddings", function: str = "search_asset
     """The statistics as they are now (in their own transaction: they are a snapshot per
     transaction by default)."""
     with conn.transaction():
-        at, started, preload = conn.execute(
-            "SELECT clock_timestamp(), pg_postmaster_start_time(), current_setting('shared_preload_libraries')"
-        ).fetchone()
+        at, started = conn.execute("SELECT clock_timestamp(), pg_postmaster_start_time()").fetchone()
     reading = Reading(at, started, None)
-    _read_statements(conn, reading, table, function, preload)
+    _read_statements(conn, reading, table, function)
     _read_function(conn, reading, function)
     return reading
 
 
-def _read_statements(conn, reading: Reading, table: str, function: str, preload: str) -> None:
+def _loaded(conn) -> bool | None:
+    """pg_stat_statements in shared_preload_libraries; None when this role may not read it."""
+    try:
+        with conn.transaction():
+            preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+    except errors.InsufficientPrivilege:
+        return None
+    return "pg_stat_statements" in [p.strip() for p in preload.split(",")]
+
+
+_NOT_LOADED = ("search latency and calls per statement: pg_stat_statements is not loaded (set shared_preload_libraries "
+               "= 'pg_stat_statements' in postgresql.conf, restart, then CREATE EXTENSION pg_stat_statements;)")
+
+
+def _read_statements(conn, reading: Reading, table: str, function: str) -> None:
     schema = _extension_schema(conn)
-    loaded = "pg_stat_statements" in [p.strip() for p in preload.split(",")]
-    if not loaded:
-        reading.unseen.append("search latency and calls per statement: pg_stat_statements is not loaded (set "
-                              "shared_preload_libraries = 'pg_stat_statements' in postgresql.conf, restart, then "
-                              "CREATE EXTENSION pg_stat_statements;)")
+    loaded = _loaded(conn)
+    if loaded is False:
+        reading.unseen.append(_NOT_LOADED)
         return
     if schema is None:
-        reading.unseen.append("search latency and calls per statement: pg_stat_statements is loaded but not created "
-                              "in this database (as a superuser: CREATE EXTENSION pg_stat_statements;)")
+        reading.unseen.append("search latency and calls per statement: pg_stat_statements is " + (
+            "loaded but " if loaded else "") + "not created in this database (as a superuser: CREATE EXTENSION "
+            "pg_stat_statements;" + ("" if loaded else " it must be in shared_preload_libraries too") + ")")
         return
     view = sql.Identifier(schema, "pg_stat_statements")
     columns = {r[0] for r in conn.execute(
@@ -180,8 +191,12 @@ def _read_statements(conn, reading: Reading, table: str, function: str, preload:
             found = conn.execute(query).fetchall()
             info = conn.execute(sql.SQL("SELECT stats_reset::text, dealloc FROM {}").format(
                 sql.Identifier(schema, "pg_stat_statements_info"))).fetchone() if "stats_since" in columns else None
-    except (errors.ObjectNotInPrerequisiteState, errors.InsufficientPrivilege) as exc:
-        reading.unseen.append(f"search latency and calls per statement: {str(exc).splitlines()[0]}")
+    except errors.ObjectNotInPrerequisiteState:  # created, but the library is not loaded
+        reading.unseen.append(_NOT_LOADED)
+        return
+    except errors.InsufficientPrivilege as exc:
+        reading.unseen.append(f"search latency and calls per statement: {str(exc).splitlines()[0]} (GRANT "
+                              "pg_read_all_stats TO the role pgvkit watch runs as)")
         return
     hidden = 0
     statements = {}
