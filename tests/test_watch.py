@@ -135,6 +135,12 @@ def test_a_reset_a_missing_extension_or_a_least_privileged_role_is_said_never_a_
     assert snap["searches"]["function"]["calls"] == 70  # its own counters were not reset
     assert any("pg_stat_statements was reset at" in n for n in snap["notes"])
 
+    with psycopg.connect(migrated, autocommit=True) as other:  # a watch still running when cron starts the next
+        other.execute("SELECT pg_advisory_lock(hashtext('pgvkit watch ip_asset_embeddings'))")
+        second = run_cli("watch", "--sample", "0", "--database-url", migrated)
+    assert second.returncode == 2 and second.stderr.startswith("pgvkit: error: another pgvkit watch of "
+                                                              "ip_asset_embeddings is running on this database")
+
     watcher = make_role()  # the least a watch can run with: read the table, nothing of pgvkit's schema
     with psycopg.connect(migrated, autocommit=True) as conn:
         conn.execute(f'GRANT SELECT ON ip_asset_embeddings TO "{watcher}"')

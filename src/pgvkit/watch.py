@@ -139,6 +139,11 @@ def watch(url: str, standbys: list[str] = (), *, table: str = "ip_asset_embeddin
         if primary.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
             raise PgvkitError("pgvkit watch records on the primary: point --database-url (or DATABASE_URL) at the "
                               "primary and name standbys with --standby URL")
+        held = primary.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"pgvkit watch {table}"]).fetchone()[0]
+        primary.commit()
+        if not held:  # two at once would difference against the same baseline and count an interval twice
+            raise PgvkitError(f"another pgvkit watch of {table} is running on this database (pg_stat_activity: "
+                              "application_name 'pgvkit watch'); this one stops: let the schedule's next run look")
         ready = record and ensure_table(primary)
         for where in [url, *standbys]:
             echo(f"watching {label(where)} ...")
