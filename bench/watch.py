@@ -115,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--every", type=float, default=60.0, help="seconds between watches (default 60)")
+    parser.add_argument("--readers", type=int, default=4, help="reader processes (default 4)")
     args = parser.parse_args()
     x = lifted(args.rows + 1000)
     rows, fresh = x[:args.rows], x[args.rows:]
@@ -138,7 +139,7 @@ def main() -> None:
             conn.execute("ALTER TABLE ip_asset_embeddings SET (autovacuum_enabled = off)")  # autovacuum falls behind
             conn.execute("VACUUM ANALYZE ip_asset_embeddings")
         load = Load(url, fresh)
-        load.start()
+        load.start(readers=args.readers)
         said = lambda s: [f["detail"] for f in s["findings"] if f["status"] == "fail"]  # noqa: E731
         watched = []
         watch(url, "--query-file", fresh_file)
@@ -172,6 +173,7 @@ def main() -> None:
                               "ratio_p95": round(server["p95_ms_est"] / readers["p95_ms"], 3),
                               "recall": snap["recall"], "plan": snap["plan"]})
         report({"benchmark": "pgvkit watch against an application load (issue 26)", "rows": args.rows,
+                "readers": args.readers, "writers": 2, "cores": os.cpu_count(),
                 "seconds_between": args.every, "intervals": intervals,
                 "ef_search_raised": raised,
                 "bulk_delete": {"rows_deleted": gone, "exit": code_dead, "failed": said(snap_dead)}})
