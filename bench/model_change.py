@@ -7,9 +7,10 @@ pgvkit CLI as a team runs it, with the application searching and writing through
 The old model: the real sentence embeddings lifted to 768 dimensions; the new model: the same
 texts lifted to 1,024 by another orthogonal map (its neighbours are the real ones). The old
 index is the seed's IVFFlat rebuilt on the data, probes 10. Then: model add -> migrate ->
-backfill (from an .npz keyed by asset_id) -> model index -> migrate -> switch -> migrate ->
-recall (fresh new-model queries, never in the table) -> confirm + migrate when below 0.95 ->
-recall -> retire -> migrate. Four readers call search_assets without pause: old-model queries
+backfill (from an .npz keyed by asset_id) -> model index -> migrate -> confirm --model (the new
+index's search setting, before the switch) -> migrate -> switch -> migrate -> recall (fresh
+new-model queries, never in the table) -> confirm + migrate when still below 0.95 -> recall ->
+retire -> migrate. Four readers call search_assets without pause: old-model queries
 until the switch, new-model ones from the moment the column exists (each reader alternates while
 both are served); two writers insert rows (the old model's embedding before the add, both
 embeddings as the new application version does while both are served, the new one only after the
@@ -195,6 +196,10 @@ def main() -> None:
         cli("index", "model", "index", CLIP, url=url, migrations=migrations, steps=steps)
         cli("migrate_index", "migrate", url=url, migrations=migrations, steps=steps)
         app.phase = "both"
+        # its search setting confirmed on its own index before the switch (the tune step), bound by a migration
+        cli("confirm_model", "confirm", "--model", CLIP, "--write-migration", "--query-file",
+            str(work / "fresh_new.npy"), url=url, migrations=migrations, steps=steps)
+        cli("migrate_confirm_model", "migrate", url=url, migrations=migrations, steps=steps)
         cli("switch", "model", "switch", CLIP, url=url, migrations=migrations, steps=steps)
         app.phase = "switching"
         cli("migrate_switch", "migrate", url=url, migrations=migrations, steps=steps)

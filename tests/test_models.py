@@ -2,6 +2,7 @@
 column is added, searched and taken back by migrations pgvkit writes (pgvkit model add)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -376,6 +377,17 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
             assert measured["table"] == "ip_asset_embeddings.embedding_clip_vit_l_14_v2" and measured["rows"] == 3000
             assert all("idx_embedding_clip_vit_l_14_v2_cosine" in v["plan"] for v in measured["shapes"].values())
             assert min(v["recall"] for v in measured["shapes"].values()) > 0.9, measured["shapes"]
+            # its search setting confirmed on its own index before the switch, written as a migration
+            confirmed = run_cli("confirm", "--json", "--model", CLIP, "--sample", "200", "--query-file",
+                                str(tmp_path / "fresh.npy"), "--write-migration", *where, timeout=300)
+            assert confirmed.returncode == 0, confirmed.stderr
+            chosen = json.loads(confirmed.stdout)
+            assert chosen["table"] == "ip_asset_embeddings.embedding_clip_vit_l_14_v2" and chosen["met"]
+            assert chosen["rows"] == 3000 and min(chosen["at_chosen"].values()) >= 0.95, chosen["at_chosen"]
+            up, down = (Path(p) for p in chosen["migration"])
+            assert "ALTER FUNCTION search_assets(vector, integer, text) SET hnsw.ef_search" in up.read_text()
+            assert "idx_embedding_clip_vit_l_14_v2_cosine" in up.read_text()
+            up.unlink(), down.unlink()  # bound or not is the team's call; here the switch comes next
             states[version] = schema(url)  # (the audit is recorded, not part of the schema)
 
     with psycopg.connect(url) as conn:

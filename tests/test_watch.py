@@ -225,3 +225,26 @@ def test_a_slower_search_after_a_plan_change_is_named_with_both_latencies_and_th
     assert found["search latency"].status == "pass"  # within its budget: slower is said, not failed
     steady = findings(_snapshot("index idx", (2.1, 0.5)), before, Thresholds())
     assert {c.name: c.status for c in steady} == {"search plan": "pass", "search latency": "pass"}
+
+
+@pytest.mark.parametrize("statement, group", [
+    ("SELECT * FROM search_assets($1)", "search_assets"),
+    ("SELECT * FROM search_assets($1, $2, $3)", "search_assets"),
+    ("select id, asset_id from public.search_assets($1::vector, $2)", "search_assets"),  # schema-qualified, a cast
+    ("SELECT search_assets.id, search_assets.distance FROM search_assets($1, $2)", "search_assets"),  # SQLAlchemy
+    ("WITH q AS (SELECT $1::vector AS v) SELECT s.* FROM q, LATERAL search_assets(q.v, $2) AS s", "search_assets"),
+    ("SELECT * FROM similar_assets WHERE source_asset_id = $1 LIMIT $2", "search_assets"),
+    ("SELECT id FROM ip_asset_embeddings ORDER BY embedding <=> $1 LIMIT $2", "direct"),
+    ("SELECT id, 1 - (embedding <=> $1) AS score FROM ip_asset_embeddings WHERE owner_id = $2 ORDER BY 2 DESC", "direct"),
+    ("SELECT pg_get_functiondef(to_regprocedure($1))", None),  # a catalog lookup that names it
+    ("SELECT to_regprocedure('search_assets(vector,integer,text)')", None),
+    ("ALTER FUNCTION search_assets(vector, integer, text) SET hnsw.ef_search = 400", None),
+    ("CREATE OR REPLACE FUNCTION search_assets(query vector, k integer DEFAULT $1) RETURNS TABLE (id bigint)", None),
+    ("EXPLAIN (ANALYZE) SELECT * FROM search_assets($1)", None),  # someone looking, not the application
+    ("SELECT id, distance, true AS pgvkit_audit FROM search_assets($1, 10)", None),  # pgvkit's own
+    ("SELECT count(*) FROM ip_asset_embeddings", None),
+])
+def test_statements_are_grouped_by_how_they_search(statement, group):
+    from pgvkit.statements import _group
+
+    assert _group(statement, "search_assets", toplevel=True) == group

@@ -149,9 +149,11 @@ def smoke(url: str, *, table: str = "ip_asset_embeddings", embedding=None,
                 def search_function():
                     if not search.exists(conn):
                         return f"no {search.SIGNATURE} yet (pgvkit migrate adds it): skipped"
-                    rows = conn.execute(f"SELECT asset_id FROM {search.FUNCTION}(%s, 3, %s)", [vectors[0], tag]).fetchall()
+                    rows = conn.execute(f"SELECT asset_id, true AS {search.KIT_MARK} FROM {search.FUNCTION}(%s, 3, %s)",
+                                        [vectors[0], tag]).fetchall()
                     assert [r[0] for r in rows] == ids, f"{search.FUNCTION} gave {[r[0] for r in rows]}"
-                    top = conn.execute(f"SELECT asset_id FROM {search.FUNCTION}(%s, 1)", [vectors[0]]).fetchone()
+                    top = conn.execute(f"SELECT asset_id, true AS {search.KIT_MARK} FROM {search.FUNCTION}(%s, 1)",
+                                       [vectors[0]]).fetchone()
                     assert top is not None, f"{search.FUNCTION} without an owner returned nothing"
                     return f"{search.FUNCTION}(v, 3, owner) ranks test rows 0, 1, 2, as the application calls it"
 

@@ -20,6 +20,7 @@ capped at the view's max. The server cannot give more without sampling every cal
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -204,9 +205,9 @@ def _read_statements(conn, reading: Reading, table: str, function: str) -> None:
         if text == "<insufficient privilege>":
             hidden += 1
             continue
-        if not toplevel or KIT_MARK in text:  # inside a function (track = all), or pgvkit's own audit
+        group = _group(text, function, toplevel)
+        if group is None:
             continue
-        group = "search_assets" if function in text.lower() or "similar_assets" in text.lower() else "direct"
         statements[key] = (group, Counters(calls, total, calls * (sd * sd + mean * mean), rows, hit, rd),
                            stats_since, top_ms)
     reading.statements = statements
@@ -215,6 +216,22 @@ def _read_statements(conn, reading: Reading, table: str, function: str) -> None:
     if hidden:
         reading.unseen.append(f"{hidden} statements of other roles, without their text: they may be searches "
                               "(GRANT pg_read_all_stats TO the role pgvkit watch runs as)")
+
+
+_NOT_A_SEARCH = re.compile(r"^\s*(create|alter|drop|comment|grant|revoke|do|explain|copy|vacuum|analyze|reindex|"
+                           r"cluster|prepare|deallocate)\b", re.IGNORECASE)
+
+
+def _group(text: str, function: str, toplevel: bool) -> str | None:
+    """Which search a statement is: a call of the function (or a read of the view), an ORDER BY
+    of its own, or none (DDL, a catalog lookup naming the function, pgvkit's own searches, a
+    statement inside a function: counted by its caller)."""
+    if not toplevel or KIT_MARK in text or _NOT_A_SEARCH.match(text):
+        return None
+    if re.search(rf"(?<![\w'\"]){re.escape(function)}\s*\(", text, re.IGNORECASE) or re.search(
+            r"(?<![\w'\"])similar_assets\b", text, re.IGNORECASE):
+        return "search_assets"
+    return "direct" if re.search(_DISTANCE, text) else None
 
 
 def _read_function(conn, reading: Reading, function: str) -> None:

@@ -60,9 +60,8 @@ class Snapshot:
 
     @property
     def search(self) -> dict:
-        figures = self.interval.figures()
-        statements_seen = figures.get("search_assets") or {}
-        return statements_seen if statements_seen.get("calls") else figures.get("function") or statements_seen
+        figures = self.interval.figures()  # per statement when the server shows them (pgvkit's own left out),
+        return figures.get("search_assets") or figures.get("function") or {}  # else the function's own calls
 
     @property
     def dead_share(self) -> float | None:

@@ -112,9 +112,7 @@ def history(conn, table: str = "ip_asset_embeddings"):
 
     rows = []
     for r in _rows(conn, "table_name = %s ORDER BY at", [table]):
-        found = r["searches"].get("search_assets") or {}
-        if not found.get("calls"):
-            found = r["searches"].get("function") or found
+        found = r["searches"].get("search_assets") or r["searches"].get("function") or {}
         rows.append({"at": r["at"], "server": r["server"], "searches": found.get("calls"),
                      "mean_ms": found.get("mean_ms"), "p95_ms": found.get("p95_ms_est"),
                      "similar_assets": r["recall"].get("similar_assets"), "new_vectors": r["recall"].get("new_vectors"),

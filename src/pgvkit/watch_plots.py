@@ -52,7 +52,7 @@ def plot_watch(frame, *, target: float = 0.95, p95_budget_ms: float = 100.0):
                      fontsize=8, color="0.3", va="center")
     if len(frame):
         first, last = frame["at"].min(), frame["at"].max()
-        pad = max((last - first) * 0.05, pd.Timedelta(minutes=2))
+        pad = max((last - first) * 0.05, pd.Timedelta(seconds=5))
         bottom.set_xlim(first - pad, last + pad)
     top.set_ylim(0, 1.02)
     top.set_ylabel("recall@10")

@@ -54,7 +54,7 @@ def _recall_arguments(p) -> None:
                         "pgvkit model list), with --query-file of its dimension")
 
 
-def _model_column(url: str, name: str | None) -> str:
+def model_column(url: str, name: str | None) -> str:
     if not name:
         return "embedding"
     from ..models import models
@@ -71,7 +71,7 @@ def recall(args, ctx) -> int:
     from .inserts import vector_file
 
     url = ctx.target.url
-    column = _model_column(url, getattr(args, "model", None))
+    column = model_column(url, getattr(args, "model", None))
     queries = vector_file(args.query_file, url, column) if args.query_file else None
     options = {"k": args.k, "sample": args.sample, "queries": queries, "target": args.target, "seed": args.seed,
                "progress": not ctx.as_json, "echo": ctx.echo, "column": column}

@@ -110,6 +110,9 @@ def _confirm_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="which rows the sample takes (default 0)")
     p.add_argument("--write-migration", action="store_true",
                    help="bind the settings found to search_assets as the next numbered migration (and its down file)")
+    p.add_argument("--model", metavar="NAME",
+                   help="during a model change, before the switch: confirm the second model's index (its name or "
+                        "its column; pgvkit model list), with --query-file of its dimension")
 
 
 def confirm(args, ctx) -> int:
@@ -119,12 +122,15 @@ def confirm(args, ctx) -> int:
 
     if not 0 < args.target_recall <= 1:
         raise PgvkitError("--target-recall must be between 0 and 1, e.g. --target-recall 0.95")
+    from .checks import model_column
+
     url = ctx.target.url
-    queries = vector_file(args.query_file, url) if args.query_file else None
+    column = model_column(url, args.model)
+    queries = vector_file(args.query_file, url, column) if args.query_file else None
     owners = {"auto": "auto", "none": None}.get(args.owners.strip().lower(),
                                                 [o for o in args.owners.split(",") if o])
     result = confirming.confirm(url, k=args.k, target=args.target_recall, sample=args.sample, queries=queries,
-                                owners=owners, seed=args.seed, progress=not ctx.as_json, echo=ctx.echo)
+                                owners=owners, seed=args.seed, progress=not ctx.as_json, echo=ctx.echo, column=column)
     written = None
     if args.write_migration and result.met:
         written = tuning.write_confirm_migration(url, result, ctx.migrations_dir)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,12 +28,12 @@ from ..errors import PgvkitError
 from ..indexes import searched_index
 from ..vectors import as_vectors
 from .build import SEARCH_PARAM
+from .probe import PROBE, probe_function, probe_plan, search_probe
 from .truth import GroundTruth, recall_at_k, recall_low
 
 __all__ = ["Confirmation", "confirm", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN", "probe_function"]
 
 CONFIRM_WRITTEN = "-- Written by pgvkit confirm on "  # the second line of every migration confirm writes
-PROBE = "pg_temp.pgvkit_confirm_search"
 
 # The values tried, smallest first: the first whose recall clears the target (with the tuner's
 # margin) is chosen, so a search does no more work than the target asks.
@@ -129,21 +128,6 @@ class Confirmation(Table):
                 "measurements": self.rows(), "at_chosen": {m.shape: round(m.recall, 4) for m in self.chosen_measurements()}}
 
 
-def probe_function(conn, settings: dict[str, str]) -> None:
-    """search_assets as it stands (body and bound settings), copied into this session's pg_temp
-    with `settings` over its own: what the application would get with them, and nobody else
-    sees it."""
-    text = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
-    head, body = text.split("\nAS ", 1)
-    lines = head.splitlines()
-    lines[0] = re.sub(r"FUNCTION\s+.+?\(", f"FUNCTION {PROBE}(", lines[0], count=1)
-    bound = {**search.settings(conn), **settings}
-    kept = [line for line in lines if not line.lstrip().startswith("SET ")]
-    sets = [sql.SQL(" SET {} = {}").format(sql.SQL(name), sql.Literal(str(value))).as_string(conn)
-            for name, value in bound.items()]
-    conn.execute("\n".join(kept + sets) + "\nAS " + body)
-
-
 def _owners(conn, table: str, rows: int, k: int, asked) -> list[tuple[str, int]]:
     """(owner, rows) of the owners to measure filtered searches for: by default the largest, the
     one nearest 1 % of the rows (with at least k rows) and, when search_assets reads small owners
@@ -176,43 +160,18 @@ def _owners(conn, table: str, rows: int, k: int, asked) -> list[tuple[str, int]]
     return [(o, n) for o, n in picked]
 
 
-def _search(conn, queries: np.ndarray, exclude: np.ndarray | None, k: int, owner: str | None):
-    """Each query through the probe copy of search_assets (prepared, binary): ids, distances,
-    latency in ms; a similar-assets query asks for k + 1 and drops its own row."""
-    ask = k + 1 if exclude is not None else k
-    query = sql.SQL(f"SELECT id, distance, true AS {search.KIT_MARK} FROM {PROBE}(%(q)s, {ask}, %(owner)s)")
-    ids, distances, latency = [], [], []
-    with conn.cursor(binary=True) as cur:
-        for i, q in enumerate(queries):
-            start = time.perf_counter()
-            rows = cur.execute(query, {"q": q, "owner": owner}, prepare=True).fetchall()
-            latency.append((time.perf_counter() - start) * 1000)
-            if exclude is not None:
-                rows = [r for r in rows if r[0] != int(exclude[i])][:k]
-            ids.append([r[0] for r in rows])
-            distances.append([r[1] for r in rows])
-    return ids, distances, np.array(latency)
-
-
-def _plan(conn, query: np.ndarray, k: int, owner: str | None) -> str:
-    """What the probe's statement scans, read with auto_explain (as verify does)."""
-    plan = search.nested_plan(conn, query, k, owner, function=PROBE)
-    if plan is None:
-        return "not read (auto_explain needs a superuser)"
-    scans = search._index_scans(plan["Plan"])
-    return f"index {', '.join(scans)}" if scans else "SEQUENTIAL SCAN"
-
-
 def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target: float = 0.95, sample: int = 1000,
             queries=None, owners="auto", seed: int = 0, statement_timeout: str = "2h", progress: bool = True,
-            echo: Echo | None = None) -> Confirmation:
+            echo: Echo | None = None, column: str = "embedding") -> Confirmation:
     """Measure the live index through search_assets at every search setting of the grid, smallest
     first, until the similar-assets shape (`sample` rows of the table, each left out of its own
     answer) and the new-vector shape (`queries`, vectors not in the table, when given) clear
     `target` with the tuner's margin; then, at that setting, the filtered searches of `owners`
     ("auto": see _owners; None: none) over the filter grid until they return every row that exists
     at the target, raising the search setting instead where a deeper scan changes nothing.
-    Nothing is changed in the database."""
+    Nothing is changed in the database. `column`: a second model's column during a model change
+    (pgvkit model add), its index confirmed before the switch (its rows that have an embedding,
+    searched through search_assets by their dimension; no filtered searches)."""
     from ..recall import _exact, _table_facts
 
     echo = echo or echo_to()
@@ -220,7 +179,9 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         raise PgvkitError("--k must be positive, --sample at least 2 and --target-recall between 0 and 1")
     with connect(url, application_name="pgvkit confirm") as conn:
         register_vector(conn)
-        dims, rows, _ = _table_facts(conn, table)
+        dims, rows, nonzero = _table_facts(conn, table, column)
+        if column != "embedding":
+            owners = None  # a second model's branch of search_assets: its unfiltered searches
         if not search.exists(conn):
             raise PgvkitError(f"no {search.SIGNATURE} here: confirm binds its settings to the function the application "
                               "searches through; run pgvkit migrate (002_search_assets adds it)")
@@ -233,7 +194,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
                 + sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {};").format(sql.Identifier(database),
                                                                           sql.Identifier(role)).as_string(conn)
                 + " (or run pgvkit confirm as the table's owner)")
-        live = searched_index(conn, table)
+        live = searched_index(conn, table, column=column)
         if live is None:
             raise PgvkitError(f"{table} has no valid vector index to confirm; run pgvkit tune --write-migration, then "
                               "pgvkit migrate")
@@ -246,18 +207,20 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         new = as_vectors(queries, dims, what="query vectors") if queries is not None else None
         param = SEARCH_PARAM[live.method]
         bound = search.settings(conn)
-        result = Confirmation(conn.info.dbname, table, rows, live.definition, (live.schema, live.name), live.comment,
+        named = table if column == "embedding" else f"{table}.{column}"
+        result = Confirmation(conn.info.dbname, named, rows, live.definition, (live.schema, live.name), live.comment,
                               live.method, k, target, bound, predicted=live.predicted)
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout)))
         conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
         own_ids, own = read_vectors(conn, sql.SQL(
-            "SELECT id, embedding FROM {t} WHERE id IN (SELECT id FROM {t} WHERE vector_norm(embedding) > 0"
-            " ORDER BY random() LIMIT {n}) ORDER BY id").format(t=sql.Identifier(table), n=sql.Literal(sample)), dims)
+            "SELECT id, {c}::vector FROM {t} WHERE id IN (SELECT id FROM {t} WHERE {nonzero}"
+            " ORDER BY random() LIMIT {n}) ORDER BY id").format(t=sql.Identifier(table), n=sql.Literal(sample),
+                                                             c=sql.Identifier(column), nonzero=nonzero), dims)
         picked = _owners(conn, table, rows, k, owners)
         conn.commit()
         shapes = {"similar assets": (own, own_ids)} | ({"new vectors": (new, None)} if new is not None else {})
-        echo(f"exact neighbours: streaming {rows:,} rows of {table} ...")
-        truths = _exact(conn, table, dims, shapes, k, rows, progress)
+        echo(f"exact neighbours: streaming {rows:,} rows of {named} ...")
+        truths = _exact(conn, table, dims, shapes, k, rows, progress, column=column, nonzero=nonzero)
         conn.commit()
         filtered_q, filtered_ex = (new, None) if new is not None else (own, own_ids)
         filtered_q = filtered_q[:FILTERED_QUERIES]
@@ -391,10 +354,10 @@ def _deeper(conn, steps: list[dict], bound: dict) -> list[dict]:
 
 def _measure(conn, shape: str, setting: dict, queries, exclude, k: int, truth: GroundTruth,
              owner: str | None) -> Measurement:
-    ids, distances, latency = _search(conn, queries, exclude, k, owner)
+    ids, distances, latency = search_probe(conn, queries, exclude, k, owner)
     per_query = recall_at_k(truth, ids, distances)
     exists = np.isfinite(truth.distances).sum(axis=1)
     short = int(sum(len(found) < want for found, want in zip(ids, exists)))
     return Measurement(shape, dict(setting), per_query, float(np.percentile(latency, 50)),
                        float(np.percentile(latency, 95)), short,
-                       _plan(conn, queries[0], k + 1 if exclude is not None else k, owner))
+                       probe_plan(conn, queries[0], k + 1 if exclude is not None else k, owner))
