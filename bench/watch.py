@@ -10,8 +10,8 @@ watches `--every` seconds apart (each by the CLI, as cron runs it): for each int
 searches and their mean and p95 as the readers measured them beside what the watch read from
 pg_stat_statements (the ratio should be within 0.8-1.2). Then what must trip it:
 `ALTER FUNCTION search_assets ... SET hnsw.ef_search = 400`, then 1000 (where the plan becomes a
-sequential scan at this size), and a bulk delete of 30 % of the rows with autovacuum held off (dead rows). Prints
-JSON.
+sequential scan at this size), a bulk delete of 30 % of the rows with autovacuum held off (dead rows),
+and the index dropped (to be rebuilt). Prints JSON.
 """
 
 from __future__ import annotations
@@ -161,6 +161,11 @@ def main() -> None:
             conn.execute("SELECT pg_stat_force_next_flush()")
         time.sleep(args.every / 4)
         code_dead, snap_dead = watch(url, "--sample", "0")
+        with psycopg.connect(url, autocommit=True) as conn:  # someone drops the index to rebuild it
+            conn.execute("VACUUM ip_asset_embeddings")
+            conn.execute("DROP INDEX idx_embedding_hnsw")
+        time.sleep(args.every / 4)
+        code_gone, snap_gone = watch(url, "--sample", "0")
         load.finish()
         intervals = []
         for code, snap in watched:
@@ -176,7 +181,8 @@ def main() -> None:
                 "readers": args.readers, "writers": 2, "cores": os.cpu_count(),
                 "seconds_between": args.every, "intervals": intervals,
                 "ef_search_raised": raised,
-                "bulk_delete": {"rows_deleted": gone, "exit": code_dead, "failed": said(snap_dead)}})
+                "bulk_delete": {"rows_deleted": gone, "exit": code_dead, "failed": said(snap_dead)},
+                "index_dropped": {"exit": code_gone, "plan": snap_gone["plan"], "failed": said(snap_gone)}})
 
 
 if __name__ == "__main__":

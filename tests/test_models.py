@@ -248,6 +248,10 @@ def test_a_backfill_killed_half_way_resumes_and_ends_as_an_uninterrupted_one_wou
     assert half <= done < 3000 and stopped[1] is None, (done, stopped)
     [check] = [c for c in verify(url).checks if c.name == "embedding models"]
     assert check.status == "warn" and f"{3000 - done:,} rows have no {CLIP} embedding yet" in check.why
+    status = run_cli("status", "--database-url", url)  # where the change stands, beside the migrations
+    assert f"embedding models: current in embedding (serving): 3,000 of 3,000 rows; {CLIP} in " \
+           f"embedding_clip_vit_l_14_v2 (backfilling): {done:,} of 3,000 rows" in status.stdout, status.stdout
+    assert f"fix: pgvkit model backfill {CLIP} --from FILE" in status.stdout
 
     resumed = run_cli("model", "backfill", CLIP, "--from", str(source), "--database-url", url, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

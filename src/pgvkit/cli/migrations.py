@@ -17,11 +17,30 @@ def _migrator(args, ctx) -> Migrator:
     return Migrator(ctx.target.url, ctx.migrations_dir, echo=ctx.echo, progress=not ctx.as_json, **kwargs)
 
 
+def _model_change(ctx):
+    """During a model change: how far each model's column is filled (None otherwise)."""
+    import psycopg
+
+    from ..models import check_models
+
+    try:
+        with connect(ctx.target.url) as conn:
+            return check_models(conn)
+    except psycopg.Error:  # no table yet, or a role that may not read it: status says the rest
+        return None
+
+
 def status(args, ctx) -> int:
     report = _migrator(args, ctx).status()
     standbys = ctx.standbys
+    change = _model_change(ctx)
     if not standbys:
+        if ctx.as_json and change is not None:
+            print_json({**report.to_dict(), "embedding_models": vars(change)})
+            return report.exit_code
         ctx.report(report)
+        if change is not None:
+            ctx.echo(f"\nembedding models: {change.detail}" + (f"\n  fix: {change.fix}" if change.fix else ""))
         return report.exit_code
     checks, data = check_standbys(ctx.target.url, standbys)
     if ctx.as_json:
