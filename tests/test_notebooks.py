@@ -115,8 +115,9 @@ def test_the_recall_notebook_audits_the_live_table_and_fails_below_the_target_wh
     with pytest.raises(papermill.PapermillExecutionError, match="recall below 0.95"):
         run("07_recall_audit.ipynb", tmp_path, database_url=migrated, query_file=str(queries), sample=300,
             fail_below_target=True)
-    with psycopg.connect(migrated) as conn:  # both runs recorded both shapes
-        assert conn.execute("SELECT count(*) FROM pgvkit.recall_audits").fetchone()[0] == 4
+    with psycopg.connect(migrated) as conn:  # both runs recorded both shapes, and a watch each (its sample too)
+        assert conn.execute("SELECT count(*) FROM pgvkit.recall_audits WHERE queries = 300").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM pgvkit.watch_snapshots").fetchone()[0] == 2
 
 
 def test_a_notebook_that_needs_01_says_so_in_one_line_without_a_traceback(db_url, tmp_path):

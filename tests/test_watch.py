@@ -248,3 +248,25 @@ def test_statements_are_grouped_by_how_they_search(statement, group):
     from pgvkit.statements import _group
 
     assert _group(statement, "search_assets", toplevel=True) == group
+
+
+def test_a_restart_and_a_statement_evicted_and_back_are_said_and_counted_from_their_new_start():
+    from pgvkit.statements import Reading, difference
+
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+    before = Reading(t0, t0.replace(hour=8), {
+        "10:1:true": ("search_assets", Counters(1000, 2000.0, 5000.0), "2026-12-01 08:00", 9.0),
+        "10:2:true": ("direct", Counters(50, 500.0, 6000.0), "2026-12-01 08:00", 30.0)},
+        stats_reset="2026-12-01 08:00", dealloc=3, function=Counters(1200, 2500.0))
+    after_crash = Reading(t0.replace(hour=10), t0.replace(minute=30), {
+        "10:1:true": ("search_assets", Counters(1300, 2600.0, 6500.0), "2026-12-01 08:00", 9.0),
+        "10:2:true": ("direct", Counters(20, 200.0, 2400.0), "2026-12-01 09:40", 30.0)},  # evicted, back since
+        stats_reset="2026-12-01 08:00", dealloc=5, function=Counters(90, 180.0))  # a crash lost the function's
+    found = difference(after_crash, Reading.from_baseline(before.baseline()))  # as stored and read back
+    assert found.groups["search_assets"].calls == 300 and found.groups["direct"].calls == 20
+    assert found.groups["search_assets"].mean_ms == pytest.approx(2.0)
+    assert found.function.calls == 90 and found.seconds == 3600
+    said = " ".join(found.notes)
+    assert "the server restarted at 2026-12-01 09:30:00 UTC" in said
+    assert "2 statements were evicted from pg_stat_statements" in said and "raise pg_stat_statements.max" in said
+    assert "1 search statements' statistics were reset or evicted since the last watch" in said
