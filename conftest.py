@@ -38,6 +38,7 @@ def session_admin_url() -> str:
             pytest.exit(f"PGVKIT_TEST_DATABASE_URL ({mask_url(url)}) is unreachable: {exc}", returncode=2)
     else:
         server = EmbeddedServer(Path(tempfile.mkdtemp(prefix="pgvkit-test-")))
+        server.settings = ()  # no pg_stat_statements: it costs every statement (tests/test_watch.py starts its own)
         server.start()
         _session["server"] = server
         url = server.url(database="postgres")

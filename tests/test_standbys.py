@@ -61,12 +61,11 @@ def test_migrate_on_the_primary_waits_for_the_standby_and_is_refused_on_the_stan
     assert verified.returncode == 0, verified.stderr
     report = json.loads(verified.stdout)
     [data] = report["standbys"]
-    # replayed what migrate did (the primary's background work, autovacuum's ANALYZE of the new tables, may
-    # have written a little WAL since: a lag of some bytes is not a failure)
-    assert data["in_recovery"] and data["lag_bytes"] is not None and data["history"] == [1, 2, 3]
+    # verify's own catalog reads prune pages the migration left dead (WAL): it gives the standby a moment
+    assert data["in_recovery"] and data["lag_bytes"] == 0 and data["history"] == [1, 2, 3]
     assert data["index"] == "idx_embedding_cosine" and data["index_valid"]
     [check] = [c for c in report["checks"] if c["name"] == f"standby {standby.url()}"]
-    assert check["status"] == "pass" and "replayed (0 bytes behind)" in check["detail"]
+    assert check["status"] == "pass" and "replayed (0 bytes behind)" in check["detail"], check
     status = run_cli("status", env=env)
     assert status.returncode == 0 and f"standby {standby.url()}" in status.stdout and "pass" in status.stdout
 

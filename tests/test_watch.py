@@ -53,6 +53,39 @@ def failed(result) -> dict[str, str]:
     return {c.name: c.detail for s in result.snapshots for c in s.findings if c.status == "fail"}
 
 
+@pytest.fixture(scope="module")
+def stats_server(tmp_path_factory):
+    """A server set up as pgvkit's embedded default is: pg_stat_statements loaded, track_functions
+    = pl (the suite's own server runs without them: they cost every statement a little)."""
+    server = EmbeddedServer(tmp_path_factory.mktemp("stats")).start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def migrated(stats_server, request):
+    """A fresh database on that server with the migrations applied."""
+    from pgvkit import Migrator
+
+    url = fresh_database(stats_server.url(database="postgres"), f"watch_{request.node.name[5:40]}")
+    Migrator(url, MIGRATIONS, echo=lambda _: None).migrate()
+    return url
+
+
+@pytest.fixture
+def make_role(stats_server):
+    """Login roles on that server (gone with it)."""
+    names = iter(range(1000))
+
+    def make() -> str:
+        name = f"watcher_{next(names)}"
+        with psycopg.connect(stats_server.url(database="postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{name}" LOGIN')
+        return name
+
+    return make
+
+
 @pytest.fixture
 def store(migrated):
     """5,000 real embeddings under an HNSW index, pg_stat_statements created, autovacuum held off

@@ -207,6 +207,20 @@ def _versions(conn) -> list[int] | None:
         "SELECT version FROM pgvkit.schema_migrations WHERE status IN ('applied', 'baselined') ORDER BY version")]
 
 
+def _caught_up(primary_url: str, url: str, grace: float = 3.0) -> Replay:
+    """The standby's lag against the primary's WAL position now, given `grace` seconds to replay it:
+    reading the catalogs after a migration prunes their pages on the primary (WAL the standby
+    replays within milliseconds), so a lag seen once is not yet a standby behind."""
+    with connect(primary_url, autocommit=True) as conn:
+        position = _position(conn)
+    deadline = time.monotonic() + grace
+    state = replay(primary_url, url, position)
+    while state.error is None and state.lag_bytes and time.monotonic() < deadline:
+        time.sleep(0.1)
+        state = replay(primary_url, url, position)
+    return state
+
+
 def check_standby(primary_url: str, url: str, table: str = "ip_asset_embeddings") -> tuple[Check, dict]:
     """One standby against its primary: in recovery, replay lag in bytes and seconds, the
     migration history as replayed, the search index present and valid, the search settings its
@@ -214,7 +228,7 @@ def check_standby(primary_url: str, url: str, table: str = "ip_asset_embeddings"
     from .indexes import search_index
     from .search import effective_settings
 
-    state = replay(primary_url, url)
+    state = _caught_up(primary_url, url)
     name = f"standby {state.url}"
     data = state.to_dict()
     if state.error is not None:
