@@ -190,8 +190,9 @@ def _read_statements(conn, reading: Reading, table: str, function: str) -> None:
     try:
         with conn.transaction():
             found = conn.execute(query).fetchall()
-            info = conn.execute(sql.SQL("SELECT stats_reset::text, dealloc FROM {}").format(
-                sql.Identifier(schema, "pg_stat_statements_info"))).fetchone() if "stats_since" in columns else None
+            info_view = sql.Identifier(schema, "pg_stat_statements_info")  # 1.9 (PostgreSQL 14) on
+            info = conn.execute(sql.SQL("SELECT stats_reset::text, dealloc FROM {}").format(info_view)).fetchone() \
+                if conn.execute("SELECT to_regclass(%s)", [info_view.as_string(conn)]).fetchone()[0] else None
     except errors.ObjectNotInPrerequisiteState:  # created, but the library is not loaded
         reading.unseen.append(_NOT_LOADED)
         return
