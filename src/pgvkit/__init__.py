@@ -9,12 +9,8 @@ The workflow, one notebook cell per step::
     migrator.migrate()                        # apply, each file in its own transaction
 """
 
-from .backups import backup, restore
-from .checks import Check, ChecksFailed, Report
-from .doctor import Diagnosis, Finding
-from .explain import explain
-from .db import Target, connect, mask_url, resolve, server_info, sqlalchemy_url
-from .embedded import EmbeddedServer
+from importlib import import_module
+
 from .errors import (
     ConfigError,
     ConfirmationRequired,
@@ -30,9 +26,34 @@ from .errors import (
     PgvkitError,
     RollbackError,
 )
-from .migrations import Migration, read_migrations
-from .migrator import Migrator, Plan, StatusReport
-from .vectors import BadVector, as_vector, as_vectors, read_vector_file
+
+# The rest is imported when first used (PEP 562): `pgvkit migrate` should not pay for numpy, nor a
+# notebook's first cell for the migrator; `from pgvkit import Migrator` works as ever.
+_LAZY = {
+    "backup": "backups", "restore": "backups",
+    "Check": "checks", "ChecksFailed": "checks", "Report": "checks",
+    "Diagnosis": "doctor", "Finding": "doctor",
+    "explain": "explain",
+    "Target": "db", "connect": "db", "mask_url": "db", "resolve": "db", "server_info": "db", "sqlalchemy_url": "db",
+    "EmbeddedServer": "embedded",
+    "Migration": "migrations", "read_migrations": "migrations",
+    "Migrator": "migrator", "Plan": "migrator", "StatusReport": "migrator",
+    "BadVector": "vectors", "as_vector": "vectors", "as_vectors": "vectors", "read_vector_file": "vectors",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pgvkit' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "resolve",

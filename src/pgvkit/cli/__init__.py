@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 import psycopg
 
@@ -39,10 +38,23 @@ examples:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # only for --version: 50 ms at every start else
+
     try:
         return version("pgvkit")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
+    except PackageNotFoundError:
+        return "0+unknown"  # running from a source tree
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"pgvkit {_version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Migrate, verify and operate a PostgreSQL + pgvector vector store.",
     )
-    parser.add_argument("--version", action="version", version=f"pgvkit {_version()}")
+    parser.add_argument("--version", action=_Version, help="show pgvkit's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.name, parents=[common], help=command.help, description=command.help,
