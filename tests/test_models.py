@@ -160,6 +160,9 @@ def test_a_model_of_a_dimension_already_served_or_too_large_to_index_is_refused_
     large = run_cli("model", "add", "big", "--dimensions", "3072", *where)
     [line] = large.stderr.strip().splitlines()
     assert large.returncode == 2 and "--type halfvec" in line
+    tuned = run_cli("tune", "--model", "big", "--write-migration", *where)  # a model's index, before it is added
+    [line] = tuned.stderr.strip().splitlines()
+    assert tuned.returncode == 2 and "no model 'big' recorded" in line, tuned.stderr
     assert sorted(p.name for p in migrations.iterdir()) == sorted(p.name for p in MIGRATIONS.iterdir())
 
 
@@ -361,8 +364,20 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
                    timeout=300).returncode == 0
     states = {4: schema(url)}
     for step, version in (("index", 5), ("switch", 6)):
-        written = run_cli("model", step, CLIP, *where)
-        assert written.returncode == 0, written.stderr
+        if step == "index":  # tuned on the rows that have the new model's embedding, written as model index writes it
+            written = run_cli("tune", "--model", CLIP, "--write-migration", "--queries", "100", *where, timeout=300)
+            assert written.returncode == 0, written.stderr
+            assert "sampling 3,000 of 3,000 rows of ip_asset_embeddings into pgvkit.tune_workload (id, owner_id, " \
+                   "embedding_clip_vit_l_14_v2)" in written.stdout
+            assert f"pgvkit confirm --model {CLIP}" in written.stdout
+            up = migrations / "005_model_index_clip_vit_l_14_v2.sql"
+            assert "-- pgvkit:estimate build_s=" in up.read_text() and "Chosen by pgvkit tune --model" in up.read_text()
+            assert 'USING hnsw ("embedding_clip_vit_l_14_v2" vector_cosine_ops)' in up.read_text()
+            planned = run_cli("plan", *where)
+            assert " on 3,000 rows, maintenance_work_mem 64MB" in planned.stdout, planned.stdout  # the build, estimated
+        else:
+            written = run_cli("model", step, CLIP, *where)
+            assert written.returncode == 0, written.stderr
         # readers of both models while it applies: the switch changes columns and search_assets in one transaction
         with Searchers(url, LIFTED[-50:], readers=2) as old, Searchers(url, NEW[-50:], readers=2) as new:
             applied = run_cli("migrate", *where, timeout=300)
@@ -387,6 +402,11 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
             assert confirmed.returncode == 0, confirmed.stderr
             chosen = json.loads(confirmed.stdout)
             assert chosen["table"] == "ip_asset_embeddings.embedding_clip_vit_l_14_v2" and chosen["met"]
+            with psycopg.connect(url) as conn:  # what tune chose, in the index's comment: confirm measured it too
+                comment = conn.execute("SELECT obj_description('idx_embedding_clip_vit_l_14_v2_cosine'::regclass)"
+                                       ).fetchone()[0]
+            assert comment.startswith("pgvkit tune: hnsw.ef_search = ") and CLIP in comment, comment
+            assert chosen["at_tuned"]["setting"] == comment.split(": ", 1)[1].split(" (")[0], chosen["at_tuned"]
             assert chosen["rows"] == 3000 and min(chosen["at_chosen"].values()) >= 0.95, chosen["at_chosen"]
             up, down = (Path(p) for p in chosen["migration"])
             assert "ALTER FUNCTION search_assets(vector, integer, text) SET hnsw.ef_search" in up.read_text()
@@ -467,6 +487,18 @@ def test_a_model_of_3072_dimensions_goes_into_a_halfvec_column_backfilled_from_a
                     echo=lambda _: None)
     assert (done.filled, done.missing) == (500, 1500)
     exact = np.array(ids)[np.argsort(-(big / np.linalg.norm(big, axis=1, keepdims=True)) @ big[7])][:10]
+    assert searched(url, big[7]) == exact.tolist()
+    # its index tuned on the 500 rows that have it, as a halfvec index of the column itself, and built
+    where = ["--database-url", url, "--migrations", str(migrations)]
+    current = run_cli("tune", "--model", "current", *where)  # the embedding column's own: plain tune
+    assert current.returncode == 2 and "drop --model" in current.stderr.strip(), current.stderr
+    tuned = run_cli("tune", "--model", "text-embedding-3-large", "--queries", "50", "--write-migration", *where,
+                    timeout=300)
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    assert "sampling 500 of 500 rows" in tuned.stdout and "halfvec hnsw(m=16, ef_construction=64)" in tuned.stdout
+    up = next(migrations.glob("*_model_index_text_embedding_3_large.sql")).read_text()
+    assert 'USING hnsw ("embedding_text_embedding_3_large" halfvec_cosine_ops)' in up
+    assert run_cli("migrate", *where, timeout=300).returncode == 0
     assert searched(url, big[7]) == exact.tolist()
 
 

@@ -178,14 +178,30 @@ def _index_name(column: str) -> str:
 
 
 def write_index(url: str, name: str, migrations_dir: str | Path | None = None, *, m: int = 16,
-                ef_construction: int = 64, table: str = "ip_asset_embeddings") -> tuple[Path, Path]:
+                ef_construction: int = 64, table: str = "ip_asset_embeddings",
+                recommendation=None) -> tuple[Path, Path]:
     """NNN_model_index_<model>.sql: the new model's HNSW index (pgvector's default build settings
-    unless given), built CONCURRENTLY with memory and workers sized for it; its down file drops it."""
+    unless given), built CONCURRENTLY with memory and workers sized for it; its down file drops it.
+    `recommendation`: what `pgvkit tune --model` chose (a tuning.Recommendation of an HNSW index
+    of the column's kind): its build settings, its figures in the header, its build estimate for
+    pgvkit plan, and its search setting and prediction in the index's comment (pgvkit confirm
+    --model starts from it)."""
+    from .indexes import TUNED_BY
+    from .migrator.plan import ESTIMATE
     from .tuning.build import Config, build_settings
 
     directory = Path(migrations_dir or default_migrations_dir())
+    point = recommendation.point if recommendation is not None else None
+    if point is not None:
+        if point.config.method != "hnsw":
+            raise PgvkitError(f"pgvkit model index builds HNSW, and the recommendation is {point.config.label}; "
+                              "tune the model's column again without an ivfflat_lists grid")
+        m, ef_construction = dict(point.config.params)["m"], dict(point.config.params)["ef_construction"]
     with connect(url) as conn:
         model = _model(conn, table, name)
+        if point is not None and point.config.kind_name != model.kind:
+            raise PgvkitError(f"{model.column} is a {model.kind} column and the recommendation a "
+                              f"{point.config.kind_name} index; tune it with --candidates {model.kind}")
         rows = conn.execute(sql.SQL("SELECT count({}) FROM {}").format(
             sql.Identifier(model.column), sql.Identifier(table))).fetchone()[0]
         settings = build_settings(url, Config("hnsw", (("m", m), ("ef_construction", ef_construction))),
@@ -198,6 +214,25 @@ def write_index(url: str, name: str, migrations_dir: str | Path | None = None, *
         sets = "".join(sql.SQL("SET {} = {};\n").format(sql.SQL(k), sql.Literal(str(v))).as_string(conn)
                        for k, v in settings.items())
         drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(sql.Identifier(index)).as_string(conn)
+        tuned, comment = "", ""
+        if point is not None:
+            from .tuning.migration import _setting_text
+            from .tuning.recommend import figures
+            from .tuning.scale import PREDICTED
+
+            predicted = point.note.startswith(PREDICTED)
+            tuned = (f"-- Chosen by pgvkit tune --model on {datetime.now(timezone.utc):%Y-%m-%d}, measured on "
+                     f"{recommendation.workload}:\n--   {point.config.label}, {_setting_text(point)}: "
+                     f"recall@{recommendation.k} {figures(point)}, p95 {point.p95_ms:.2f} ms"
+                     + (f"\n--   ({point.note})" if predicted else "") + "\n"
+                     f"{ESTIMATE}build_s={round(point.build_s)} rows={rows} "
+                     f"maintenance_work_mem={settings['maintenance_work_mem']}\n"
+                     f"-- Target was recall@{recommendation.k} >= {recommendation.target}; the search setting is "
+                     "measured on this index once built: pgvkit confirm --model.\n")
+            comment = sql.SQL("COMMENT ON INDEX {} IS {};\n").format(sql.Identifier(index), sql.Literal(
+                f"{TUNED_BY} {_setting_text(point)} ({model.model})"
+                + (f"; {point.note.split(' from ')[0]}: {figures(point).split('; ')[0]}" if predicted else "")
+            )).as_string(conn)
         version = _version(directory, conn)
     stem = f"{version:03d}_model_index_{model.column.removeprefix('embedding_')}"[:63]
     up = ("-- pgvkit:no-transaction\n"
@@ -205,7 +240,7 @@ def write_index(url: str, name: str, migrations_dir: str | Path | None = None, *
           "writes go on).\n"
           f"-- Sized for {rows:,} rows that have its embedding: build it once the backfill is done (each row filled "
           "after it\n-- costs an index insert), then pgvkit model switch.\n"
-          + sets + create + "".join(f"RESET {k};\n" for k in settings))
+          + tuned + sets + create + comment + "".join(f"RESET {k};\n" for k in settings))
     down = f"-- pgvkit:no-transaction\n-- Undo {stem}: the index goes.\n" + drop
     up_path, down_path = directory / f"{stem}.sql", directory / f"{stem}.down.sql"
     up_path.write_text(up)

@@ -41,6 +41,11 @@ def _tune_arguments(p) -> None:
                    help="let the recommendation and its migration change the index kind (halfvec, binary): only "
                         "search_assets can use such an index, direct ORDER BY embedding <=> ... queries lose theirs "
                         "(without it, only vector indexes are recommended)")
+    p.add_argument("--model", metavar="NAME",
+                   help="during a model change, before its index is built: tune the second model's HNSW index on "
+                        "the rows that have its embedding (its name or column; pgvkit model list), with --query-file "
+                        "of its dimension; --write-migration writes it as pgvkit model index would, with the "
+                        "settings found")
 
 
 def tune(args, ctx) -> int:
@@ -63,17 +68,28 @@ def tune(args, ctx) -> int:
     candidates = parse_candidates(args.candidates) if args.candidates else None
     budget = args.memory_budget.strip().lower()
     budget = budget if budget in ("auto", "none") else parse_size(args.memory_budget)
-    query_vectors = vector_file(args.query_file, url) if args.query_file else None
-    if args.write_migration:  # before the sweep, not after minutes of it
+    model = _second_model(url, args.model) if args.model else None
+    if model is not None:  # its own kind only: the index pgvkit model index builds on the column itself
+        if candidates and set(candidates) != {model.kind}:
+            raise PgvkitError(f"{model.column} is a {model.kind} column, and its index is of that kind: drop "
+                              f"--candidates, or pass --candidates {model.kind}")
+        candidates = (model.kind,)
+    column = model.column if model is not None else "embedding"
+    query_vectors = vector_file(args.query_file, url, column) if args.query_file else None
+    if args.write_migration and model is None:  # before the sweep, not after minutes of it
         tuning.refuse_stacking(url, ctx.migrations_dir)
     _, result, rec = tuning.tune(url, target=args.target_recall, k=args.k, rows=args.rows, queries=args.queries,
                                  source=args.source, seed=args.seed, filter_owner=args.filter_owner, shapes=shapes,
                                  query_vectors=query_vectors, candidates=candidates,
                                  memory_budget=None if budget == "none" else budget,
-                                 query_change=args.allow_query_change, progress=not ctx.as_json,
-                                 echo=echo)
+                                 query_change=args.allow_query_change or model is not None, progress=not ctx.as_json,
+                                 column=column, echo=echo)
     written, refused = None, None
-    if args.write_migration and rec.met:
+    if args.write_migration and rec.met and model is not None:
+        from ..model_change import write_index
+
+        written = write_index(url, model.column, ctx.migrations_dir, recommendation=rec)
+    elif args.write_migration and rec.met:
         try:
             written = tuning.write_migration(url, rec, ctx.migrations_dir, allow_query_change=args.allow_query_change)
         except tuning.QueryChangeRefused as exc:  # the figures first, then why nothing was written
@@ -85,7 +101,11 @@ def tune(args, ctx) -> int:
         echo(str(result))
         echo("")
         echo(("recommended: " if rec.met else "NOT MET: ") + rec.message)
-        if written:
+        if written and model is not None:
+            echo(f"wrote {written[0]} and {written[1].name}; next: pgvkit plan (the build's time and memory), "
+                 f"pgvkit migrate (builds it concurrently), then pgvkit confirm --model {model.model} --query-file "
+                 "FILE --write-migration (its search setting, measured on the built index) and pgvkit migrate again")
+        elif written:
             echo(f"wrote {written[0]} and {written[1].name}; next: pgvkit plan (the build's time and memory), "
                  "pgvkit migrate (builds it at full size), then pgvkit confirm --write-migration (the search "
                  "settings, measured on the live index) and pgvkit migrate again")
@@ -94,6 +114,20 @@ def tune(args, ctx) -> int:
     if refused:
         raise refused
     return 0 if rec.met else 1
+
+
+def _second_model(url: str, name: str):
+    """The second model's column `name` names (its model or column), before its switch."""
+    from ..models import models
+
+    with connect(url) as conn:
+        found = [m for m in models(conn) if name in (m.model, m.column)]
+    if not found:
+        raise PgvkitError(f"no model {name!r} recorded for ip_asset_embeddings: pgvkit model list shows them")
+    if found[0].column == "embedding":
+        raise PgvkitError(f"{name} is the model the embedding column holds, whose index plain pgvkit tune tunes: drop "
+                          "--model")
+    return found[0]
 
 
 def _confirm_arguments(p) -> None:

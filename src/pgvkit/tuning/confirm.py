@@ -235,14 +235,17 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         if live.method == "ivfflat":
             lists = int(re.search(r"lists\s*=\s*'?(\d+)", live.definition).group(1))
             grid = [p for p in grid if p < lists] + [lists]
-        tuned = int(bound[param]) if param in bound else None
-        chosen = _smallest_meeting(conn, result, param, grid, shapes, truths, echo, tuned)
+        tuned = bound.get(param)
+        if column != "embedding":  # a second model's index: what pgvkit tune --model chose for it (its comment)
+            chose = re.match(rf"{re.escape(param)}\s*=\s*(\d+)", live.tuned_for or "")
+            tuned = chose.group(1) if chose else None
+        chosen = _smallest_meeting(conn, result, param, grid, shapes, truths, echo,
+                                   int(tuned) if tuned is not None else None)
         if chosen is None:
             result.message = (f"no {param} up to {grid[-1]} reaches recall@{k} >= {target} on the live index: tune "
                               "again with a denser graph (pgvkit tune --rows N) or a lower target")
             return result
         result.chosen = dict(chosen)
-        tuned = bound.get(param)
         if tuned is not None and not any(m.settings == {param: tuned} for m in result.measurements):  # what tune bound, measured too: its prediction, checked
             probe_function(conn, {param: tuned, **search.INDEX_ONLY})
             for name, (q, exclude) in shapes.items():

@@ -20,7 +20,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
          source: str = "auto", grid: dict | None = None, seed: int = 0, filter_owner: str | None = None,
          shapes: tuple[str, ...] = ("new", "similar"), query_vectors=None, progress: bool = True,
          candidates: tuple[str, ...] | None = None, memory_budget: int | str | None = "auto",
-         query_change: bool = True,
+         query_change: bool = True, column: str = "embedding",
          echo: Echo | None = None) -> tuple[Workload, SweepResult, Recommendation]:
     """prepare, ground truth, sweep, recommend, for the query shapes asked (new vectors, similar
     assets, both) and the index kinds asked (`candidates`: vector, halfvec, binary; default all,
@@ -28,8 +28,12 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
     interrupts (and by the next run if the process was killed). `memory_budget`: bytes the
     index may take at the live table's size, "auto" (what the server's cache leaves,
     pgvkit.memory.budget) or None (no limit). `query_change` False: recommend only what direct
-    ORDER BY embedding <=> ... queries can use (pgvkit tune without --allow-query-change)."""
+    ORDER BY embedding <=> ... queries can use (pgvkit tune without --allow-query-change).
+    `column`: a second model's column during a model change: its rows that have an embedding are
+    sampled, HNSW only (what pgvkit model index builds)."""
     echo = echo or echo_to()
+    if column != "embedding":
+        grid = {"ivfflat_lists": [], **(grid or {})}
     if candidates:
         grid = {**(grid or {}), "kinds": list(candidates)}
     with hold(url):  # before the scratch table is touched: a second run stops here, in one line
@@ -38,14 +42,15 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
             echo(f"memory budget: {budget}")
         cleanup(url)
         try:
-            live_rows = _live_rows(url) if source != "synthetic" else 0
+            live_rows = _live_rows(url, column=column) if source != "synthetic" or column != "embedding" else 0
             sizes = sample_sizes(live_rows if live_rows >= 1000 or source == "table" else 0, rows)
             if not candidates and not query_change and len(sizes) > 1 and "kinds" not in (grid or {}):
                 grid = {**(grid or {}), "kinds": ["vector"]}
                 echo("index kinds: vector only (halfvec and binary indexes serve only search_assets, so without "
                      "--allow-query-change they could not be chosen; --candidates vector,halfvec,binary sweeps them)")
             workload = prepare(url, source=source, rows=sizes[-1], queries=queries, k=k, seed=seed,
-                               filter_owner=filter_owner, shapes=shapes, query_vectors=query_vectors, echo=echo)
+                               filter_owner=filter_owner, shapes=shapes, query_vectors=query_vectors, echo=echo,
+                               column=column)
             echo(f"workload: {workload.describe()}")
             if workload.source != "table":
                 sizes = sizes[-1:]
@@ -92,7 +97,8 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
     return workload, result, recommend(result, target, budget, query_change=query_change)
 
 
-def _live_rows(url: str, table: str = "ip_asset_embeddings") -> int:
+def _live_rows(url: str, table: str = "ip_asset_embeddings", column: str = "embedding") -> int:
+    """The rows a search can find: all of them, or those that have a second model's embedding."""
     from psycopg import sql
 
     from ..db import connect
@@ -100,7 +106,8 @@ def _live_rows(url: str, table: str = "ip_asset_embeddings") -> int:
     with connect(url) as conn:
         if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0] is None:
             return 0
-        return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+        counted = sql.SQL("*") if column == "embedding" else sql.Identifier(column)
+        return conn.execute(sql.SQL("SELECT count({}) FROM {}").format(counted, sql.Identifier(table))).fetchone()[0]
 
 
 def _hnsw_share(result: SweepResult) -> float:

@@ -26,7 +26,6 @@ SCHEMA = "pgvkit"
 WORKLOAD = "tune_workload"
 SCRATCH = sql.Identifier(SCHEMA, WORKLOAD)
 MADE_BY = "pgvkit tune scratch copy"
-SEARCHED = ("id", "owner_id", "embedding")
 
 
 class TunePrivilegeError(PgvkitError):
@@ -59,20 +58,29 @@ def require_privileges(conn, table: str | None) -> None:
             f"tune as {owner}, or as {owner}: GRANT USAGE, CREATE ON SCHEMA {SCHEMA} TO {user};")
 
 
-def create(conn, table: str) -> None:
+def _searched(column: str) -> tuple[str, ...]:
+    return ("id", "owner_id", column)
+
+
+def create(conn, table: str, column: str = "embedding") -> None:
     """The empty scratch table: the searched columns of `table` (their types, the embedding's
-    storage) and a padding column; a comment saying who made it and when."""
+    storage) and a padding column; a comment saying who made it and when. `column`: a second
+    model's column (pgvkit model add), copied as the scratch table's embedding, a vector of its
+    dimension (a halfvec column is swept as the halfvec kind of it: the same stored precision)."""
+    searched = _searched(column)
     columns = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attstorage FROM pg_attribute a"
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attstorage, a.atttypmod FROM pg_attribute a"
         " WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped"
-        " ORDER BY a.attnum", [sql.Identifier(table).as_string(conn), list(SEARCHED)]).fetchall()
-    found = {name for name, _, _ in columns}
-    if found != set(SEARCHED):
-        raise PgvkitError(f"{table} has no column {', '.join(sorted(set(SEARCHED) - found))}; tune reads id, "
-                          "owner_id and embedding (run pgvkit verify to compare the table with migration 001)")
-    _new_table(conn, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t, _ in columns),
-               f"of {table}")
-    storage = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}[dict((n, s) for n, _, s in columns)["embedding"]]
+        " ORDER BY a.attnum", [sql.Identifier(table).as_string(conn), list(searched)]).fetchall()
+    found = {row[0] for row in columns}
+    if found != set(searched):
+        raise PgvkitError(f"{table} has no column {', '.join(sorted(set(searched) - found))}; tune reads id, "
+                          f"owner_id and {column} (run pgvkit verify to compare the table with migration 001)")
+    types = {name: (f"vector({typmod})" if name == column else kind) for name, kind, _, typmod in columns}
+    _new_table(conn, sql.SQL(", ").join(sql.SQL("{} {}").format(
+        sql.Identifier("embedding" if n == column else n), sql.SQL(types[n])) for n, *_ in columns), f"of {table}"
+        + ("" if column == "embedding" else f" ({column})"))
+    storage = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}[dict((r[0], r[2]) for r in columns)[column]]
     conn.execute(sql.SQL("ALTER TABLE {} ALTER embedding SET STORAGE {}").format(SCRATCH, sql.SQL(storage)))
 
 
@@ -92,24 +100,27 @@ def _new_table(conn, columns: sql.Composable, what: str) -> None:
         f"{MADE_BY} {what}, made {made} UTC by process {os.getpid()} on {socket.gethostname()}")))
 
 
-def fill(conn, table: str, rows: int) -> sql.Composed:
+def fill(conn, table: str, rows: int, column: str = "embedding") -> sql.Composed:
     """INSERT a random sample of `rows` rows: the searched columns, and as padding as many bytes
-    as the row's other columns take (their content is not copied)."""
+    as the row's other columns take (their content is not copied). `column`: a second model's,
+    whose rows without an embedding yet (a backfill under way) are not sampled."""
     others = [r[0] for r in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
-        " AND NOT attname = ANY(%s) ORDER BY attnum", [sql.Identifier(table).as_string(conn), list(SEARCHED)])]
+        " AND NOT attname = ANY(%s) ORDER BY attnum", [sql.Identifier(table).as_string(conn), list(_searched(column))])]
     width = sql.SQL(" + ").join([sql.SQL("coalesce(pg_column_size(t.{}), 0)").format(sql.Identifier(c))
                                  for c in others] or [sql.SQL("0")])
     # a sample of a large table: TABLESAMPLE reads only the sampled rows' vectors (out of line), not
     # all of them as ORDER BY random() alone would; a fifth more than asked, then exactly `rows`
-    live = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    col = sql.Identifier(column)
+    live = conn.execute(sql.SQL("SELECT count({}) FROM {}").format(col, sql.Identifier(table))).fetchone()[0]
     share = 100.0 * min(1.0, rows * 1.2 / live) if live else 100.0
     sample = (sql.SQL(" TABLESAMPLE BERNOULLI ({}) REPEATABLE (0)").format(sql.Literal(round(share, 6)))
               if share < 50 else sql.SQL(""))
+    value = sql.SQL("t.{}").format(col) if column == "embedding" else sql.SQL("t.{}::vector").format(col)
     return sql.SQL(
-        "INSERT INTO {scratch} (id, owner_id, embedding, pad) SELECT t.id, t.owner_id, t.embedding, repeat('x', {width})"
-        " FROM {table} AS t{sample} WHERE vector_norm(t.embedding) > 0 ORDER BY random() LIMIT {n}").format(
-        scratch=SCRATCH, width=width, table=sql.Identifier(table), sample=sample, n=sql.Literal(rows))
+        "INSERT INTO {scratch} (id, owner_id, embedding, pad) SELECT t.id, t.owner_id, {value}, repeat('x', {width})"
+        " FROM {table} AS t{sample} WHERE vector_norm({value}) > 0 ORDER BY random() LIMIT {n}").format(
+        scratch=SCRATCH, value=value, width=width, table=sql.Identifier(table), sample=sample, n=sql.Literal(rows))
 
 
 def leftover(conn) -> Check:

@@ -132,14 +132,16 @@ def cleanup(url: str) -> None:
 def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries: int = 200, k: int = 10,
             seed: int = 0, table: str = "ip_asset_embeddings",
             filter_owner: str | None = None, shapes: tuple[str, ...] = ("new", "similar"),
-            query_vectors: np.ndarray | None = None, echo: Echo | None = None) -> Workload:
+            query_vectors: np.ndarray | None = None, echo: Echo | None = None,
+            column: str = "embedding") -> Workload:
     """The workload in numpy and in the scratch table pgvkit.tune_workload.
 
     source "auto" uses the live table when it holds >= 1,000 rows, else synthetic vectors.
     filter_owner "auto" filters on the workload's most frequent owner.
     `query_vectors` (e.g. the application's logged query embeddings) are the new-vector queries,
     split into held-out and fresh halves; otherwise table rows are taken out of the scratch table
-    for that shape, or synthetic ones drawn."""
+    for that shape, or synthetic ones drawn. `column`: a second model's column during a model
+    change (pgvkit model add), sampled from the rows that have its embedding."""
     from ..inserts import column_dimension
     from ..synthetic import Topics
 
@@ -155,9 +157,10 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
         scratch_copy.require_privileges(conn, table if live else None)
         partitions = conn.execute("SELECT count(*) FROM pg_partition_tree(%s::regclass) WHERE isleaf AND level > 0",
                                   [live]).fetchone()[0] if live else 0
-        live_rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0] \
+        live_rows = conn.execute(sql.SQL("SELECT count({}) FROM {}").format(
+            sql.Identifier(column) if column != "embedding" else sql.SQL("*"), sql.Identifier(table))).fetchone()[0] \
             if live else 0
-        dims = column_dimension(conn, table) if live else 768
+        dims = column_dimension(conn, table, column) if live else 768
         if source == "auto":
             source = "table" if live_rows >= 1000 else "synthetic"
         if not shapes or set(shapes) - set(SHAPES):
@@ -167,16 +170,21 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
             if len(query_vectors) < 4:
                 raise PgvkitError(f"the query file holds {len(query_vectors)} vectors; give at least 4 (two halves, "
                                   "held-out and fresh; a few hundred measure recall well)")
+        if column != "embedding":  # a second model's index is tuned on its own vectors, never synthetic ones
+            source = "table"
         if source == "table" and live_rows < 4 * queries + k + 1:
+            if column != "embedding":
+                raise PgvkitError(f"{live_rows:,} rows of {table} have a {column}, too few to tune on; fill it first "
+                                  f"(pgvkit model backfill --from FILE), then tune")
             raise PgvkitError(f"{table} holds {live_rows} rows, too few to tune on; use --source synthetic "
                               "(or load data first)")
         # no index on owner_id: filtered queries must go through the vector index under test
         if source == "table":
-            scratch_copy.create(conn, table)
+            scratch_copy.create(conn, table, column)
             n = min(rows or live_rows, live_rows)
-            echo(f"sampling {n:,} of {live_rows:,} rows of {table} into {SCHEMA}.{WORKLOAD} (id, owner_id, embedding)")
+            echo(f"sampling {n:,} of {live_rows:,} rows of {table} into {SCHEMA}.{WORKLOAD} (id, owner_id, {column})")
             conn.execute(sql.SQL("SELECT setseed(%s)"), [((seed % 1000) / 1000.0)])
-            conn.execute(scratch_copy.fill(conn, table, n))
+            conn.execute(scratch_copy.fill(conn, table, n, column))
             ids, vectors = read_vectors(conn, sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(
                 SCRATCH), dims)
             rng = np.random.default_rng(seed)
