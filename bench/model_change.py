@@ -7,10 +7,11 @@ pgvkit CLI as a team runs it, with the application searching and writing through
 The old model: the real sentence embeddings lifted to 768 dimensions; the new model: the same
 texts lifted to 1,024 by another orthogonal map (its neighbours are the real ones). The old
 index is the seed's IVFFlat rebuilt on the data, probes 10. Then: model add -> migrate ->
-backfill (from an .npz keyed by asset_id) -> model index -> migrate -> confirm --model (the new
-index's search setting, before the switch) -> migrate -> switch -> migrate -> recall (fresh
-new-model queries, never in the table) -> confirm + migrate when still below 0.95 -> recall ->
-retire -> migrate. Four readers call search_assets without pause: old-model queries
+backfill (from an .npz keyed by asset_id) -> tune --model (the new column's HNSW build settings,
+on the rows that have its embedding) -> plan -> migrate -> confirm --model (its search setting,
+on the built index, before the switch) -> migrate -> switch -> migrate -> recall (1,000 fresh
+new-model queries, never in the table, never seen by tune or confirm, which had 1,000 others)
+-> confirm + migrate when still below 0.95 -> recall -> retire -> migrate. Four readers call search_assets without pause: old-model queries
 until the switch, new-model ones from the moment the column exists (each reader alternates while
 both are served); two writers insert rows (the old model's embedding before the add, both
 embeddings as the new application version does while both are served, the new one only after the
@@ -149,10 +150,11 @@ def main() -> None:
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     old_all, new_all = lifted(768, 768), lifted(1024, 1024)
-    rows = min(args.rows, len(old_all) - FRESH)
+    rows = min(args.rows, len(old_all) - 2 * FRESH)
     old, new = old_all[:rows], new_all[:rows]
     work = Path(tempfile.mkdtemp(prefix="pgvkit-model-change-"))
-    np.save(work / "fresh_new.npy", new_all[-FRESH:])
+    np.save(work / "fresh_new.npy", new_all[-FRESH:])  # pgvkit recall's, never seen by tune or confirm
+    np.save(work / "tuning_new.npy", new_all[-2 * FRESH:-FRESH])  # tune's and confirm's new images
     steps: dict = {}
     with seed_database() as url:
         migrations = work / "migrations"
@@ -193,12 +195,18 @@ def main() -> None:
                   migrations=migrations, steps=steps)
         steps["backfill_late"].update(rows=len(late), said=out.strip().splitlines()[-1])
         app.phase = "indexing"
-        cli("index", "model", "index", CLIP, url=url, migrations=migrations, steps=steps)
-        cli("migrate_index", "migrate", url=url, migrations=migrations, steps=steps)
+        # its index tuned on the rows that have its embedding, written as the model's index migration
+        out = cli("tune_model", "tune", "--model", CLIP, "--write-migration", "--query-file",
+                  str(work / "tuning_new.npy"), url=url, migrations=migrations, steps=steps)
+        steps["tune_model"]["said"] = [line for line in out.splitlines() if line.startswith(("recommended", "NOT"))]
+        plan = json.loads(cli("plan_index", "plan", "--json", url=url, migrations=migrations, steps=steps) or "{}")
+        steps["plan_index"]["build"] = next((m.get("build") for m in plan.get("migrations", []) if m.get("build")), None)
+        out = cli("migrate_index", "migrate", url=url, migrations=migrations, steps=steps)
+        steps["migrate_index"]["said"] = [line.strip() for line in out.splitlines() if "estimated" in line]
         app.phase = "both"
-        # its search setting confirmed on its own index before the switch (the tune step), bound by a migration
+        # its search setting confirmed on its own index before the switch, bound by a migration
         cli("confirm_model", "confirm", "--model", CLIP, "--write-migration", "--query-file",
-            str(work / "fresh_new.npy"), url=url, migrations=migrations, steps=steps)
+            str(work / "tuning_new.npy"), url=url, migrations=migrations, steps=steps)
         cli("migrate_confirm_model", "migrate", url=url, migrations=migrations, steps=steps)
         cli("switch", "model", "switch", CLIP, url=url, migrations=migrations, steps=steps)
         app.phase = "switching"
@@ -208,7 +216,7 @@ def main() -> None:
                                str(work / "fresh_new.npy"), url=url, migrations=migrations, steps=steps))
         recall = {k: v["recall"] for k, v in audit["shapes"].items()}
         if min(recall.values()) < 0.95:
-            cli("confirm", "confirm", "--write-migration", "--query-file", str(work / "fresh_new.npy"), url=url,
+            cli("confirm", "confirm", "--write-migration", "--query-file", str(work / "tuning_new.npy"), url=url,
                 migrations=migrations, steps=steps)
             cli("migrate_confirm", "migrate", url=url, migrations=migrations, steps=steps)
             audit = json.loads(cli("recall_confirmed", "recall", "--json", "--sample", "1000", "--query-file",

@@ -492,6 +492,9 @@ def test_a_model_of_3072_dimensions_goes_into_a_halfvec_column_backfilled_from_a
     where = ["--database-url", url, "--migrations", str(migrations)]
     current = run_cli("tune", "--model", "current", *where)  # the embedding column's own: plain tune
     assert current.returncode == 2 and "drop --model" in current.stderr.strip(), current.stderr
+    other = run_cli("tune", "--model", "text-embedding-3-large", "--candidates", "vector", *where)
+    [line] = other.stderr.strip().splitlines()
+    assert other.returncode == 2 and "is a halfvec column" in line and "--candidates halfvec" in line, other.stderr
     tuned = run_cli("tune", "--model", "text-embedding-3-large", "--queries", "50", "--write-migration", *where,
                     timeout=300)
     assert tuned.returncode == 0, tuned.stdout + tuned.stderr

@@ -180,7 +180,8 @@ class ModelChangeLab:
     the seed's IVFFlat rebuilt on them, probes 10 bound to search_assets), a copy of the
     migrations the change's files are written into, and the new model's embeddings of those rows
     (the same texts lifted to `dims` by another orthogonal map) in a .jsonl keyed by asset_id.
-    New images of either model (never in the table) for the audits. `cleanup()` drops it all."""
+    New images of either model (never in the table) for the audits, and others of the new model
+    for tuning its index. `cleanup()` drops it all."""
 
     def __init__(self, url: str, migrations_dir, *, rows: int = 3000, dims: int = 1024):
         import json
@@ -205,6 +206,7 @@ class ModelChangeLab:
             for i, asset in assets:  # row i holds text i - 1
                 f.write(json.dumps({"asset_id": asset, "embedding": new[i - 1].round(6).tolist()}) + "\n")
         self.old_images, self.new_images = old[-200:], new[-200:]
+        self.tuning_images = new[-400:-200]  # tune's and confirm's new images: the audits' are others
 
     def cleanup(self) -> None:
         import shutil

@@ -79,7 +79,8 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
         old_index = search_index(conn, table)
         if not new_index:
             raise PgvkitError(f"{model.column} has no valid vector index: after the switch every search would read "
-                              f"the whole table; pgvkit model index {model.model}, pgvkit migrate, then switch")
+                              f"the whole table; pgvkit tune --model {model.model} --write-migration (or pgvkit model index "
+                              f"{model.model}), pgvkit migrate, then switch")
         served = models(conn, table)
         old = served[0]
         old_column = column_slug(old.model)

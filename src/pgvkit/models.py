@@ -163,6 +163,6 @@ def check_models(conn, table: str = "ip_asset_embeddings") -> Check | None:
         return Check("embedding models", "warn", said, f"{total - have:,} rows have no {m.model} embedding yet: their "
                      "new-model searches cannot find them, and the switch is refused until they do",
                      f"pgvkit model backfill {m.model} --from FILE")
-    nxt = ("pgvkit model index / switch" if any(m.state == "backfilling" for m, _, _ in found)
+    nxt = ("pgvkit tune --model (its index) / switch" if any(m.state == "backfilling" for m, _, _ in found)
            else "pgvkit model retire once the rollback window has passed")
     return Check("embedding models", "pass", f"{said}; next: {nxt}")

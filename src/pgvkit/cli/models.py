@@ -10,7 +10,8 @@ def _model_arguments(p) -> None:
     p.add_argument("action", choices=["add", "backfill", "index", "switch", "retire", "list"],
                    help="add: write the migration that adds a column for a new model (search_assets serves both); "
                         "backfill: fill its column from a file keyed by asset_id or id, resumable; "
-                        "index: write the migration that builds its HNSW index concurrently; "
+                        "index: write the migration that builds its HNSW index concurrently at pgvector's defaults "
+                        "(pgvkit tune --model writes it with settings measured on its rows); "
                         "switch: write the migration that makes it the table's embedding (the old one kept beside); "
                         "retire: write the migration that drops a switched-away model's column (after the window); "
                         "list: the table's embedding columns, their models and how many rows have one")

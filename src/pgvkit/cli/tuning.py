@@ -69,11 +69,6 @@ def tune(args, ctx) -> int:
     budget = args.memory_budget.strip().lower()
     budget = budget if budget in ("auto", "none") else parse_size(args.memory_budget)
     model = _second_model(url, args.model) if args.model else None
-    if model is not None:  # its own kind only: the index pgvkit model index builds on the column itself
-        if candidates and set(candidates) != {model.kind}:
-            raise PgvkitError(f"{model.column} is a {model.kind} column, and its index is of that kind: drop "
-                              f"--candidates, or pass --candidates {model.kind}")
-        candidates = (model.kind,)
     column = model.column if model is not None else "embedding"
     query_vectors = vector_file(args.query_file, url, column) if args.query_file else None
     if args.write_migration and model is None:  # before the sweep, not after minutes of it
@@ -82,7 +77,7 @@ def tune(args, ctx) -> int:
                                  source=args.source, seed=args.seed, filter_owner=args.filter_owner, shapes=shapes,
                                  query_vectors=query_vectors, candidates=candidates,
                                  memory_budget=None if budget == "none" else budget,
-                                 query_change=args.allow_query_change or model is not None, progress=not ctx.as_json,
+                                 query_change=args.allow_query_change, progress=not ctx.as_json,
                                  column=column, echo=echo)
     written, refused = None, None
     if args.write_migration and rec.met and model is not None:

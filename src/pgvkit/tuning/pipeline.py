@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from ..display import Echo, echo_to
+from ..errors import PgvkitError
 from ..memory import Budget, budget as server_budget
 from .lock import hold
 from .recommend import Recommendation, recommend
@@ -32,7 +33,12 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
     `column`: a second model's column during a model change: its rows that have an embedding are
     sampled, HNSW only (what pgvkit model index builds)."""
     echo = echo or echo_to()
-    if column != "embedding":
+    if column != "embedding":  # its own kind only: the index pgvkit model index builds on the column itself
+        kind = _column_kind(url, column)
+        if candidates and set(candidates) != {kind}:
+            raise PgvkitError(f"{column} is a {kind} column, and its index is of that kind: drop --candidates, or "
+                              f"pass --candidates {kind}")
+        candidates, query_change = (kind,), True
         grid = {"ivfflat_lists": [], **(grid or {})}
     if candidates:
         grid = {**(grid or {}), "kinds": list(candidates)}
@@ -108,6 +114,21 @@ def _live_rows(url: str, table: str = "ip_asset_embeddings", column: str = "embe
             return 0
         counted = sql.SQL("*") if column == "embedding" else sql.Identifier(column)
         return conn.execute(sql.SQL("SELECT count({}) FROM {}").format(counted, sql.Identifier(table))).fetchone()[0]
+
+
+def _column_kind(url: str, column: str, table: str = "ip_asset_embeddings") -> str:
+    """vector or halfvec: the type of a second model's column."""
+    from psycopg import sql
+
+    from ..db import connect
+
+    with connect(url) as conn:
+        row = conn.execute("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+                           " AND attname = %s AND attnum > 0 AND NOT attisdropped",
+                           [sql.Identifier(table).as_string(conn), column]).fetchone()
+    if row is None or row[0] not in ("vector", "halfvec"):
+        raise PgvkitError(f"{table} has no vector or halfvec column {column}: pgvkit model list shows the models' columns")
+    return row[0]
 
 
 def _hnsw_share(result: SweepResult) -> float:

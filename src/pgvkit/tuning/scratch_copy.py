@@ -76,7 +76,7 @@ def create(conn, table: str, column: str = "embedding") -> None:
     if found != set(searched):
         raise PgvkitError(f"{table} has no column {', '.join(sorted(set(searched) - found))}; tune reads id, "
                           f"owner_id and {column} (run pgvkit verify to compare the table with migration 001)")
-    types = {name: (f"vector({typmod})" if name == column else kind) for name, kind, _, typmod in columns}
+    types = {name: (f"vector({typmod})" if name == column != "embedding" else kind) for name, kind, _, typmod in columns}
     _new_table(conn, sql.SQL(", ").join(sql.SQL("{} {}").format(
         sql.Identifier("embedding" if n == column else n), sql.SQL(types[n])) for n, *_ in columns), f"of {table}"
         + ("" if column == "embedding" else f" ({column})"))
