@@ -267,6 +267,28 @@ def test_a_backfill_killed_half_way_resumes_and_ends_as_an_uninterrupted_one_wou
     assert all(v is not None and np.allclose(v.to_numpy(), wanted[a]) for a, v in rows.values())
 
 
+def test_a_second_file_for_rows_inserted_meanwhile_is_walked_from_its_first_row_not_from_the_tables_start(changing):
+    """The old application version inserted rows during the backfill (no new embedding): their
+    file is walked from the first of them, not across the 3,000 rows filled already."""
+    from pgvkit.backfill import backfill
+
+    url, source, wanted = changing
+    first = backfill(url, CLIP, source, duty=1, progress=False, vacuum=False, echo=lambda _: None)
+    assert (first.filled, first.missing) == (3000, 0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        for i in range(5):
+            conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding) VALUES (%s, 'app', %s)",
+                         [f"late-{i}.jpg", LIFTED[-i - 1]])
+    late = source.parent / "late.jsonl"
+    late.write_text("".join(json.dumps({"asset_id": f"late-{i}.jpg", "embedding": NEW[-i - 1].tolist()}) + "\n"
+                            for i in range(5)))
+    second = backfill(url, CLIP, late, duty=1, progress=False, vacuum=False, echo=lambda _: None)
+    assert (second.filled, second.walked, second.missing) == (5, 5, 0), second
+    again = backfill(url, CLIP, late, duty=1, progress=False, vacuum=False, echo=lambda _: None)
+    assert (again.filled, again.walked) == (0, 0), again  # nothing left to fill: nothing walked
+
+
 class Writers:
     """Two application writers until stopped: one inserting rows as the old version of the
     application does (old embedding only), one as the new (both embeddings), each also deleting

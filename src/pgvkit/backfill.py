@@ -108,6 +108,9 @@ def _stage(conn, staging: sql.Identifier, model: ModelColumn, key: str, keys: li
     return len(last)
 
 
+NOTHING_LEFT = 2**63 - 1  # a walk from here finds no row: every row the file names has its embedding
+
+
 def backfill(url: str, name: str, path, *, table: str = "ip_asset_embeddings", batch_rows: int = 500,
              batch_seconds: float = 0.25, duty: float = 0.5, lock_timeout: str = "2s", vacuum: bool = True,
              restart: bool = False, progress: bool = True, echo: Echo | None = None) -> Backfill:
@@ -152,7 +155,12 @@ def backfill(url: str, name: str, path, *, table: str = "ip_asset_embeddings", b
                          [table, model.column, path.name, checksum, staged])
         names = dict(t=sql.Identifier(table), col=sql.Identifier(model.column), key=sql.Identifier(key),
                      staging=staging)
-        next_id = resumed_at or 0
+        next_id = resumed_at
+        if next_id is None:  # from the first row the file has an embedding for and the column lacks: a second
+            # file (the rows an old application version inserted meanwhile) skips the rows filled before
+            first = conn.execute(sql.SQL("SELECT min(t.id) FROM {t} AS t JOIN {staging} AS s ON s.key = t.{key}"
+                                         " WHERE t.{col} IS NULL").format(**names)).fetchone()[0]
+            next_id = first if first is not None else NOTHING_LEFT
         walk = sql.SQL("SELECT id FROM {t} WHERE id >= %(next)s ORDER BY id LIMIT %(n)s").format(**names)
         filled, walked = _walk(conn, names, walk, table, model.column, next_id, batch_rows, batch_seconds, duty,
                                lock_timeout, progress)
