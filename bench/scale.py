@@ -4,6 +4,7 @@ the seed's table, each step run as a user runs it (the pgvkit CLI), timed, with 
     .venv/bin/python bench/scale.py                       # 1,000,000 x 768 synthetic topic embeddings
     .venv/bin/python bench/scale.py --rows 200000         # a smaller synthetic run
     .venv/bin/python bench/scale.py --data real           # the 200,000 real sentence embeddings (../shared/data)
+    .venv/bin/python bench/scale.py --data densified      # 1,000,000: the real ones and rows made between them
 
 New vectors are never in the table: 1,000 go to `pgvkit confirm`, 1,000 others to `pgvkit recall`
 and to this script's own brute force over the loaded rows. One owner holds 1 % of the rows; its
@@ -52,6 +53,11 @@ def vectors(data: str, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         x = x[np.random.default_rng(seed).permutation(len(x))]
         rows = min(rows, len(x) - 2 * QUERIES)
         return x[:rows], x[-2 * QUERIES:]
+    if data == "densified":  # every real embedding here, and rows made between real neighbours (bench/densify.py)
+        from densify import densify, real_rows, to_768
+
+        x = real_rows(seed)
+        return to_768(densify(x[:-2 * QUERIES], rows, seed)), to_768(x[-2 * QUERIES:])
     from pgvkit.synthetic import Topics
 
     topics = Topics(768, rows=rows, per_topic=200, seed=seed)
@@ -144,7 +150,7 @@ def sequential_settings(url: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
+    parser.add_argument("--data", choices=["synthetic", "real", "densified"], default="synthetic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune-rows", type=int, help="pgvkit tune --rows (default: none, as the Done-when asks)")
     parser.add_argument("--target", type=float, default=0.95,
@@ -226,6 +232,9 @@ def summarise(steps: dict, own: dict, planned: dict) -> dict:
         "tune_under_10_min": steps["tune"]["wall_s"] < 600,
         "migrate_within_25pct_of_plan": None,  # filled by the reader from migrate_said (x ratio within 0.75-1.25)
         "new_vectors_recall_ge_0.95": own["new vectors"]["recall"] >= 0.95,
+        "similar_assets_recall_ge_0.95": (out["pgvkit_recall"].get("similar_assets") or 0) >= 0.95,
+        # tune's prediction at its setting against confirm's measurement at that setting, on the live index
+        "prediction_within_0.02": _prediction_held(out["tune_predicted"], out["confirm_at_tuned"]),
         "one_percent_owner_recall_ge_0.95": all(v["recall"] >= 0.95 and v["short"] == 0
                                                 for k, v in own.items() if ONE_PERCENT in k),
         "no_sequential_scan": not planned["sequential_at"],
@@ -234,6 +243,17 @@ def summarise(steps: dict, own: dict, planned: dict) -> dict:
     if ratio:
         out["checks"]["migrate_within_25pct_of_plan"] = 0.75 <= ratio[0] <= 1.25
     return out
+
+
+def _prediction_held(predicted: str | None, measured: dict | None) -> bool | None:
+    """Every shape tune predicted ("new vectors 0.877 (fresh ...), similar assets 0.865 ...") within
+    0.02 of what confirm measured at the same setting on the full table."""
+    import re
+
+    if not predicted or not measured:
+        return None
+    said = {name: float(value) for name, value in re.findall(r"(new vectors|similar assets) (0\.\d+)", predicted)}
+    return bool(said) and all(abs(v - measured[name]) <= 0.02 for name, v in said.items() if name in measured)
 
 
 if __name__ == "__main__":

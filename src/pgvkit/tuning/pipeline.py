@@ -9,8 +9,8 @@ from ..errors import PgvkitError
 from ..memory import Budget, budget as server_budget
 from .lock import hold
 from .recommend import Recommendation, recommend
-from .scale import carry, sample_sizes
-from .sweep import SweepResult, default_grid, sweep
+from .scale import DEFAULT_SLOPE, carry, sample_sizes
+from .sweep import EF_SEARCH_MAX, SATURATED, SweepResult, default_grid, sweep
 from .truth import exact_knn
 from .workload import Workload, cleanup, prepare
 
@@ -60,6 +60,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
             echo(f"workload: {workload.describe()}")
             if workload.source != "table":
                 sizes = sizes[-1:]
+            enough = SATURATED
             if len(sizes) > 1:
                 echo(f"{workload.live_rows:,} rows are too many to sweep whole in minutes: the sweep runs on "
                      f"{sizes[-1]:,} of them, the HNSW candidates again on {sizes[1]:,} and {sizes[0]:,}, and recall "
@@ -68,18 +69,23 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                      "migrating (pgvkit confirm)")
                 # IVFFlat left out unless asked: at 768 dimensions its index is as large as HNSW's, and at the
                 # same recall its searches were about ten times slower in every run at this size (README:
-                # Benchmarks), while sweeping its probes costs minutes; ef_search up to 32k for the larger graph
+                # Benchmarks), while sweeping its probes costs minutes
                 if "ivfflat_lists" not in (grid or {}):
                     echo("IVFFlat left out at this size (as large as HNSW at 768 dimensions, ~10x slower at the same "
                          "recall); a grid with ivfflat_lists sweeps it")
-                grid = {"ef_search": [2 * k, 4 * k, 8 * k, 16 * k, 32 * k], "ivfflat_lists": [], **(grid or {})}
+                # up to pgvector's maximum: a hard table may need it at full size (1,000,000 topic rows: 0.913
+                # at 320); a candidate stops at the first setting whose recall would meet the target even after
+                # a typical fall to the live size (rows^0.45 of the deficit), so easy data sweeps no further
+                grid = {"ef_search": [2 * k, 4 * k, 8 * k, 16 * k, 32 * k, 64 * k, EF_SEARCH_MAX],
+                        "ivfflat_lists": [], **(grid or {})}
+                enough = min(SATURATED, 1 - (1 - target) / (live_rows / sizes[-1]) ** DEFAULT_SLOPE)
             start = time.perf_counter()
             truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
             echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")
             start = time.perf_counter()
             sizes[-1] = workload.rows  # the sample less the rows taken out as new-vector queries
             results = {sizes[-1]: sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,
-                                        progress=progress, echo=echo)}
+                                        progress=progress, echo=echo, enough=enough)}
             took = time.perf_counter() - start
             hnsw_share = _hnsw_share(results[sizes[-1]])
             for n in reversed(sizes[:-1]):
@@ -91,7 +97,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                 full = {**default_grid(workload.rows, k), **(grid or {})}
                 results[n] = sweep(url, workload, grid={**full, "ivfflat_lists": [], "hnsw": full["hnsw"][:1],
                                                         "binary_hnsw": full["binary_hnsw"][:1]},
-                                   progress=progress, echo=echo, fresh=False)
+                                   progress=progress, echo=echo, fresh=False, enough=enough)
         finally:
             cleanup(url)
     if len(sizes) > 1:

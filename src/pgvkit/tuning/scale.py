@@ -24,14 +24,16 @@ import numpy as np
 
 from .build import Config
 from .sweep import SweepResult
+from .truth import MARGIN_SE
 
-__all__ = ["PREDICTED", "AUTO_SAMPLE", "sample_sizes", "carry", "build_estimate", "ivfflat_lists", "DEFAULT_SLOPE"]
+__all__ = ["PREDICTED", "AUTO_SAMPLE", "sample_sizes", "carry", "build_estimate", "ivfflat_lists", "DEFAULT_SLOPE", "fall"]
 
 PREDICTED = "predicted at"  # how a carried point's note begins (and the tuned index's comment says it)
 AUTO_SAMPLE = 100_000  # the largest sample `pgvkit tune` takes by itself (--rows overrides)
 SMALLEST = 5_000  # below this a graph is too small to say how recall falls
 DEFAULT_SLOPE = 0.45  # d(1 - recall) / d(log rows) when the samples cannot tell (real data: 0.35-0.6)
-SLOPE_RANGE = (0.1, 1.0)  # never predict that a larger table loses nothing, nor more than in proportion
+SLOPE_RANGE = (-0.3, 1.0)  # a rise no steeper than measured (topics: -0.15), a fall no more than in proportion
+SLOPE_FLOOR = 0.1  # what a flatter fit or a rise becomes unless the samples show it beyond their noise
 MIN_DEFICIT = 0.003  # deficits smaller than this are within a few queries' noise: not fitted
 
 
@@ -49,12 +51,34 @@ def ivfflat_lists(rows: int) -> int:
     return max(1, round(rows / 1000) if rows <= 1_000_000 else round(math.sqrt(rows)))
 
 
-def _slope(sizes: list[int], deficits: list[float]) -> float | None:
-    """Least-squares slope of log(deficit) over log(rows); None when a deficit is too small to fit."""
+def _slope(sizes: list[int], deficits: list[float], errors: list[float] | None = None) -> tuple[float, float] | None:
+    """Least-squares slope of log(deficit) over log(rows) and its standard error from the deficits'
+    own (`errors`: each deficit's standard error, 0 when not known); None when a deficit is too
+    small to fit."""
     if len(sizes) < 2 or min(deficits) < MIN_DEFICIT:
         return None
     x, y = np.log(np.array(sizes, float)), np.log(np.array(deficits, float))
-    return float(np.polyfit(x, y, 1)[0])
+    dx = x - x.mean()
+    relative = np.array(errors if errors is not None else [0.0] * len(sizes), float) / np.array(deficits, float)
+    return float(np.polyfit(x, y, 1)[0]), float(np.sqrt(np.sum(dx ** 2 * relative ** 2)) / np.sum(dx ** 2))
+
+
+def fall(fits: list[tuple[float, float]]) -> float:
+    """The slope carried, from each setting's (slope, standard error): their median, within
+    SLOPE_RANGE. A median below SLOPE_FLOOR is taken only when it lies below it by more than
+    MARGIN_SE standard errors (the samples show recall holding up, or rising, with size beyond
+    their noise: 1,000,000 topic rows measured the -0.15 their samples fitted); else the floor."""
+    slope = float(np.median([s for s, _ in fits]))
+    error = float(np.median([e for _, e in fits]))
+    if slope < SLOPE_FLOOR and slope + MARGIN_SE * error >= SLOPE_FLOOR:
+        slope = SLOPE_FLOOR
+    return min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+
+
+def _error(figures: dict) -> float:
+    """A measured recall's standard error, from the margin recall_low keeps below it."""
+    low = figures.get("low", float("nan"))
+    return 0.0 if math.isnan(low) else max(0.0, (figures["recall"] - low) / MARGIN_SE)
 
 
 def _carried(value: float, slope: float, factor: float) -> float:
@@ -83,12 +107,13 @@ def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult,
             for shape in p.shapes:
                 key = (p.config.label, shape)
                 if key not in slopes:
-                    fitted = [_slope(sizes, [1 - by_size[n][k].shapes[shape]["recall"] for n in sizes])
+                    fitted = [_slope(sizes, [1 - by_size[n][k].shapes[shape]["recall"] for n in sizes],
+                                     [_error(by_size[n][k].shapes[shape]) for n in sizes])
                               for k in by_size[sizes[-1]] if k[0] == p.config.label
                               and all(k in by_size[n] and by_size[n][k].index_used for n in sizes)]
                     fitted = [s for s in fitted if s is not None]
                     if fitted:
-                        slopes[key] = min(max(float(np.median(fitted)), SLOPE_RANGE[0]), SLOPE_RANGE[1])
+                        slopes[key] = fall(fitted)
                     else:  # not rebuilt on the smaller samples: the cheapest graph's fall, else the default
                         kin = [v for (label, s_), v in slopes.items() if s_ == shape
                                and label.startswith(p.config.label.split("(")[0] + "(")]
