@@ -9,7 +9,9 @@ import pytest
 from pgvkit.migrations import read_migrations
 from pgvkit.migrator.plan import ESTIMATE, apply_steps, build_estimate as file_estimate
 from pgvkit.tuning.build import Config
-from pgvkit.tuning.scale import AUTO_SAMPLE, DEFAULT_SLOPE, PREDICTED, build_estimate, carry, ivfflat_lists, sample_sizes
+from pgvkit.tuning.scale import (AUTO_SAMPLE, DEFAULT_SLOPE, PREDICTED, build_estimate, carry, enough, ivfflat_lists,
+                                 sample_sizes)
+from pgvkit.tuning.sweep import SATURATED
 from pgvkit.tuning.sweep import Point, SweepResult
 
 HNSW = Config("hnsw", (("m", 16), ("ef_construction", 64)))
@@ -129,3 +131,11 @@ def test_a_denser_graph_swept_only_on_the_largest_sample_falls_as_the_cheapest_o
     assert slopes[(dense.label, "new")] == pytest.approx(slopes[(HNSW.label, "new")]) == pytest.approx(0.3)
     [p] = [p for p in carried.points if p.config == dense]
     assert p.recall == pytest.approx(1 - 0.01 * 10 ** 0.3)
+
+
+def test_a_sample_sweep_goes_on_until_its_recall_would_still_meet_the_target_at_the_live_size():
+    """10x the sample: the deficit allowed shrinks by 10^0.45 (0.05 -> 0.0177); near 1x it is the
+    target itself; never past the saturation every sweep stops at."""
+    assert enough(0.95, 1_000_000, 100_000) == pytest.approx(1 - 0.05 / 10 ** DEFAULT_SLOPE)
+    assert enough(0.95, 100_000, 100_000) == pytest.approx(0.95)
+    assert enough(0.99, 100_000_000, 100_000) == SATURATED

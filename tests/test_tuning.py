@@ -16,7 +16,7 @@ from psycopg import sql
 from pgvkit.errors import PgvkitError
 from pgvkit.inserts import load
 from pgvkit.tuning import (IndexNotUsed, SCHEMA, WORKLOAD, Config, build, cleanup, exact_knn, prepare, recall_at_k,
-                           recommend, require_index, tune, write_migration)
+                           recommend, require_index, sweep, tune, write_migration)
 from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, ROOT, run_cli
@@ -97,6 +97,19 @@ def test_a_sweep_recommends_a_configuration_meeting_the_target(migrated):
     assert {b["index"] for b in result.builds} == {"ivfflat(lists=55)", "hnsw(m=16, ef_construction=64)"}
     assert all(b["maintenance_work_mem"].endswith("MB") for b in result.builds)
     assert not scratch_exists(migrated)  # candidates are built on the scratch copy, which is gone
+
+
+def test_a_candidate_is_not_searched_at_larger_settings_once_its_recall_is_enough(migrated):
+    load(migrated, 3000, progress=False)
+    workload = prepare(migrated, queries=30, echo=lambda _: None)
+    grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [10, 20, 40, 80], "kinds": ["vector"]}
+    try:
+        every = sweep(migrated, workload, grid=grid, progress=False, echo=lambda _: None, enough=1.01)
+        first = sweep(migrated, workload, grid=grid, progress=False, echo=lambda _: None, enough=0.0)
+    finally:
+        cleanup(migrated)
+    assert [p.search_value for p in every.points] == [10, 20, 40, 80]
+    assert [p.search_value for p in first.points] == [10] and first.points[0].index_used
 
 
 def test_a_target_nothing_meets_is_reported_and_no_migration_is_written(migrated, tmp_path):

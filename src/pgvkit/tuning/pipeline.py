@@ -9,7 +9,7 @@ from ..errors import PgvkitError
 from ..memory import Budget, budget as server_budget
 from .lock import hold
 from .recommend import Recommendation, recommend
-from .scale import DEFAULT_SLOPE, carry, sample_sizes
+from .scale import carry, enough, sample_sizes
 from .sweep import EF_SEARCH_MAX, SATURATED, SweepResult, default_grid, sweep
 from .truth import exact_knn
 from .workload import Workload, cleanup, prepare
@@ -60,7 +60,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
             echo(f"workload: {workload.describe()}")
             if workload.source != "table":
                 sizes = sizes[-1:]
-            enough = SATURATED
+            stop_at = SATURATED
             if len(sizes) > 1:
                 echo(f"{workload.live_rows:,} rows are too many to sweep whole in minutes: the sweep runs on "
                      f"{sizes[-1]:,} of them, the HNSW candidates again on {sizes[1]:,} and {sizes[0]:,}, and recall "
@@ -78,14 +78,14 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                 # a typical fall to the live size (rows^0.45 of the deficit), so easy data sweeps no further
                 grid = {"ef_search": [2 * k, 4 * k, 8 * k, 16 * k, 32 * k, 64 * k, EF_SEARCH_MAX],
                         "ivfflat_lists": [], **(grid or {})}
-                enough = min(SATURATED, 1 - (1 - target) / (live_rows / sizes[-1]) ** DEFAULT_SLOPE)
+                stop_at = enough(target, live_rows, sizes[-1])
             start = time.perf_counter()
             truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
             echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")
             start = time.perf_counter()
             sizes[-1] = workload.rows  # the sample less the rows taken out as new-vector queries
             results = {sizes[-1]: sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,
-                                        progress=progress, echo=echo, enough=enough)}
+                                        progress=progress, echo=echo, enough=stop_at)}
             took = time.perf_counter() - start
             hnsw_share = _hnsw_share(results[sizes[-1]])
             for n in reversed(sizes[:-1]):
@@ -97,7 +97,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                 full = {**default_grid(workload.rows, k), **(grid or {})}
                 results[n] = sweep(url, workload, grid={**full, "ivfflat_lists": [], "hnsw": full["hnsw"][:1],
                                                         "binary_hnsw": full["binary_hnsw"][:1]},
-                                   progress=progress, echo=echo, fresh=False, enough=enough)
+                                   progress=progress, echo=echo, fresh=False, enough=stop_at)
         finally:
             cleanup(url)
     if len(sizes) > 1:

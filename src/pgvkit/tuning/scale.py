@@ -23,10 +23,10 @@ from dataclasses import replace
 import numpy as np
 
 from .build import Config
-from .sweep import SweepResult
+from .sweep import SATURATED, SweepResult
 from .truth import MARGIN_SE
 
-__all__ = ["PREDICTED", "AUTO_SAMPLE", "sample_sizes", "carry", "build_estimate", "ivfflat_lists", "DEFAULT_SLOPE", "fall"]
+__all__ = ["PREDICTED", "AUTO_SAMPLE", "sample_sizes", "carry", "build_estimate", "ivfflat_lists", "DEFAULT_SLOPE", "fall", "enough"]
 
 PREDICTED = "predicted at"  # how a carried point's note begins (and the tuned index's comment says it)
 AUTO_SAMPLE = 100_000  # the largest sample `pgvkit tune` takes by itself (--rows overrides)
@@ -44,6 +44,12 @@ def sample_sizes(live_rows: int, rows: int | None) -> list[int]:
     if live_rows <= largest or largest < 4 * SMALLEST:
         return [largest]
     return [largest // 4, largest // 2, largest]
+
+
+def enough(target: float, live_rows: int, sample: int) -> float:
+    """The recall on the sample past which a candidate's larger search settings are not swept: what
+    would still meet `target` after a typical fall to the live size (DEFAULT_SLOPE), at most SATURATED."""
+    return min(SATURATED, 1 - (1 - target) / max(1.0, live_rows / sample) ** DEFAULT_SLOPE)
 
 
 def ivfflat_lists(rows: int) -> int:
