@@ -44,24 +44,25 @@ def owners(n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def vectors(data: str, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(table rows, 2 x QUERIES new vectors never loaded)."""
+def vectors(data: str, rows: int, seed: int, extra: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(table rows, 2 x QUERIES + `extra` new vectors never loaded)."""
+    held = 2 * QUERIES + extra
     if data == "real":
         x = np.load(ROOT.parent / "shared" / "data" / "pypi_summaries_200k_minilm384.npy").astype(np.float32)
         q, _ = np.linalg.qr(np.random.default_rng(768).standard_normal((768, x.shape[1])))
         x = (x @ q.T.astype(np.float32)).astype(np.float32)  # an orthogonal map: every cosine distance kept
         x = x[np.random.default_rng(seed).permutation(len(x))]
-        rows = min(rows, len(x) - 2 * QUERIES)
-        return x[:rows], x[-2 * QUERIES:]
+        rows = min(rows, len(x) - held)
+        return x[:rows], x[-held:]
     if data == "densified":  # every real embedding here, and rows made between real neighbours (bench/densify.py)
         from densify import densify, real_rows, to_768
 
         x = real_rows(seed)
-        return to_768(densify(x[:-2 * QUERIES], rows, seed)), to_768(x[-2 * QUERIES:])
+        return to_768(densify(x[:-held], rows, seed)), to_768(x[-held:])
     from pgvkit.synthetic import Topics
 
     topics = Topics(768, rows=rows, per_topic=200, seed=seed)
-    return topics.draw(rows), topics.draw(2 * QUERIES)
+    return topics.draw(rows), topics.draw(held)
 
 
 def load(url: str, data: np.ndarray, owned: np.ndarray) -> None:
@@ -156,16 +157,21 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.95,
                         help="--target-recall for tune and confirm (default 0.95; lower it to carry the path through "
                              "on data where nothing reaches 0.95, and read the recall figures against 0.95 anyway)")
+    parser.add_argument("--tune-query-file", action="store_true",
+                        help="give tune 400 more new vectors never loaded (--query-file) instead of the rows it takes "
+                             "out of its sample: on a table whose rows have near-duplicates those are found too easily")
     parser.add_argument("--only-tune", action="store_true", help="stop after pgvkit tune (its wall time and choice)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     log = Path(tempfile.mkdtemp(prefix="pgvkit-scale-"))
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
-    data, new = vectors(args.data, args.rows, args.seed)
+    data, new = vectors(args.data, args.rows, args.seed, extra=400 if args.tune_query_file else 0)
+    if args.tune_query_file:
+        np.save(log / "tune_queries.npy", new[2 * QUERIES:])
     owned = owners(len(data), rng)
     np.save(log / "confirm_queries.npy", new[:QUERIES])
-    np.save(log / "recall_queries.npy", new[QUERIES:])
+    np.save(log / "recall_queries.npy", new[QUERIES:2 * QUERIES])
     steps = {}
     with seed_database() as url:
         with psycopg.connect(url, autocommit=True) as conn:  # a server sized like the team's 24 GB machine
@@ -181,7 +187,8 @@ def main() -> None:
         for f in (ROOT / "migrations").glob("*.sql"):
             (migrations / f.name).write_text(f.read_text())
         extra = (("--rows", str(args.tune_rows)) if args.tune_rows else ()) + (
-            ("--target-recall", str(args.target)) if args.target != 0.95 else ())  # else no option at all
+            ("--target-recall", str(args.target)) if args.target != 0.95 else ()) + (  # else no option at all
+            ("--query-file", str(log / "tune_queries.npy")) if args.tune_query_file else ())
         steps["tune"] = run("tune", "tune", "--write-migration", *extra, url=url, log=log, migrations=migrations)
         if args.only_tune or steps["tune"]["exit"] != 0:  # nothing written (target out of reach), or asked
             said = [line for line in steps["tune"]["output"].splitlines() if line.startswith(("recommended", "NOT"))]
@@ -199,7 +206,7 @@ def main() -> None:
         steps["recall"] = run("recall", "recall", "--query-file", str(log / "recall_queries.npy"), "--sample", "1000",
                               "--json", url=url, log=log, migrations=migrations)
         steps["verify"] = run("verify", "verify", "--json", url=url, log=log, migrations=migrations)
-        own = {"new vectors": brute_force(url, data, owned, new[QUERIES:], None),
+        own = {"new vectors": brute_force(url, data, owned, new[QUERIES:2 * QUERIES], None),
                f"owner {ONE_PERCENT} (1%)": brute_force(url, data, owned, new[QUERIES:QUERIES + 200], ONE_PERCENT),
                "owner big-owner-a (40%)": brute_force(url, data, owned, new[QUERIES:QUERIES + 200], "big-owner-a")}
         planned = sequential_settings(url)

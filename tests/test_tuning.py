@@ -15,11 +15,11 @@ from psycopg import sql
 
 from pgvkit.errors import PgvkitError
 from pgvkit.inserts import load
-from pgvkit.tuning import (IndexNotUsed, SCHEMA, WORKLOAD, Config, build, cleanup, exact_knn, prepare, recall_at_k,
-                           recommend, require_index, sweep, tune, write_migration)
+from pgvkit.tuning import (GroundTruth, IndexNotUsed, SCHEMA, WORKLOAD, Config, build, cleanup, exact_knn,
+                           nearest_share, prepare, recall_at_k, recommend, require_index, sweep, tune, write_migration)
 from pgvkit.verify import verify
 
-from .conftest import MIGRATIONS, ROOT, run_cli
+from .conftest import MIGRATIONS, ROOT, real_embeddings, run_cli
 
 SMALL_GRID = {"ivfflat_lists": [55], "probes": [1, 4, 16], "hnsw": [(16, 64)], "ef_search": [10, 40],
               "kinds": ["vector"]}
@@ -51,6 +51,12 @@ def test_exact_knn_is_the_brute_force_answer_with_and_without_self_exclusion():
     assert own.ids.tolist() == brute_force(vectors, vectors[:25], 7, ids, exclude=ids[:25])
     assert not any(ids[i] in own.ids[i] for i in range(25))
     assert np.all(np.diff(truth.distances, axis=1) >= 0)
+
+
+def test_the_nearest_share_is_near_one_for_new_images_and_near_zero_for_near_duplicates():
+    spread = GroundTruth(np.zeros((2, 3), np.int64), np.array([[0.30, 0.35, 0.40], [0.20, 0.22, 0.25]]))
+    copied = GroundTruth(np.zeros((2, 3), np.int64), np.array([[0.001, 0.35, 0.40], [0.002, 0.22, 0.25]]))
+    assert nearest_share(spread) == pytest.approx(0.775) and nearest_share(copied) < 0.01
 
 
 def test_recall_counts_overlap_and_treats_exact_ties_as_right():
@@ -110,6 +116,33 @@ def test_a_candidate_is_not_searched_at_larger_settings_once_its_recall_is_enoug
         cleanup(migrated)
     assert [p.search_value for p in every.points] == [10, 20, 40, 80]
     assert [p.search_value for p in first.points] == [10] and first.points[0].index_used
+
+
+def _load_rows(url: str, vectors: np.ndarray) -> None:
+    from pgvkit.bulk import Column, copy_arrays
+
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    copy_arrays(url, sql.Identifier("ip_asset_embeddings"),
+                [Column("id", ids), Column("asset_id", np.array([f"s3://assets/{i:06d}.jpg".encode() for i in ids])),
+                 Column("owner_id", np.array([b"team-a"] * len(ids))), Column("embedding", vectors)])
+
+
+@pytest.mark.parametrize("copies", [False, True])
+def test_new_vector_queries_that_have_near_duplicates_left_in_the_table_are_called_out(migrated, copies):
+    """Rows taken out of a table as new-vector queries are new images only if nothing like them
+    stays behind: with a re-upload of every image (a copy with a little noise) they are found too
+    easily, and tune says so and how to measure new images instead."""
+    rows = real_embeddings()[:1500]
+    if copies:
+        noisy = rows + np.random.default_rng(1).normal(0, 0.002, rows.shape).astype(np.float32)
+        rows = np.concatenate([rows, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)])
+    _load_rows(migrated, rows)
+    said = []
+    workload, _, _ = tune(migrated, rows=len(rows), queries=30, progress=False, echo=said.append, shapes=("new",),
+                          grid={"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40], "kinds": ["vector"]})
+    warned = [line for line in said if line.startswith("WARNING: the new-vector queries")]
+    assert len(warned) == int(copies) and ("NOTE: these rows have near-duplicates" in workload.describe()) == copies
+    assert all("pass --query-file with new images" in line for line in warned)
 
 
 def test_a_target_nothing_meets_is_reported_and_no_migration_is_written(migrated, tmp_path):

@@ -11,7 +11,7 @@ from .lock import hold
 from .recommend import Recommendation, recommend
 from .scale import carry, enough, sample_sizes
 from .sweep import EF_SEARCH_MAX, SATURATED, SweepResult, default_grid, sweep
-from .truth import exact_knn
+from .truth import NEAR_DUPLICATES, exact_knn, nearest_share
 from .workload import Workload, cleanup, prepare
 
 __all__ = ["tune"]
@@ -82,6 +82,16 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
             start = time.perf_counter()
             truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
             echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")
+            if query_vectors is None and workload.source == "table" and "new" in workload.shapes:
+                share = nearest_share(truth)
+                if share < NEAR_DUPLICATES:
+                    workload.query_source += (
+                        f"; NOTE: these rows have near-duplicates left in the table (nearest neighbour at {share:.2f} "
+                        f"of the {k}th's distance, median), so new images are likely harder to find than these: "
+                        "pass --query-file with new images")
+                    echo(f"WARNING: the new-vector queries (rows taken out of the table) have near-duplicates left in it "
+                         f"(their nearest neighbour at {share:.2f} of the {k}th's distance, median; new images: near "
+                         "1): their recall overstates what new images get; pass --query-file with new images")
             start = time.perf_counter()
             sizes[-1] = workload.rows  # the sample less the rows taken out as new-vector queries
             results = {sizes[-1]: sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,

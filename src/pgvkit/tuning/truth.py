@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GroundTruth", "exact_knn", "recall_at_k", "recall_low", "MARGIN_SE", "TIE_TOLERANCE"]
+__all__ = ["GroundTruth", "exact_knn", "recall_at_k", "recall_low", "nearest_share", "MARGIN_SE", "TIE_TOLERANCE",
+           "NEAR_DUPLICATES"]
 
 
 # A recommendation must clear the target by this many standard errors of its mean recall: queries
@@ -17,6 +18,10 @@ __all__ = ["GroundTruth", "exact_knn", "recall_at_k", "recall_low", "MARGIN_SE",
 # than they look (with 1.96 a 20k-row sweep picked ef_search = 10 at 0.977 that scored 0.947 on
 # fresh queries).
 MARGIN_SE = 3.0
+# a query's nearest neighbour over its k-th, the median over queries: below this the queries have
+# near-duplicates in the index (rows taken out of 200,000 real sentence embeddings: 0.78; of the
+# same rows with a million made between neighbours, bench/densify.py: 0.05)
+NEAR_DUPLICATES = 0.3
 
 
 @dataclass
@@ -96,3 +101,10 @@ def recall_low(per_query: np.ndarray) -> float:
     """Mean recall less MARGIN_SE standard errors: what a choice must clear to hold on queries
     nobody measured."""
     return float(per_query.mean()) - MARGIN_SE * float(per_query.std(ddof=1)) / math.sqrt(len(per_query))
+
+
+def nearest_share(truth: GroundTruth) -> float:
+    """The median over queries of the nearest neighbour's distance over the k-th's: near 1 when a
+    query's neighbours are all about as far (a new image), near 0 when it has a near-duplicate."""
+    d = np.asarray(truth.distances, dtype=np.float64)
+    return float(np.median(d[:, 0] / np.maximum(d[:, -1], 1e-12)))
