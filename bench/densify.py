@@ -14,6 +14,13 @@ Whether rows made this way are as hard to search as real ones is measured, not a
 builds pgvector's default HNSW on N real rows and on N rows of which three quarters are made from
 the other quarter, searches both with the same held-out real queries, and prints the two recall
 curves and their ratio as JSON. bench/scale.py --data densified uses the densifier for 1,000,000 rows.
+
+Measured (200,000 rows, 500 held-out real queries, HNSW (16, 64)): new vectors find 0.791 / 0.867 /
+0.927 of their neighbours at ef_search 20 / 40 / 80 among densified rows, 0.873 / 0.924 / 0.956 among
+real ones: the deficit 1.6-1.7x larger, so for new images densified rows are at least as hard. But a
+row of a densified table has a made row next to it (its nearest neighbour at a median cosine distance
+of 0.013, against 0.28 among real rows): rows taken out of such a table as queries are near-duplicates,
+found far more easily than new images (pgvkit tune says so and asks for --query-file).
 """
 
 from __future__ import annotations

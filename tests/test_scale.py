@@ -134,8 +134,9 @@ def test_a_denser_graph_swept_only_on_the_largest_sample_falls_as_the_cheapest_o
 
 
 def test_a_sample_sweep_goes_on_until_its_recall_would_still_meet_the_target_at_the_live_size():
-    """10x the sample: the deficit allowed shrinks by 10^0.45 (0.05 -> 0.0177); near 1x it is the
-    target itself; never past the saturation every sweep stops at."""
-    assert enough(0.95, 1_000_000, 100_000) == pytest.approx(1 - 0.05 / 10 ** DEFAULT_SLOPE)
+    """10x the sample: the deficit allowed shrinks tenfold (the steepest fall carried: 0.05 -> 0.005);
+    at 2x it halves; near 1x it is the target itself; never past the saturation every sweep stops at."""
+    assert enough(0.95, 1_000_000, 100_000) == pytest.approx(0.995)
+    assert enough(0.95, 200_000, 100_000) == pytest.approx(0.975)
     assert enough(0.95, 100_000, 100_000) == pytest.approx(0.95)
     assert enough(0.99, 100_000_000, 100_000) == SATURATED

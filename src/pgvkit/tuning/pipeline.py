@@ -75,7 +75,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                          "recall); a grid with ivfflat_lists sweeps it")
                 # up to pgvector's maximum: a hard table may need it at full size (1,000,000 topic rows: 0.913
                 # at 320); a candidate stops at the first setting whose recall would meet the target even after
-                # a typical fall to the live size (rows^0.45 of the deficit), so easy data sweeps no further
+                # the steepest fall carried to the live size (pgvkit.tuning.scale.enough)
                 grid = {"ef_search": [2 * k, 4 * k, 8 * k, 16 * k, 32 * k, 64 * k, EF_SEARCH_MAX],
                         "ivfflat_lists": [], **(grid or {})}
                 stop_at = enough(target, live_rows, sizes[-1])

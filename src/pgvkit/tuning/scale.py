@@ -48,8 +48,11 @@ def sample_sizes(live_rows: int, rows: int | None) -> list[int]:
 
 def enough(target: float, live_rows: int, sample: int) -> float:
     """The recall on the sample past which a candidate's larger search settings are not swept: what
-    would still meet `target` after a typical fall to the live size (DEFAULT_SLOPE), at most SATURATED."""
-    return min(SATURATED, 1 - (1 - target) / max(1.0, live_rows / sample) ** DEFAULT_SLOPE)
+    would still meet `target` at the live size after the steepest fall carried (the deficit growing
+    with the rows, SLOPE_RANGE[1]), at most SATURATED. Not a typical fall: on 1,000,000 densified real
+    rows new vectors fell as rows^0.73, and a sweep stopped at what rows^0.45 allowed left tune
+    nothing predicted to reach 0.95 one setting short of it."""
+    return min(SATURATED, 1 - (1 - target) / max(1.0, live_rows / sample) ** SLOPE_RANGE[1])
 
 
 def ivfflat_lists(rows: int) -> int:
