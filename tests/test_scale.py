@@ -100,15 +100,18 @@ def test_ivfflat_keeps_its_rows_per_list_lists_and_probes_scale_with_the_table()
     assert scaled.recall == pytest.approx(0.96) and scaled.p95_ms == pytest.approx(30.0)  # ten times the probes
 
 
-def test_the_full_size_build_is_estimated_from_the_sample_builds():
-    results = {n: sweep_at(n, {40: 0.97}, build_s=t) for n, t in ((25_000, 10.0), (50_000, 21.0), (100_000, 44.0))}
-    b = np.log(44 / 21) / np.log(2)
-    assert build_estimate(results, HNSW, 1_000_000) == pytest.approx(44.0 * 10 ** b)
+def test_the_full_size_build_is_estimated_from_the_largest_sample_build_as_n_log_n():
+    """Each insert searches a graph of log n layers: the largest sample's build scaled as n log n,
+    whatever the smaller samples' builds say (their ratio, extrapolated tenfold, is mostly noise)."""
+    results = {n: sweep_at(n, {40: 0.97}, build_s=t) for n, t in ((25_000, 10.7), (50_000, 21.0), (100_000, 47.0))}
+    assert build_estimate(results, HNSW, 1_000_000) == pytest.approx(47.0 * 10 * np.log(1e6) / np.log(1e5))
+    # what 1,000,000 densified real rows took on this machine (476 s) within 25 %; rows^1.16 said 680 s
+    assert 0.75 < 476 / build_estimate(results, HNSW, 1_000_000) < 1.25
     denser = Config("hnsw", (("m", 24), ("ef_construction", 100)))  # built on the largest sample only
     once = {100_000: sweep_at(100_000, {40: 0.97}, build_s=151.0, config=denser)}
-    # n log n: what 1,000,000 rows took on this machine (1,645 s) within 25 %
-    assert build_estimate(once, denser, 1_000_000) == pytest.approx(151.0 * 10 * np.log(1e6) / np.log(1e5))
+    # 1,000,000 topic rows built in 1,645 s from 151 s on 100,000
     assert 0.75 < 1645 / build_estimate(once, denser, 1_000_000) < 1.25
+    assert np.isnan(build_estimate(once, HNSW, 1_000_000))  # never built: no estimate
 
 
 def test_plan_shows_the_build_estimate_tune_wrote(tmp_path):

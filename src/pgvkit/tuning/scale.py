@@ -151,20 +151,15 @@ def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult,
 
 
 def build_estimate(results: dict[int, SweepResult], config: Config, rows: int) -> float:
-    """Seconds to build `config` on `rows` rows: its builds at the sample sizes fitted as
-    c * rows^b (b within 1.0-1.5: an HNSW build is n log n and slower once the graph outgrows
-    the caches), else its one build scaled as n log n (each insert searches a graph of log n
-    layers). Measured on 2 cores: HNSW (24, 100) built 1,000,000 synthetic rows in 1,645 s from
-    151-173 s on 99,600 (n log n says 1,820-2,090 s; the rows^1.2 this used before said 2,740);
-    on 198,000 real rows it built in 262 s, 1.13x its estimate."""
+    """Seconds to build `config` on `rows` rows: its build on the largest sample it was built on,
+    scaled as n log n (each insert searches a graph of log n layers). Not a power fitted to the
+    sample builds: over a tenfold extrapolation a little noise in two builds of seconds swings it
+    (HNSW (16, 64) on densified real rows: 21 s and 47 s at 50,000 and 100,000 rows fitted rows^1.16,
+    11 min for 1,000,000, which built in 8). Measured on 2 cores, full-size build over this estimate:
+    1,000,000 topic rows 0.79-0.90 ((24, 100)), 1,000,000 densified real rows 1.03 ((24, 100)) and
+    0.84 ((16, 64)), 198,000 real rows 1.22 ((24, 100))."""
     seen = sorted((n, b["build_s"]) for n, r in results.items() for b in r.builds if b["index"] == config.label)
     if not seen:
         return float("nan")
-    if len(seen) >= 2:
-        (n1, t1), (n2, t2) = seen[-2], seen[-1]
-        b = min(max(math.log(t2 / t1) / math.log(n2 / n1), 1.0), 1.5) if t1 > 0 and n2 > n1 else 1.2
-    else:
-        n, t = seen[-1]
-        return t * (rows * math.log(max(rows, 2))) / (n * math.log(max(n, 2)))
     n, t = seen[-1]
-    return t * (rows / n) ** b
+    return t * (rows * math.log(max(rows, 2))) / (n * math.log(max(n, 2)))
