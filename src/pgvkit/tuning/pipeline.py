@@ -89,9 +89,10 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                         f"; NOTE: these rows have near-duplicates left in the table (nearest neighbour at {share:.2f} "
                         f"of the {k}th's distance, median), so new images are likely harder to find than these: "
                         "pass --query-file with new images")
-                    echo(f"WARNING: the new-vector queries (rows taken out of the table) have near-duplicates left in it "
-                         f"(their nearest neighbour at {share:.2f} of the {k}th's distance, median; new images: near "
-                         "1): their recall overstates what new images get; pass --query-file with new images")
+                    echo("WARNING: the new-vector queries (rows taken out of the table) have near-duplicates left "
+                         f"in it (their nearest neighbour at {share:.2f} of the {k}th's distance, median; new "
+                         "images: near 1): their recall overstates what new images get; pass --query-file with new "
+                         "images")
             start = time.perf_counter()
             sizes[-1] = workload.rows  # the sample less the rows taken out as new-vector queries
             results = {sizes[-1]: sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,

@@ -26,7 +26,8 @@ from .build import Config
 from .sweep import SATURATED, SweepResult
 from .truth import MARGIN_SE
 
-__all__ = ["PREDICTED", "AUTO_SAMPLE", "sample_sizes", "carry", "build_estimate", "ivfflat_lists", "DEFAULT_SLOPE", "fall", "enough"]
+__all__ = ["PREDICTED", "AUTO_SAMPLE", "DEFAULT_SLOPE", "sample_sizes", "carry", "fall", "enough", "build_estimate",
+           "ivfflat_lists"]
 
 PREDICTED = "predicted at"  # how a carried point's note begins (and the tuned index's comment says it)
 AUTO_SAMPLE = 100_000  # the largest sample `pgvkit tune` takes by itself (--rows overrides)
