@@ -106,7 +106,7 @@ def test_a_sweep_recommends_a_configuration_meeting_the_target(migrated):
 
 
 def test_a_candidate_is_not_searched_at_larger_settings_once_its_recall_is_enough(migrated):
-    load(migrated, 3000, progress=False)
+    load(migrated, 1500, progress=False)
     workload = prepare(migrated, queries=30, echo=lambda _: None)
     grid = {"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [10, 20, 40, 80], "kinds": ["vector"]}
     try:
