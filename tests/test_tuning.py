@@ -16,7 +16,7 @@ from psycopg import sql
 from pgvkit.errors import PgvkitError
 from pgvkit.inserts import load
 from pgvkit.tuning import (GroundTruth, IndexNotUsed, SCHEMA, WORKLOAD, Config, build, cleanup, exact_knn,
-                           nearest_share, prepare, recall_at_k, recommend, require_index, sweep, tune, write_migration)
+                           near_duplicates, prepare, recall_at_k, recommend, require_index, sweep, tune, write_migration)
 from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, ROOT, real_embeddings, run_cli
@@ -53,10 +53,10 @@ def test_exact_knn_is_the_brute_force_answer_with_and_without_self_exclusion():
     assert np.all(np.diff(truth.distances, axis=1) >= 0)
 
 
-def test_the_nearest_share_is_near_one_for_new_images_and_near_zero_for_near_duplicates():
+def test_a_query_is_a_near_duplicate_when_its_nearest_neighbour_is_far_closer_than_its_kth():
     spread = GroundTruth(np.zeros((2, 3), np.int64), np.array([[0.30, 0.35, 0.40], [0.20, 0.22, 0.25]]))
-    copied = GroundTruth(np.zeros((2, 3), np.int64), np.array([[0.001, 0.35, 0.40], [0.002, 0.22, 0.25]]))
-    assert nearest_share(spread) == pytest.approx(0.775) and nearest_share(copied) < 0.01
+    copied = GroundTruth(np.zeros((2, 3), np.int64), np.array([[0.001, 0.35, 0.40], [0.20, 0.22, 0.25]]))
+    assert near_duplicates(spread) == 0.0 and near_duplicates(copied) == 0.5
 
 
 def test_recall_counts_overlap_and_treats_exact_ties_as_right():
@@ -140,8 +140,8 @@ def test_new_vector_queries_that_have_near_duplicates_left_in_the_table_are_call
     said = []
     workload, _, _ = tune(migrated, rows=len(rows), queries=30, progress=False, echo=said.append, shapes=("new",),
                           grid={"ivfflat_lists": [], "hnsw": [(16, 64)], "ef_search": [40], "kinds": ["vector"]})
-    warned = [line for line in said if line.startswith("WARNING: the new-vector queries")]
-    assert len(warned) == int(copies) and ("NOTE: these rows have near-duplicates" in workload.describe()) == copies
+    warned = [line for line in said if line.startswith("WARNING:") and "new-vector queries" in line]
+    assert len(warned) == int(copies) and ("have a near-duplicate left in the sample" in workload.describe()) == copies
     assert all("pass --query-file with new images" in line for line in warned)
 
 

@@ -32,7 +32,7 @@ from .recommend import Recommendation, at_full_size, recommend
 from . import scratch_copy
 from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
 from .sweep import Point, SweepResult, candidates, default_grid, settings_of, sweep
-from .truth import MARGIN_SE, GroundTruth, exact_knn, nearest_share, recall_at_k, recall_low
+from .truth import MARGIN_SE, GroundTruth, exact_knn, near_duplicates, recall_at_k, recall_low
 from .workload import MOST_FREQUENT, SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
 
 __all__ = [
@@ -74,7 +74,7 @@ __all__ = [
     "SEARCH_PARAM",
     "TUNE_LOCK",
     "MARGIN_SE",
-    "nearest_share",
+    "near_duplicates",
     "build",
     "build_settings",
     "spare_memory",

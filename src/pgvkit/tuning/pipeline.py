@@ -11,7 +11,7 @@ from .lock import hold
 from .recommend import Recommendation, recommend
 from .scale import carry, enough, sample_sizes
 from .sweep import EF_SEARCH_MAX, SATURATED, SweepResult, default_grid, sweep
-from .truth import NEAR_DUPLICATES, exact_knn, nearest_share
+from .truth import NEAR_DUPLICATE, NEAR_DUPLICATE_QUERIES, exact_knn, near_duplicates
 from .workload import Workload, cleanup, prepare
 
 __all__ = ["tune"]
@@ -83,15 +83,14 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
             truth = exact_knn(workload.vectors, workload.queries, k, ids=workload.ids, exclude=workload.query_ids)
             echo(f"exact neighbours of {len(workload.queries)} queries in {time.perf_counter() - start:.2f} s (numpy)")
             if query_vectors is None and workload.source == "table" and "new" in workload.shapes:
-                share = nearest_share(truth)
-                if share < NEAR_DUPLICATES:
+                copies = near_duplicates(truth)
+                if copies >= NEAR_DUPLICATE_QUERIES:  # a sample holds fewer of them than the table
                     workload.query_source += (
-                        f"; NOTE: these rows have near-duplicates left in the table (nearest neighbour at {share:.2f} "
-                        f"of the {k}th's distance, median), so new images are likely harder to find than these: "
-                        "pass --query-file with new images")
-                    echo("WARNING: the new-vector queries (rows taken out of the table) have near-duplicates left "
-                         f"in it (their nearest neighbour at {share:.2f} of the {k}th's distance, median; new "
-                         "images: near 1): their recall overstates what new images get; pass --query-file with new "
+                        f"; NOTE: {copies:.0%} of these rows have a near-duplicate left in the sample, so new "
+                        "images are likely harder to find than these: pass --query-file with new images")
+                    echo(f"WARNING: {copies:.0%} of the new-vector queries (rows taken out of the table) have a "
+                         f"near-duplicate left in it (nearest neighbour closer than {NEAR_DUPLICATE} of the {k}th's "
+                         "distance): their recall overstates what new images get; pass --query-file with new "
                          "images")
             start = time.perf_counter()
             sizes[-1] = workload.rows  # the sample less the rows taken out as new-vector queries
