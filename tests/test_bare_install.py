@@ -23,7 +23,7 @@ def bare(tmp_path_factory) -> Path:
         return Path(given)
     venv = tmp_path_factory.mktemp("bare") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile", str(ROOT)], check=True, timeout=900,
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], check=True, timeout=900,
                    capture_output=True)
     return venv
 
