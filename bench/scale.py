@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -246,7 +247,7 @@ def summarise(steps: dict, own: dict, planned: dict) -> dict:
                                                 for k, v in own.items() if ONE_PERCENT in k),
         "no_sequential_scan": not planned["sequential_at"],
     }
-    ratio = [float(line.rsplit("(", 1)[1].rstrip("x)")) for line in out["migrate_said"] if "x)" in line]
+    ratio = [float(m.group(1)) for line in out["migrate_said"] if (m := re.search(r"\((\d+(?:\.\d+)?)x[;)]", line))]
     if ratio:
         out["checks"]["migrate_within_25pct_of_plan"] = 0.75 <= ratio[0] <= 1.25
     return out

@@ -4,15 +4,19 @@ and what `pgvkit plan` says of it. Sweeps stand in as data here; the real runs a
 test_confirm.py and bench/scale.py."""
 
 import numpy as np
+import psycopg
 import pytest
 
 from pgvkit.migrations import read_migrations
-from pgvkit.migrator.plan import ESTIMATE, apply_steps, build_estimate as file_estimate
+from pgvkit.migrator.plan import ESTIMATE, apply_steps, build_estimate as file_estimate, build_text
+from pgvkit.sizing import hnsw_build_bytes
 from pgvkit.tuning.build import Config
 from pgvkit.tuning.scale import (AUTO_SAMPLE, DEFAULT_SLOPE, PREDICTED, build_estimate, carry, enough, ivfflat_lists,
                                  sample_sizes)
 from pgvkit.tuning.sweep import SATURATED
 from pgvkit.tuning.sweep import Point, SweepResult
+
+from .conftest import MIGRATIONS
 
 HNSW = Config("hnsw", (("m", 16), ("ef_construction", 64)))
 
@@ -124,6 +128,49 @@ def test_plan_shows_the_build_estimate_tune_wrote(tmp_path):
     assert file_estimate(m) == {"build_s": 1260.0, "rows": 1_000_000, "maintenance_work_mem": "4200MB"}
     [step] = apply_steps([m], {})
     assert step["build"] == "~21 min on 1,000,000 rows, maintenance_work_mem 4200MB"
+
+
+def test_plan_carries_tunes_estimate_to_the_rows_the_table_holds_when_it_is_planned(tmp_path):
+    """A migration tune wrote last week is applied to a table that has grown since: the time is
+    scaled n log n, and once the graph outgrows the memory the file gives the build, plan says so."""
+    path = tmp_path / "003_tune_idx.sql"
+    path.write_text(f"-- pgvkit:no-transaction\n{ESTIMATE}build_s=600 rows=1000000 maintenance_work_mem=5123MB\n"
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS x_next ON ip_asset_embeddings USING hnsw"
+                    " (embedding vector_cosine_ops);\n")
+    [m] = read_migrations(tmp_path)
+    assert file_estimate(m, 1_000_000)["build_s"] == 600  # the rows tune counted: its figure
+    grown = file_estimate(m, 1_100_000)
+    assert grown["build_s"] == pytest.approx(600 * 1.1 * np.log(1.1e6) / np.log(1e6))
+    assert grown["rows"] == 1_100_000 and grown["tuned_rows"] == 1_000_000
+    assert build_text(grown, hnsw_build_bytes(1_100_000, 768)) == (
+        "~11 min on 1,100,000 rows (tune's estimate for 1,000,000, scaled), maintenance_work_mem 5123MB")
+    doubled = build_text(file_estimate(m, 2_000_000), hnsw_build_bytes(2_000_000, 768))
+    assert "the graph needs ~7.5 GB at 2,000,000 rows, more than that" in doubled, doubled
+    assert doubled.endswith("run pgvkit tune --write-migration again (the table has grown since)")
+
+
+def test_plan_counts_the_rows_the_tuned_index_would_build_on_and_the_memory_its_graph_needs(migrated, tmp_path):
+    from pgvkit import Migrator
+
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding) SELECT 'a' || g, 'o', "
+                     "array_fill(0.1, ARRAY[768])::vector FROM generate_series(1, 2500) g")
+        applied = conn.execute("SELECT max(version) FROM pgvkit.schema_migrations").fetchone()[0]
+    for f in MIGRATIONS.glob("*.sql"):
+        (tmp_path / f.name).write_text(f.read_text())
+    tuned = tmp_path / f"{applied + 1:03d}_tune_idx_embedding_cosine.sql"
+    index = ('CREATE INDEX CONCURRENTLY IF NOT EXISTS "Tuned Next" ON "public"."ip_asset_embeddings" USING hnsw '
+             "(embedding vector_cosine_ops) WITH (m = 24, ef_construction = 100);\n")
+    said = []
+    migrator = Migrator(migrated, tmp_path, echo=said.append)
+    for memory, short in (("64MB", False), ("8MB", True)):  # 2,500 x 768 at m = 24: ~10 MB
+        tuned.write_text(f"-- pgvkit:no-transaction\n{ESTIMATE}build_s=40 rows=5000 maintenance_work_mem={memory}\n"
+                         + index)
+        [step] = migrator.plan().steps
+        assert step["build"].startswith("~18 s on 2,500 rows (tune's estimate for 5,000, scaled)"), step["build"]
+        assert ("the graph needs ~10 MB at 2,500 rows, more than that" in step["build"]) is short, step["build"]
+    migrator.migrate()
+    assert any("for 2,500 rows (" in line and "tune's 40 s for the 5,000 rows it counted" in line for line in said), said
 
 
 def test_a_denser_graph_swept_only_on_the_largest_sample_falls_as_the_cheapest_one_did():

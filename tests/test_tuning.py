@@ -15,6 +15,7 @@ from psycopg import sql
 
 from pgvkit.errors import PgvkitError
 from pgvkit.inserts import load
+from pgvkit.migrations import read_migrations
 from pgvkit.tuning import (GroundTruth, IndexNotUsed, SCHEMA, WORKLOAD, Config, build, cleanup, exact_knn,
                            near_duplicates, prepare, recall_at_k, recommend, require_index, sweep, tune, write_migration)
 from pgvkit.verify import verify
@@ -273,6 +274,24 @@ def test_the_migration_number_skips_versions_the_database_has_applied(migrated, 
                      echo=lambda _: None)
     up, down = write_migration(migrated, rec, migrations)
     assert (up.name, down.name) == ("008_tune_idx_embedding_cosine.sql", "008_tune_idx_embedding_cosine.down.sql")
+
+
+def test_the_build_estimate_is_carried_to_the_rows_the_table_holds_when_the_migration_is_written(migrated, tmp_path):
+    """Writers go on adding rows through a long tune: the estimate line is for the rows counted as
+    the file is written, its time carried there from the rows tune measured for."""
+    from pgvkit.migrator.plan import build_estimate, n_log_n
+
+    load(migrated, 1500, progress=False)
+    _, _, rec = tune(migrated, target=0.5, queries=20, grid={**SMALL_GRID, "hnsw": []}, progress=False,
+                     echo=lambda _: None)
+    assert rec.live_rows == 1500
+    load(migrated, 1500, seed=1, progress=False)  # 1,500 more while tune was deciding
+    rec.point.build_s = 100.0  # what a sample's build carried to 1,500 rows said (a 1,500-row build takes ~0.1 s)
+    up, _ = write_migration(migrated, rec, tmp_path)
+    [m] = [m for m in read_migrations(tmp_path) if m.path == up]
+    estimate = build_estimate(m)
+    assert estimate["rows"] == 3000
+    assert estimate["build_s"] == round(n_log_n(100.0, 1500, 3000)) == 219
 
 
 LIVE_INDEXES = {  # how teams create the vector index by hand, and the name PostgreSQL gives it

@@ -216,7 +216,7 @@ def write_index(url: str, name: str, migrations_dir: str | Path | None = None, *
         drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(sql.Identifier(index)).as_string(conn)
         tuned, comment = "", ""
         if point is not None:
-            from .tuning.migration import _setting_text
+            from .tuning.migration import _build_s, _setting_text
             from .tuning.recommend import figures
             from .tuning.scale import PREDICTED
 
@@ -225,7 +225,7 @@ def write_index(url: str, name: str, migrations_dir: str | Path | None = None, *
                      f"{recommendation.workload}:\n--   {point.config.label}, {_setting_text(point)}: "
                      f"recall@{recommendation.k} {figures(point)}, p95 {point.p95_ms:.2f} ms"
                      + (f"\n--   ({point.note})" if predicted else "") + "\n"
-                     f"{ESTIMATE}build_s={round(point.build_s)} rows={rows} "
+                     f"{ESTIMATE}build_s={round(_build_s(point.build_s, recommendation.live_rows, rows))} rows={rows} "
                      f"maintenance_work_mem={settings['maintenance_work_mem']}\n"
                      f"-- Target was recall@{recommendation.k} >= {recommendation.target}; the search setting is "
                      "measured on this index once built: pgvkit confirm --model.\n")

@@ -22,8 +22,8 @@ from ..errors import ConfigError, ConfirmationRequired, PgvkitError
 from ..migrations import Migration, default_migrations_dir, directory_notes, read_migrations
 from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
-from .plan import (Files, Plan, apply_steps, check_down_files, check_extensions, check_partitioned, direct_query_notes,
-                   rollback_steps, rollback_targets, stacked_notes)
+from .plan import (Files, Plan, apply_steps, build_estimate, check_down_files, check_extensions, check_partitioned, direct_query_notes,
+                   pending_build, rollback_steps, rollback_targets, stacked_notes)
 from .records import forget_attempt, record_baseline, record_repair
 from .status import StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
 
@@ -74,7 +74,8 @@ class Migrator:
             to_apply = pending(migrations, rows)
             check_extensions(conn, to_apply)
             check_partitioned(conn, [m.up for m in to_apply])
-            return Plan(conn.info.dbname, apply_steps(to_apply, rows),
+            builds = {m.version: pending_build(conn, m) for m in to_apply if build_estimate(m)}
+            return Plan(conn.info.dbname, apply_steps(to_apply, rows, builds),
                         notes=directory_notes(self._dir()) + direct_query_notes(conn, to_apply)
                         + stacked_notes(to_apply))
 

@@ -24,7 +24,7 @@ from ..errors import ExtensionPrivilegeError, ExtensionUnavailable, LockTimeout,
 from ..migrations import Migration
 from ..sqlfile import SQLFile, Statement
 from .lock import LockBusy
-from .plan import build_estimate, duration
+from .plan import build_estimate, duration, n_log_n, pending_build
 
 __all__ = ["Applier"]
 
@@ -79,6 +79,7 @@ class Applier:
             raise
 
     def _apply_autocommit(self, conn: psycopg.Connection, m: Migration, previous) -> None:
+        estimate = build_estimate(m, (pending_build(conn, m) or {}).get("rows")) if build_estimate(m) else None
         start = time.perf_counter()
         if previous is None:
             conn.execute(
@@ -118,10 +119,12 @@ class Applier:
             [int(took * 1000), m.version],
         )
         history.record_event(conn, m.version, "apply", m.checksum)
-        estimate = build_estimate(m)
         if estimate:
+            tuned = estimate.get("tuned_rows")
+            scaled = (f"; tune's {duration(n_log_n(estimate['build_s'], estimate['rows'], tuned))} for the "
+                      f"{tuned:,} rows it counted, scaled n log n" if tuned else "")
             self.echo(f"  took {duration(took)}; pgvkit tune estimated the build at {duration(estimate['build_s'])} "
-                      f"for {estimate['rows']:,} rows ({took / max(estimate['build_s'], 1e-9):.2f}x)")
+                      f"for {estimate['rows']:,} rows ({took / max(estimate['build_s'], 1e-9):.2f}x{scaled})")
 
     def _execute_with_retry(self, conn, m: Migration, f: SQLFile, st: Statement) -> None:
         def attempt(n: int) -> None:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 import psycopg
 from pglast import ast, enums
+from psycopg import sql
 
 from ..display import Table
-from ..errors import ExtensionNotOnServer, ExtensionUnavailable, MigrationFileError, RollbackError
+from ..errors import ExtensionNotOnServer, ExtensionUnavailable, MigrationFileError, PgvkitError, RollbackError
 from ..migrations import Migration
 from ..sqlfile import SQLFile
 
 __all__ = ["Plan", "Files", "changes", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
            "direct_query_notes", "replaced_indexes", "stacked_notes", "check_partitioned", "TUNE_WRITTEN", "ESTIMATE",
-           "build_estimate", "duration"]
+           "build_estimate", "build_text", "pending_build", "n_log_n", "duration"]
 
 TUNE_WRITTEN = "-- Written by pgvkit tune on "  # the second line of every migration pgvkit tune writes
 ESTIMATE = "-- pgvkit:estimate "  # tune's estimate of its index build at the table's size: build_s=, rows=, ...
@@ -76,18 +78,86 @@ class Files(Table):
                  "down file": "yes" if m.down else "none: cannot be rolled back"} for m in self.migrations]
 
 
-def build_estimate(m: Migration) -> dict | None:
+def build_estimate(m: Migration, rows_now: int | None = None) -> dict | None:
     """What pgvkit tune estimated for the index build of a migration it wrote (its ESTIMATE line):
-    {"build_s": seconds, "rows": rows, "maintenance_work_mem": "4200MB"}; None for any other file."""
+    {"build_s": seconds, "rows": rows, "maintenance_work_mem": "4200MB"}; None for any other file.
+    With `rows_now` (the table's rows when it is planned or applied) the time is scaled to them as
+    n log n (how tune estimated it) and "tuned_rows" keeps the count tune estimated for."""
     for line in m.up.text.splitlines():
         if line.startswith(ESTIMATE):
             fields = dict(part.split("=", 1) for part in line[len(ESTIMATE):].split() if "=" in part)
             try:
-                return {"build_s": float(fields["build_s"]), "rows": int(fields["rows"]),
-                        "maintenance_work_mem": fields.get("maintenance_work_mem", "")}
+                estimate = {"build_s": float(fields["build_s"]), "rows": int(fields["rows"]),
+                            "maintenance_work_mem": fields.get("maintenance_work_mem", "")}
             except (KeyError, ValueError):
                 return None
+            if rows_now and rows_now != estimate["rows"] and estimate["rows"] > 1:
+                estimate.update(build_s=n_log_n(estimate["build_s"], estimate["rows"], rows_now),
+                                rows=rows_now, tuned_rows=estimate["rows"])
+            return estimate
     return None
+
+
+def n_log_n(seconds: float, rows: int, to_rows: int) -> float:
+    """An HNSW build's time on `rows` rows carried to `to_rows`: each insert searches a graph of
+    log n layers (tuning.scale.build_estimate carries its sample builds the same way)."""
+    return seconds * (to_rows * math.log(max(to_rows, 2))) / (rows * math.log(max(rows, 2)))
+
+
+def pending_build(conn, m: Migration) -> dict | None:
+    """What the first CREATE INDEX of `m` would build now: {"rows": the rows it would index (a
+    vector index leaves NULLs out: a model's column being backfilled counts its filled rows),
+    "need_bytes": an HNSW graph's memory at that size (None for other indexes)}; None when `m`
+    creates no index or its table is not there yet."""
+    from ..sizing import hnsw_build_bytes
+
+    for st in m.up.statements:
+        if not isinstance(st.node, ast.IndexStmt):
+            continue
+        node = st.node
+        rel, first = node.relation, (node.indexParams or [None])[0]
+        name = sql.Identifier(*([rel.schemaname] if rel.schemaname else []), rel.relname)
+        column = first.name if first is not None and first.name else None
+        try:
+            with conn.transaction():
+                if conn.execute("SELECT to_regclass(%s)", [name.as_string(conn)]).fetchone()[0] is None:
+                    return None
+                counted = sql.SQL("count({})").format(sql.Identifier(column)) if column else sql.SQL("count(*)")
+                rows = conn.execute(sql.SQL("SELECT {} FROM {}").format(counted, name)).fetchone()[0]
+                dims = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+                                    [name.as_string(conn), column]).fetchone() if column else None
+        except psycopg.Error:
+            return None
+        opclass = [x.sval for x in (first.opclass or ())][-1:] if first is not None else []
+        weight = 0.5 if opclass and opclass[0].startswith("halfvec") else 1.0
+        options = {o.defname: o.arg.ival for o in (node.options or ()) if hasattr(o.arg, "ival")}
+        need = (hnsw_build_bytes(rows, max(1, round(dims[0] * weight)), options.get("m", 16))
+                if node.accessMethod == "hnsw" and dims and dims[0] > 0 else None)
+        return {"rows": rows, "need_bytes": need}
+    return None
+
+
+def build_text(estimate: dict, need_bytes: int | None = None) -> str:
+    """`~12 min on 1,000,000 rows, maintenance_work_mem 5123MB`; what changed since tune; and
+    whether the graph (`need_bytes` at that size) fits the memory the file gives the build."""
+    from ..memory import parse_size
+
+    text = f"~{duration(estimate['build_s'])} on {estimate['rows']:,} rows"
+    tuned = estimate.get("tuned_rows")
+    if tuned:
+        text += f" (tune's estimate for {tuned:,}, scaled)"
+    text += f", maintenance_work_mem {estimate['maintenance_work_mem']}"
+    try:
+        given = parse_size(estimate["maintenance_work_mem"])
+    except PgvkitError:
+        return text
+    if need_bytes and need_bytes > given:
+        size = f"{need_bytes / 2**30:.1f} GB" if need_bytes >= 2**30 else f"{-(-need_bytes // 2**20)} MB"
+        text += (f"; the graph needs ~{size} at {estimate['rows']:,} rows, more than that: the "
+                 "build would go on on disk (pgvector: \"hnsw graph no longer fits into maintenance_work_mem\"), many "
+                 "times slower than estimated; run pgvkit tune --write-migration again"
+                 + (" (the table has grown since)" if tuned and estimate["rows"] > tuned else ""))
+    return text
 
 
 def duration(seconds: float) -> str:
@@ -99,20 +169,21 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def apply_steps(to_apply: list[Migration], rows: dict) -> list[dict]:
+def apply_steps(to_apply: list[Migration], rows: dict, builds: dict[int, dict | None] | None = None) -> list[dict]:
     """One step per pending migration: its mode, statement count, apply or resume, its index
-    build's estimate (for a migration pgvkit tune wrote) and its SQL."""
+    build's estimate (for a migration pgvkit tune wrote; carried to `builds[version]`, what its
+    CREATE INDEX would build now: pending_build) and its SQL."""
     steps = []
     for m in to_apply:
         row = rows.get(m.version)
-        estimate = build_estimate(m)
+        now = (builds or {}).get(m.version) or {}
+        estimate = build_estimate(m, now.get("rows"))
         steps.append({"version": m.label, "name": m.name,
                       "mode": "transaction" if m.transactional else "no-transaction (autocommit)",
                       "statements": len(m.up.statements),
                       "action": f"resume ({row.status})" if row else "apply",
                       "changes": changes(m.up.statements),
-                      "build": (f"~{duration(estimate['build_s'])} on {estimate['rows']:,} rows, maintenance_work_mem "
-                                f"{estimate['maintenance_work_mem']}" if estimate else ""),
+                      "build": build_text(estimate, now.get("need_bytes")) if estimate else "",
                       "sql": m.up.text})
     return steps
 

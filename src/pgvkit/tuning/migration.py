@@ -25,7 +25,7 @@ from ..errors import PgvkitError
 from ..indexes import TUNED_BY, VectorIndex, search_index
 from ..kinds import KINDS, RERANK_DEPTH, function_sql
 from ..migrations import default_migrations_dir, read_migrations
-from ..migrator.plan import ESTIMATE, TUNE_WRITTEN, replaced_indexes
+from ..migrator.plan import ESTIMATE, TUNE_WRITTEN, n_log_n, replaced_indexes
 from .build import SEARCH_PARAM, build_settings
 from .confirm import CONFIRM_WRITTEN, Confirmation
 from .recommend import Recommendation, figures
@@ -247,7 +247,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         up = (f"-- pgvkit:no-transaction\n"
               f"{TUNE_WRITTEN}{stamp}; {replaces}. Measured on {recommendation.workload}"
               + (";\n-- " if predicted else ":\n") + measured + "\n"
-              + f"{ESTIMATE}build_s={round(p.build_s)} rows={rows} "
+              + f"{ESTIMATE}build_s={round(_build_s(p.build_s, recommendation.live_rows, rows))} rows={rows} "
                 f"maintenance_work_mem={settings['maintenance_work_mem']}\n"
               f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n"
               + ("" if kind.direct else
@@ -287,6 +287,12 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
     up_path.write_text(up)
     down_path.write_text(down)
     return up_path, down_path
+
+
+def _build_s(build_s: float, tuned_rows: int, rows: int) -> float:
+    """Tune's build estimate, made for the rows it counted when it started, carried to the rows
+    counted as the migration is written (writers go on adding rows through a long tune)."""
+    return n_log_n(build_s, tuned_rows, rows) if tuned_rows > 1 and rows > 1 else build_s
 
 
 def _setting_text(p) -> str:

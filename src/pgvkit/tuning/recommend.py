@@ -26,6 +26,7 @@ class Recommendation(Table):
     budget: Budget | None = None
     excluded: Point | None = None  # the cheapest point that met the target but not the budget
     with_query_change: Point | None = None  # what a halfvec / binary index would give, when not allowed
+    live_rows: int = 0  # the table's rows the figures (memory, build time) are for
     columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "decided by", "p95 ms", "qps",
                "build s", "size MB", "memory MB")
 
@@ -111,7 +112,7 @@ def recommend(result: SweepResult, target: float = 0.95, budget: Budget | None =
 def _choose(result: SweepResult, counted: list[Point], target: float, budget: Budget | None) -> Recommendation:
     meets = sorted((p for p in counted if p.recall_low >= target), key=lambda p: (p.p95_ms, p.build_s, p.size_bytes))
     fits = [p for p in meets if budget is None or p.memory_bytes <= budget.bytes]
-    common = {"workload": result.workload, "dims": result.dims, "budget": budget}
+    common = {"workload": result.workload, "dims": result.dims, "budget": budget, "live_rows": result.live_rows}
     if fits:
         best = fits[0]
         excluded = meets[0] if meets[0] is not best else None

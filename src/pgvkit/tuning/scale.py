@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..migrator.plan import n_log_n
 from .build import Config
 from .sweep import SATURATED, SweepResult
 from .truth import MARGIN_SE
@@ -163,4 +164,4 @@ def build_estimate(results: dict[int, SweepResult], config: Config, rows: int) -
     if not seen:
         return float("nan")
     n, t = seen[-1]
-    return t * (rows * math.log(max(rows, 2))) / (n * math.log(max(n, 2)))
+    return n_log_n(t, n, rows)
