@@ -30,6 +30,14 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from _common import ROOT, report, seed_database
+from densify import densify, real_rows, to_768
+# imported before anything runs: a run lasts up to an hour, and a module first imported at its end
+# from a source tree edited meanwhile can fail (a 2M run lost its last checks that way)
+from pgvkit import search
+from pgvkit.bulk import Column, copy_arrays
+from pgvkit.synthetic import Topics
+from pgvkit.tuning.confirm import SEARCH_GRID, probe_function
+from psycopg import sql
 
 ONE_PERCENT = "one-percent"  # every owner id 11 characters: binary COPY of fixed-width columns
 QUERIES = 1000
@@ -56,20 +64,13 @@ def vectors(data: str, rows: int, seed: int, extra: int = 0) -> tuple[np.ndarray
         rows = min(rows, len(x) - held)
         return x[:rows], x[-held:]
     if data == "densified":  # every real embedding here, and rows made between real neighbours (bench/densify.py)
-        from densify import densify, real_rows, to_768
-
         x = real_rows(seed)
         return to_768(densify(x[:-held], rows, seed)), to_768(x[-held:])
-    from pgvkit.synthetic import Topics
-
     topics = Topics(768, rows=rows, per_topic=200, seed=seed)
     return topics.draw(rows), topics.draw(held)
 
 
 def load(url: str, data: np.ndarray, owned: np.ndarray) -> None:
-    from pgvkit.bulk import Column, copy_arrays
-    from psycopg import sql
-
     ids = np.arange(1, len(data) + 1, dtype=np.int64)
     assets = np.array([f"s3://a/{i:09d}".encode() for i in ids])
     copy_arrays(url, sql.Identifier("ip_asset_embeddings"),
@@ -129,9 +130,6 @@ def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarr
 def sequential_settings(url: str) -> dict:
     """Every search setting the tuner may bind (its ef_search / probes grids), planned through
     search_assets at this size with the function's bound settings: which read the table."""
-    from pgvkit import search
-    from pgvkit.tuning.confirm import SEARCH_GRID, probe_function
-
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         method = conn.execute("SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
