@@ -23,7 +23,7 @@ from ..migrations import Migration, default_migrations_dir, directory_notes, rea
 from .apply import Applier
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
 from .plan import (Files, Plan, apply_steps, build_estimate, check_down_files, check_extensions, check_partitioned, direct_query_notes,
-                   pending_build, rollback_steps, rollback_targets, stacked_notes)
+                   memory_note, pending_build, rollback_steps, rollback_targets, stacked_notes)
 from .records import forget_attempt, record_baseline, record_repair
 from .status import StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
 
@@ -75,9 +75,10 @@ class Migrator:
             check_extensions(conn, to_apply)
             check_partitioned(conn, [m.up for m in to_apply])
             builds = {m.version: pending_build(conn, m) for m in to_apply if build_estimate(m)}
+            memory = [note for m in to_apply if (note := memory_note(m, builds.get(m.version)))]
             return Plan(conn.info.dbname, apply_steps(to_apply, rows, builds),
                         notes=directory_notes(self._dir()) + direct_query_notes(conn, to_apply)
-                        + stacked_notes(to_apply))
+                        + stacked_notes(to_apply) + memory)
 
     def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
         """A dry run of rollback: each down file that would run, newest first, and what it drops."""

@@ -17,7 +17,7 @@ from ..sqlfile import SQLFile
 
 __all__ = ["Plan", "Files", "changes", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
            "direct_query_notes", "replaced_indexes", "stacked_notes", "check_partitioned", "TUNE_WRITTEN", "ESTIMATE",
-           "build_estimate", "build_text", "pending_build", "n_log_n", "duration"]
+           "build_estimate", "build_text", "memory_note", "pending_build", "n_log_n", "duration"]
 
 TUNE_WRITTEN = "-- Written by pgvkit tune on "  # the second line of every migration pgvkit tune writes
 ESTIMATE = "-- pgvkit:estimate "  # tune's estimate of its index build at the table's size: build_s=, rows=, ...
@@ -137,27 +137,37 @@ def pending_build(conn, m: Migration) -> dict | None:
     return None
 
 
-def build_text(estimate: dict, need_bytes: int | None = None) -> str:
-    """`~12 min on 1,000,000 rows, maintenance_work_mem 5123MB`; what changed since tune; and
-    whether the graph (`need_bytes` at that size) fits the memory the file gives the build."""
+def build_text(estimate: dict) -> str:
+    """`~12 min on 1,000,000 rows, maintenance_work_mem 5123MB` (and `(tune's estimate for N,
+    scaled)` when the table has changed since tune counted it)."""
+    tuned = estimate.get("tuned_rows")
+    return (f"~{duration(estimate['build_s'])} on {estimate['rows']:,} rows"
+            + (f" (tune's estimate for {tuned:,}, scaled)" if tuned else "")
+            + f", maintenance_work_mem {estimate['maintenance_work_mem']}")
+
+
+def memory_note(m: Migration, now: dict | None) -> str | None:
+    """A warning for plan when the HNSW graph `m` would build now (pending_build) needs more than
+    the maintenance_work_mem its file sets; None when it fits or cannot be told."""
     from ..memory import parse_size
 
-    text = f"~{duration(estimate['build_s'])} on {estimate['rows']:,} rows"
-    tuned = estimate.get("tuned_rows")
-    if tuned:
-        text += f" (tune's estimate for {tuned:,}, scaled)"
-    text += f", maintenance_work_mem {estimate['maintenance_work_mem']}"
+    estimate = build_estimate(m, (now or {}).get("rows"))
+    need = (now or {}).get("need_bytes")
+    if not estimate or not need:
+        return None
     try:
         given = parse_size(estimate["maintenance_work_mem"])
     except PgvkitError:
-        return text
-    if need_bytes and need_bytes > given:
-        size = f"{need_bytes / 2**30:.1f} GB" if need_bytes >= 2**30 else f"{-(-need_bytes // 2**20)} MB"
-        text += (f"; the graph needs ~{size} at {estimate['rows']:,} rows, more than that: the "
-                 "build would go on on disk (pgvector: \"hnsw graph no longer fits into maintenance_work_mem\"), many "
-                 "times slower than estimated; run pgvkit tune --write-migration again"
-                 + (" (the table has grown since)" if tuned and estimate["rows"] > tuned else ""))
-    return text
+        return None
+    if need <= given:
+        return None
+    size = f"{need / 2**30:.1f} GB" if need >= 2**30 else f"{-(-need // 2**20)} MB"
+    tuned = estimate.get("tuned_rows")
+    grown = (f" (the table has grown from the {tuned:,} rows it was tuned for)"
+             if tuned and estimate["rows"] > tuned else "")
+    return (f"{m.id}: the HNSW graph needs ~{size} at {estimate['rows']:,} rows, more than the maintenance_work_mem "
+            f"{estimate['maintenance_work_mem']} the file sets{grown}: the build would go on on disk, many times "
+            "slower than estimated; run pgvkit tune --write-migration again")
 
 
 def duration(seconds: float) -> str:
@@ -183,7 +193,7 @@ def apply_steps(to_apply: list[Migration], rows: dict, builds: dict[int, dict | 
                       "statements": len(m.up.statements),
                       "action": f"resume ({row.status})" if row else "apply",
                       "changes": changes(m.up.statements),
-                      "build": build_text(estimate, now.get("need_bytes")) if estimate else "",
+                      "build": build_text(estimate) if estimate else "",
                       "sql": m.up.text})
     return steps
 
