@@ -79,7 +79,9 @@ class Applier:
             raise
 
     def _apply_autocommit(self, conn: psycopg.Connection, m: Migration, previous) -> None:
-        estimate = build_estimate(m, (pending_build(conn, m) or {}).get("rows")) if build_estimate(m) else None
+        estimate = build_estimate(m)
+        if estimate:  # carried to the rows the build will index, counted before it starts
+            estimate = build_estimate(m, (pending_build(conn, m) or {}).get("rows"))
         start = time.perf_counter()
         if previous is None:
             conn.execute(

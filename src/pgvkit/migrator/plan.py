@@ -149,7 +149,7 @@ def build_text(estimate: dict) -> str:
 def memory_note(m: Migration, now: dict | None) -> str | None:
     """A warning for plan when the HNSW graph `m` would build now (pending_build) needs more than
     the maintenance_work_mem its file sets; None when it fits or cannot be told."""
-    from ..memory import parse_size
+    from ..memory import parse_size, size_text
 
     estimate = build_estimate(m, (now or {}).get("rows"))
     need = (now or {}).get("need_bytes")
@@ -161,12 +161,11 @@ def memory_note(m: Migration, now: dict | None) -> str | None:
         return None
     if need <= given:
         return None
-    size = f"{need / 2**30:.1f} GB" if need >= 2**30 else f"{-(-need // 2**20)} MB"
     tuned = estimate.get("tuned_rows")
     grown = (f" (the table has grown from the {tuned:,} rows it was tuned for)"
              if tuned and estimate["rows"] > tuned else "")
-    return (f"{m.id}: the HNSW graph needs ~{size} at {estimate['rows']:,} rows, more than the maintenance_work_mem "
-            f"{estimate['maintenance_work_mem']} the file sets{grown}: the build would go on on disk, many times "
+    return (f"{m.id}: the HNSW graph needs ~{size_text(need)} at {estimate['rows']:,} rows, more than the "
+            f"maintenance_work_mem {estimate['maintenance_work_mem']} the file sets{grown}: the build would go on on disk, many times "
             "slower than estimated; run pgvkit tune --write-migration again")
 
 
