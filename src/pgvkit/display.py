@@ -59,7 +59,8 @@ def text_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 _COLOURS = {"pass": "#d4edda", "applied": "#d4edda", "baselined": "#d4edda", "warn": "#fff3cd",
             "pending": "#fff3cd", "fail": "#f8d7da", "drifted": "#f8d7da", "missing": "#f8d7da",
-            "failed": "#f8d7da", "running": "#f8d7da"}
+            "failed": "#f8d7da", "running": "#f8d7da",
+            "rolling back": "#f8d7da", "rollback failed": "#f8d7da"}
 
 
 def html_table(rows: Sequence[dict], columns: Sequence[str], *, colour_by: str | None = None) -> str:

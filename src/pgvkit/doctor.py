@@ -197,6 +197,12 @@ def _migrations(conn, url: str, migrations_dir, table: str) -> list[Check]:
                         "pgvkit keeps the migration history in schema pgvkit, owned by whoever migrated first",
                         f"run pgvkit as that owner, or: GRANT USAGE ON SCHEMA pgvkit TO {role}; "
                         f"GRANT SELECT ON ALL TABLES IN SCHEMA pgvkit TO {role};")]
+    halfway = [e for e in report.problems if e["state"] in ("rolling back", "rollback failed")]
+    if halfway:
+        e = halfway[-1]
+        return [Check("migrations", "fail", f"the rollback of {e['version']}_{e['name']} stopped part-way ({e['state']})",
+                        "a no-transaction down file failed or was interrupted: the schema is between two versions",
+                        f"fix the cause (pgvkit history shows it), then: {e['resume']}")]
     if report.problems:
         return [Check("migrations", "fail", report.summary,
                         "an applied file changed (drift) or an applied file is gone",

@@ -16,6 +16,7 @@ __all__ = [
     "ExtensionUnavailable",
     "ExtensionPrivilegeError",
     "RollbackError",
+    "RollbackFailed",
     "ConfirmationRequired",
     "BackupError",
     "MissingExtra",
@@ -75,20 +76,22 @@ class MigrationSQLError(MigrationFileError):
 class MigrationFailed(PgvkitError):
     """A statement of a migration failed on the server."""
 
-    def __init__(self, version: str, path, line: int, message: str, *, transactional: bool):
+    def __init__(self, version: str, path, line: int, message: str, *, transactional: bool,
+                 resume: str = "pgvkit migrate", doing: str = "migration"):
         self.version = version
         self.path = path
         self.line = line
         self.message = message
         self.transactional = transactional
+        self.resume = resume  # the command that runs it again
         if transactional:
-            after = "nothing from it was kept; fix the file and run pgvkit migrate again"
+            after = f"nothing from it was kept; fix the file and run {resume} again"
         else:
             after = (
-                "it is recorded as failed; fix the cause and run pgvkit migrate again "
+                f"it is recorded as failed; fix the cause and run {resume} again "
                 "to resume it (its statements must be idempotent)"
             )
-        super().__init__(f"migration {version} failed at {path}:{line}: {message} ({after})")
+        super().__init__(f"{doing} {version} failed at {path}:{line}: {message} ({after})")
 
 
 class MigrationDriftError(PgvkitError):
@@ -169,6 +172,11 @@ class ExtensionPrivilegeError(PgvkitError):
 
 class RollbackError(PgvkitError):
     """A rollback cannot be done as asked."""
+
+
+class RollbackFailed(RollbackError):
+    """A down file stopped part-way; it is recorded as rollback_failed, and the text names the
+    command that resumes it."""
 
 
 class ConfirmationRequired(PgvkitError):

@@ -11,7 +11,7 @@ import psycopg
 
 from .watch_history import WATCH_DDL
 
-__all__ = ["HistoryRow", "ensure", "exists", "applied", "events", "record_event", "kit_schema_version", "KIT_SCHEMA",
+__all__ = ["HistoryRow", "ROLLING_BACK", "ensure", "exists", "applied", "events", "record_event", "kit_schema_version", "KIT_SCHEMA",
            "SCHEMA"]
 
 SCHEMA = "pgvkit"
@@ -82,7 +82,15 @@ KIT_SCHEMA = [
             db_role          text             NOT NULL DEFAULT current_user
         );"""),
     (4, "pgvkit.watch_snapshots: what pgvkit watch saw of production search, a row per server", WATCH_DDL),
+    (5, "a rollback that stops part-way is recorded: statuses rolling_back and rollback_failed",
+     "ALTER TABLE pgvkit.schema_migrations DROP CONSTRAINT IF EXISTS schema_migrations_status_check;"
+     "ALTER TABLE pgvkit.schema_migrations ADD CONSTRAINT schema_migrations_status_check CHECK (status IN"
+     " ('running', 'applied', 'failed', 'baselined', 'rolling_back', 'rollback_failed'));"),
 ]
+
+# A no-transaction down file marks its row rolling_back while it runs, rollback_failed when a
+# statement fails: the migration is then neither applied nor undone, and only a rollback finishes it.
+ROLLING_BACK = ("rolling_back", "rollback_failed")
 
 
 @dataclass(frozen=True)

@@ -67,15 +67,19 @@ def plan(args, ctx) -> int:
 def _migrate_arguments(p) -> None:
     p.add_argument("--backup", action="store_true", help="take a pg_dump backup first")
     p.add_argument("--target", metavar="N", help="apply migrations up to and including N only")
+    _lock_arguments(p)
+    p.add_argument("--wait-standbys", type=float, default=300.0, metavar="SECONDS",
+                   help="after applying, wait up to this long for every standby to replay it (default 300; 0: do not "
+                        "wait)")
+
+
+def _lock_arguments(p) -> None:
     p.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for another migrator's lock (default 60)")
     p.add_argument("--lock-timeout", default="5s", metavar="DURATION",
                    help="lock_timeout for each DDL statement, retried within --retry-budget (default 5s)")
     p.add_argument("--retry-budget", type=float, default=60.0, metavar="SECONDS",
                    help="total time to keep retrying DDL that hit lock_timeout (default 60)")
-    p.add_argument("--wait-standbys", type=float, default=300.0, metavar="SECONDS",
-                   help="after applying, wait up to this long for every standby to replay it (default 300; 0: do not "
-                        "wait)")
 
 
 def migrate(args, ctx) -> int:
@@ -160,6 +164,7 @@ def _rollback_arguments(p) -> None:
     p.add_argument("--to", required=True, metavar="N", help="keep migrations <= N applied (0: undo all)")
     p.add_argument("--yes", action="store_true", help="confirm: this may drop data")
     confirm_database_argument(p)
+    _lock_arguments(p)
 
 
 def rollback(args, ctx) -> int:

@@ -25,7 +25,8 @@ from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
 from .plan import (Files, Plan, apply_steps, build_estimate, check_down_files, check_extensions, check_partitioned, direct_query_notes,
                    memory_note, pending_build, rollback_steps, rollback_targets, stacked_notes)
 from .records import forget_attempt, record_baseline, record_repair
-from .status import StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version, pending
+from .status import (StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version,
+                     pending, refuse_half_rolled_back)
 
 __all__ = ["Migrator", "StatusReport", "Plan", "LOCK_KEY", "parse_version", "objects_present"]
 
@@ -116,6 +117,7 @@ class Migrator:
             self._ensure_history(conn)
             rows = history.applied(conn)  # re-read under the lock
             check_consistency(migrations, rows)
+            refuse_half_rolled_back(rows)
             hint = baseline_hint(conn, migrations, rows)
             if hint:
                 raise PgvkitError(hint + " (migrate refuses so as not to record a schema it did not create)")
@@ -237,12 +239,15 @@ class Migrator:
         self._primary_only()
         with self.lock(), connect(self.url, autocommit=True) as conn:
             conn.add_notice_handler(applier.notice)
-            targets = rollback_targets(history.applied(conn), to)  # re-read under the lock
+            self._ensure_history(conn)
+            rows = history.applied(conn)  # re-read under the lock
+            targets = rollback_targets(rows, to)
             check_down_files(targets, by_version)
             for v in targets:
                 m = by_version[v]
-                with step(f"Rolling back {m.id}", self.echo):
-                    applier.run_down(conn, m)
+                resuming = " (resuming: its last rollback stopped part-way)" if rows[v].status in history.ROLLING_BACK else ""
+                with step(f"Rolling back {m.id}{resuming}", self.echo):
+                    applier.run_down(conn, m, to)
                 undone.append(m.id)
         return undone
 

@@ -13,6 +13,7 @@ import time
 
 import psycopg
 from pglast import ast
+from pglast.enums import ObjectType
 from psycopg import errors as pgerrors
 from psycopg import sql
 
@@ -20,7 +21,8 @@ from .. import history
 from ..db import scrub
 from ..display import Echo
 from ..explain import explain
-from ..errors import ExtensionPrivilegeError, ExtensionUnavailable, LockTimeout, MigrationFailed, PgvkitError
+from ..errors import (ExtensionPrivilegeError, ExtensionUnavailable, LockTimeout, MigrationFailed, PgvkitError,
+                      RollbackFailed)
 from ..migrations import Migration
 from ..sqlfile import SQLFile, Statement
 from .lock import LockBusy
@@ -38,6 +40,7 @@ class Applier:
         self.retry_budget = retry_budget
         self.echo = echo
         self.progress = progress
+        self._rollback_to = 0  # set by run_down: the --to that resumes a down file
 
     def apply(self, conn: psycopg.Connection, m: Migration, previous) -> None:
         """Run one migration's up file; `previous` is its history row when resuming."""
@@ -96,14 +99,14 @@ class Applier:
                 " applied_at = now(), applied_by = current_user WHERE version = %s",
                 [m.checksum, m.version],
             )
-            self._drop_invalid_indexes(conn, m)
         history.record_event(conn, m.version, "start", m.checksum)
         conn.execute("SELECT set_config('lock_timeout', %s, false)", [self.lock_timeout])
         try:
+            self._drop_before(conn, m.up)
             for st in m.up.statements:
                 self._execute_with_retry(conn, m, m.up, st)
         except KeyboardInterrupt:  # psycopg cancelled the statement on the server; leave nothing half-built
-            self._interrupted(m)
+            self._interrupted(m, m.up, "failed", "pgvkit migrate starts it again")
             raise
         except (MigrationFailed, LockTimeout) as exc:
             conn.execute(
@@ -111,6 +114,7 @@ class Applier:
                 [str(exc), m.version],
             )
             self._log_failure(conn, m, exc)
+            self._drop_leftovers(conn, m.up)
             raise
         finally:
             if not conn.closed:  # else the error above says the connection was lost; keep it
@@ -127,6 +131,19 @@ class Applier:
                       f"{tuned:,} rows it counted, scaled n log n" if tuned else "")
             self.echo(f"  took {duration(took)}; pgvkit tune estimated the build at {duration(estimate['build_s'])} "
                       f"for {estimate['rows']:,} rows ({took / max(estimate['build_s'], 1e-9):.2f}x{scaled})")
+
+    def _drop_before(self, conn, f: SQLFile) -> None:
+        """Before a no-transaction file runs: the INVALID indexes an earlier attempt (pgvkit's or
+        by hand) left where its builds would meet them, dropped so that they are built again,
+        never skipped by IF NOT EXISTS and renamed into service; retried while a lock is busy."""
+        for st in f.statements:
+            def attempt(n: int, st=st) -> None:
+                try:
+                    self._drop_invalid_index(conn, st)
+                except pgerrors.LockNotAvailable:
+                    raise LockBusy(self.url, st) from None
+
+            self._retrying(attempt)
 
     def _execute_with_retry(self, conn, m: Migration, f: SQLFile, st: Statement) -> None:
         def attempt(n: int) -> None:
@@ -153,20 +170,34 @@ class Applier:
                 self.echo(f"  lock busy ({busy.describe()}); retrying in {busy.wait:.1f}s")
                 time.sleep(busy.wait)
 
-    def _interrupted(self, m: Migration) -> None:
-        """Ctrl-C during a no-transaction migration: on a session of its own (the migrating one may
-        be mid-cancel), the attempt marked failed and any INVALID index its interrupted
+    def _interrupted(self, m: Migration, f: SQLFile, status: str, resume: str) -> None:
+        """Ctrl-C during a no-transaction file (up or down): on a session of its own (the running
+        one may be mid-cancel), the attempt marked `status` and any INVALID index its interrupted
         CREATE INDEX CONCURRENTLY left dropped, so nothing half-built stays behind."""
         with psycopg.connect(self.url, autocommit=True) as fresh:
-            fresh.execute("UPDATE pgvkit.schema_migrations SET status = 'failed', error = %s WHERE version = %s",
-                          ["interrupted", m.version])
-            self._log_failure(fresh, m, RuntimeError("interrupted"))
-            dropped = self._drop_invalid_indexes(fresh, m)
-        self.echo(f"  interrupted: {m.id} stopped" + (f"; dropped the INVALID index {', '.join(dropped)} its build "
-                                                      "left" if dropped else "")
-                  + "; pgvkit migrate starts it again")
+            fresh.execute("UPDATE pgvkit.schema_migrations SET status = %s, error = %s WHERE version = %s",
+                          [status, "interrupted", m.version])
+            self._log_failure(fresh, m, RuntimeError("interrupted" if f is m.up else f"interrupted: {f.path.name}"))
+            left = self._drop_leftovers(fresh, f)
+        self.echo(f"  interrupted: {f.path.name} stopped{left}; {resume}")
+
+    def _drop_leftovers(self, conn, f: SQLFile) -> str:
+        """After a failed or interrupted no-transaction file: drop the INVALID indexes its builds
+        left (one that is ready is updated by every write), waiting no longer than lock_timeout;
+        what was done, as words for the message."""
+        try:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", [self.lock_timeout])
+            dropped = self._drop_invalid_indexes(conn, f)
+        except pgerrors.LockNotAvailable:
+            return ("; its build left an INVALID index that a session's lock keeps from being dropped now "
+                    "(the next run drops it)")
+        except psycopg.Error:
+            return ""
+        return f"; dropped the INVALID index {', '.join(dropped)} its build left" if dropped else ""
 
     def _execute(self, conn, m: Migration, f: SQLFile, st: Statement, *, transactional: bool) -> None:
+        if not transactional:
+            self._guard_swap(conn, m, f, st)
         if isinstance(st.node, ast.IndexStmt) and st.node.idxname:
             from ..buildprogress import watch
 
@@ -213,10 +244,42 @@ class Applier:
         with contextlib.suppress(psycopg.Error):
             history.record_event(conn, m.version, "fail", m.checksum, str(exc)[:2000])
 
-    def _drop_invalid_indexes(self, conn, m: Migration) -> list[str]:
-        """An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index: drop it to rebuild.
-        Returns the names dropped."""
-        return [name for st in m.up.statements if (name := self._drop_invalid_index(conn, st))]
+    def _drop_invalid_indexes(self, conn, f: SQLFile) -> list[str]:
+        """An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index: drop each one the
+        file's builds would meet, so that they build it again. Returns the names dropped."""
+        return [name for st in f.statements if (name := self._drop_invalid_index(conn, st))]
+
+    def _guard_swap(self, conn, m: Migration, f: SQLFile, st: Statement) -> None:
+        """A swap (DROP INDEX name, then ALTER INDEX temp RENAME TO name) goes ahead only while
+        `temp` exists and is valid: never an INVALID index renamed into service, never the name
+        left with no index. Checked before the DROP and before the RENAME."""
+        node = st.node
+        pairs = []  # (the index whose name is taken over, the index that takes it over)
+        if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_INDEX:
+            later = f.statements[next(i for i, s in enumerate(f.statements) if s is st) + 1:]
+            for obj in node.objects:
+                names = [n.sval for n in obj]
+                for r in (s.node for s in later):
+                    if (isinstance(r, ast.RenameStmt) and r.renameType == ObjectType.OBJECT_INDEX
+                            and r.newname == names[-1]):
+                        pairs.append((names, [x for x in (r.relation.schemaname or (names[:-1] or [None])[0],
+                                                          r.relation.relname) if x]))
+        elif isinstance(node, ast.RenameStmt) and node.renameType == ObjectType.OBJECT_INDEX:
+            pairs.append(([node.newname], [x for x in (node.relation.schemaname, node.relation.relname) if x]))
+        for old, new in pairs:
+            valid = conn.execute("SELECT i.indisvalid AND i.indisready FROM pg_index i WHERE i.indexrelid ="
+                                 " to_regclass(%s)", [sql.Identifier(*new).as_string(conn)]).fetchone()
+            if valid and valid[0]:
+                continue
+            if not valid and isinstance(node, ast.RenameStmt):
+                continue  # nothing to rename (IF EXISTS): the swap already happened
+            if not valid and conn.execute("SELECT to_regclass(%s) IS NULL", [sql.Identifier(*old).as_string(conn)]
+                                          ).fetchone()[0]:
+                continue  # neither is there: nothing to keep
+            what = "INVALID (its build did not finish)" if valid else "missing"
+            raise MigrationFailed(m.label, f.path, st.line, f"refused to put {'.'.join(new)} in place of "
+                                  f"{'.'.join(old)}: it is {what}, and {'.'.join(old)} keeps serving",
+                                  transactional=False, **self._resume_for(m, f))
 
     def _drop_invalid_index(self, conn, st: Statement) -> str | None:
         """The INVALID index a failed CREATE INDEX CONCURRENTLY statement left, dropped (its name),
@@ -236,20 +299,63 @@ class Applier:
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
         return regname
 
-    def run_down(self, conn, m: Migration) -> None:
+    def run_down(self, conn, m: Migration, to: int = 0) -> None:
+        """Run one migration's down file, leaving migrations <= `to` applied (the command that
+        resumes a down file stopped part-way names it)."""
         down = m.down
         assert down is not None
+        self._rollback_to = to
         if down.transactional:
-            with conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
-                for st in down.statements:
-                    self._execute(conn, m, down, st, transactional=True)
-                self._forget(conn, m, down)
-        else:
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT set_config('lock_timeout', %s, true)", [self.lock_timeout])
+                    for st in down.statements:
+                        self._execute(conn, m, down, st, transactional=True)
+                    self._forget(conn, m, down)
+            except MigrationFailed as exc:
+                raise self._down_failed(exc) from None
+            return
+        # no transaction: marked rolling_back, then rollback_failed if a statement fails, so status,
+        # doctor and migrate know the migration is neither applied nor undone, and what resumes it
+        conn.execute("UPDATE pgvkit.schema_migrations SET status = 'rolling_back', error = NULL WHERE version = %s",
+                     [m.version])
+        history.record_event(conn, m.version, "start", down.checksum, f"rollback: {down.path.name}")
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", [self.lock_timeout])
+        try:
+            self._drop_before(conn, down)
             for st in down.statements:
                 self._execute_with_retry(conn, m, down, st)
-            with conn.transaction():
-                self._forget(conn, m, down)
+        except KeyboardInterrupt:
+            self._interrupted(m, down, "rollback_failed", f"{self._resume_for(m, down)['resume']} resumes it")
+            raise
+        except (MigrationFailed, LockTimeout) as exc:
+            failure = self._down_failed(exc) if isinstance(exc, MigrationFailed) else exc
+            conn.execute("UPDATE pgvkit.schema_migrations SET status = 'rollback_failed', error = %s"
+                         " WHERE version = %s", [str(failure), m.version])
+            self._log_failure(conn, m, failure)
+            self._drop_leftovers(conn, down)
+            if isinstance(exc, LockTimeout):
+                raise RollbackFailed(f"{exc}; the rollback of {m.id} is recorded as failed: once the lock is free, "
+                                     f"{self._resume_for(m, down)['resume']} resumes it") from None
+            raise failure from None
+        finally:
+            if not conn.closed:
+                conn.execute("RESET lock_timeout")
+        with conn.transaction():
+            self._forget(conn, m, down)
+
+    def _resume_for(self, m: Migration, f: SQLFile) -> dict:
+        """How MigrationFailed names the command that runs `f` again."""
+        if f is m.up:
+            return {}
+        return {"resume": f"pgvkit rollback --to {self._rollback_to:03d} --yes",
+                "doing": "rollback of"}
+
+    def _down_failed(self, exc: MigrationFailed) -> MigrationFailed:
+        if exc.resume != "pgvkit migrate":
+            return exc
+        return MigrationFailed(exc.version, exc.path, exc.line, exc.message, transactional=exc.transactional,
+                               resume=f"pgvkit rollback --to {self._rollback_to:03d} --yes", doing="rollback of")
 
     @staticmethod
     def _forget(conn, m: Migration, down: SQLFile) -> None:

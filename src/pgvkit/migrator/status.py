@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..display import Table
-from ..errors import ConfigError, MigrationDriftError, MissingMigrationError
+from ..errors import ConfigError, MigrationDriftError, MissingMigrationError, RollbackError
+from ..history import ROLLING_BACK
 from ..migrations import Migration
 
-__all__ = ["StatusReport", "entries", "pending", "check_consistency", "baseline_hint", "objects_present",
+__all__ = ["StatusReport", "entries", "pending", "check_consistency", "refuse_half_rolled_back", "resume_rollback", "baseline_hint", "objects_present",
            "parse_version"]
 
 
@@ -35,7 +36,7 @@ class StatusReport(Table):
 
     @property
     def problems(self) -> list[dict]:
-        return [e for e in self.entries if e["state"] in ("drifted", "missing")]
+        return [e for e in self.entries if e["state"] in ("drifted", "missing", "rolling back", "rollback failed")]
 
     @property
     def exit_code(self) -> int:
@@ -75,6 +76,21 @@ class StatusReport(Table):
 def pending(migrations: list[Migration], rows: dict) -> list[Migration]:
     """What migrate would run: never recorded, or stopped part-way (failed / running)."""
     return [m for m in migrations if m.version not in rows or rows[m.version].status in ("running", "failed")]
+
+
+def resume_rollback(version: int, rows: dict) -> str:
+    """The command that finishes the rollback of `version`: down to the applied migration below it."""
+    below = max((v for v in rows if v < version), default=0)
+    return f"pgvkit rollback --to {below:03d} --yes"
+
+
+def refuse_half_rolled_back(rows: dict) -> None:
+    """migrate refuses while a down file stopped part-way: the schema is between two versions."""
+    stuck = [v for v, row in sorted(rows.items()) if row.status in ROLLING_BACK]
+    if stuck:
+        v = stuck[-1]
+        raise RollbackError(f"the rollback of {v:03d}_{rows[v].name} stopped part-way ({rows[v].status}): the schema "
+                            f"is between two versions; finish it first: {resume_rollback(v, rows)}")
 
 
 def check_consistency(migrations: list[Migration], rows: dict) -> None:
@@ -137,6 +153,11 @@ def entries(migrations: list[Migration], rows: dict) -> list[dict]:
                 entry["detail"] = "interrupted or failed; pgvkit migrate resumes it"
                 if row.error:
                     entry["detail"] += f" (last error: {row.error[:200]})"
+            elif row.status in ROLLING_BACK:
+                entry["state"] = row.status.replace("_", " ")
+                entry["resume"] = resume_rollback(m.version, rows)
+                entry["detail"] = (f"its down file stopped part-way; {entry['resume']} resumes it"
+                                   + (f" (last error: {row.error[:200]})" if row.error else ""))
             elif row.checksum != m.checksum:
                 entry["state"] = "drifted"
                 entry["detail"] = f"file changed after it was applied; pgvkit repair {m.label} --reason '...'"
