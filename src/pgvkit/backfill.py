@@ -121,7 +121,7 @@ def backfill(url: str, name: str, path, *, table: str = "ip_asset_embeddings", b
         raise PgvkitError(f"--duty {duty}: the share of time the backfill works, above 0 and at most 1 (e.g. 0.5)")
     path = Path(path)
     start = time.perf_counter()
-    with connect(url, autocommit=True, application_name="pgvkit backfill") as conn:
+    with connect(url, autocommit=True, application_name="pgvkit backfill", long_steps=True) as conn:
         register_vector(conn)
         model = _column(conn, table, name)
         lock = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"pgvkit backfill {table}.{model.column}"])

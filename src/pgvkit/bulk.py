@@ -91,7 +91,7 @@ def copy_arrays(url: str, table: sql.Composable, columns: Sequence[Column], *, j
     jobs = max(1, min(jobs or default_jobs(url), -(-n // batch)))
     query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
         table, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
-    conns = [connect(url, application_name="pgvkit load") for _ in range(jobs)]
+    conns = [connect(url, application_name="pgvkit load", long_steps=True) for _ in range(jobs)]
     errors: list[BaseException] = []
     lock = threading.Lock()
     bounds = np.linspace(0, n, jobs + 1).astype(int)

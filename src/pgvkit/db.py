@@ -190,10 +190,13 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvkit") -> psycopg.Connection:
-    """Open a psycopg connection; a failure becomes ConnectionFailed with no password in it."""
+def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvkit",
+            long_steps: bool = False) -> psycopg.Connection:
+    """Open a psycopg connection; a failure becomes ConnectionFailed with no password in it.
+    `long_steps`: a session whose steps are long by design (a load, tune's copies and builds),
+    with the statement and idle-in-transaction timeouts a role or database may set turned off."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url, autocommit=autocommit, application_name=application_name, connect_timeout=10
         )
     except psycopg.OperationalError as exc:
@@ -203,6 +206,13 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvk
         known = [c for c in explain(reason, exc.sqlstate) if c.name == "connection"][:1]  # what it means
         what, fix = (known[0].detail, known[0].fix) if known else (None, None)
         raise ConnectionFailed(mask_url(url), reason, what, fix, exc.sqlstate) from None
+    if long_steps:
+        from .timeouts import lift
+
+        lift(conn, local=False)
+        if not autocommit:
+            conn.commit()  # the caller starts in no transaction, the settings kept for the session
+    return conn
 
 
 def server_info(conn: psycopg.Connection) -> dict:

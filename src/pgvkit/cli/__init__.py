@@ -14,6 +14,7 @@ import sys
 
 import psycopg
 
+from .. import timeouts
 from ..errors import PgvkitError
 from ..explain import explain
 from . import checks, inserts, migrations, models, notebooks, server, tuning, watch
@@ -91,7 +92,14 @@ def run(args) -> int:
     if command.needs_target:
         if not ctx.as_json:
             ctx.echo(f"database: {ctx.target.masked} ({ctx.target.source})")
-    return command.handler(args, ctx)
+    try:
+        return command.handler(args, ctx)
+    except psycopg.Error as exc:  # a timeout that still fired: which one, set where, and how to change it
+        where = timeouts.explain_fired(ctx.target.url, exc) if command.needs_target else None
+        if where is None:
+            raise
+        message = " ".join((exc.diag.message_primary or str(exc)).split())
+        raise timeouts.TimeoutFired(f"{message}: {where}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

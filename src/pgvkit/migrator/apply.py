@@ -16,8 +16,9 @@ from pglast import ast
 from pglast.enums import ObjectType
 from psycopg import errors as pgerrors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
-from .. import history
+from .. import history, timeouts
 from ..db import scrub
 from ..display import Echo
 from ..explain import explain
@@ -29,6 +30,22 @@ from .lock import LockBusy
 from .plan import build_estimate, duration, n_log_n, pending_build
 
 __all__ = ["Applier"]
+
+# statements long by design: they run with no statement_timeout of the role's or database's
+# (unless the file sets its own before them), since an index build stopped by a timeout meant
+# for the application's queries leaves nothing but an INVALID index
+_LONG = (ast.IndexStmt, ast.ReindexStmt, ast.ClusterStmt, ast.VacuumStmt, ast.RefreshMatViewStmt)
+
+
+def _sets(st: Statement, names) -> bool:
+    return isinstance(st.node, ast.VariableSetStmt) and st.node.name in names
+
+
+def _long_by_design(f: SQLFile, st: Statement) -> bool:
+    if not isinstance(st.node, _LONG):
+        return False
+    earlier = f.statements[:next(i for i, s in enumerate(f.statements) if s is st)]
+    return not any(_sets(s, timeouts.LIFTED) for s in earlier)
 
 
 class Applier:
@@ -198,15 +215,21 @@ class Applier:
     def _execute(self, conn, m: Migration, f: SQLFile, st: Statement, *, transactional: bool) -> None:
         if not transactional:
             self._guard_swap(conn, m, f, st)
-        if isinstance(st.node, ast.IndexStmt) and st.node.idxname:
-            from ..buildprogress import watch
+        before = timeouts.lift(conn, local=transactional) if _long_by_design(f, st) else None
+        try:
+            if isinstance(st.node, ast.IndexStmt) and st.node.idxname:
+                from ..buildprogress import watch
 
-            stop = watch(self.url, conn.info.backend_pid, st.node.idxname, progress=self.progress, echo=self.echo)
-            try:
-                return self._run(conn, m, f, st, transactional=transactional)
-            finally:
-                stop()
-        return self._run(conn, m, f, st, transactional=transactional)
+                stop = watch(self.url, conn.info.backend_pid, st.node.idxname, progress=self.progress, echo=self.echo)
+                try:
+                    return self._run(conn, m, f, st, transactional=transactional)
+                finally:
+                    stop()
+            return self._run(conn, m, f, st, transactional=transactional)
+        finally:
+            state = None if conn.closed else conn.info.transaction_status
+            if before is not None and state in (TransactionStatus.IDLE, TransactionStatus.INTRANS):
+                timeouts.restore(conn, before, local=state == TransactionStatus.INTRANS)
 
     def _run(self, conn, m: Migration, f: SQLFile, st: Statement, *, transactional: bool) -> None:
         try:
@@ -216,27 +239,33 @@ class Applier:
         except pgerrors.InsufficientPrivilege as exc:
             if isinstance(st.node, ast.CreateExtensionStmt) and st.node.extname == "vector":
                 raise ExtensionPrivilegeError(conn.info.dbname, conn.info.user) from None
-            raise self._failed(m, f, st, exc, transactional) from None
+            raise self._failed(conn, m, f, st, exc, transactional) from None
         except (pgerrors.UndefinedFile, pgerrors.FeatureNotSupported) as exc:
             if isinstance(st.node, ast.CreateExtensionStmt) and st.node.extname == "vector":
                 raise ExtensionUnavailable(conn.info.dbname) from None
-            raise self._failed(m, f, st, exc, transactional) from None
+            raise self._failed(conn, m, f, st, exc, transactional) from None
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError) and conn.closed:
                 raise PgvkitError(
                     f"lost the connection to the server while running {m.id} at {f.path}:{st.line}; "
                     "check the server, then run pgvkit status and pgvkit migrate again"
                 ) from None
-            raise self._failed(m, f, st, exc, transactional) from None
+            raise self._failed(conn, m, f, st, exc, transactional) from None
 
-    def _failed(self, m, f: SQLFile, st: Statement, exc: psycopg.Error, transactional: bool) -> MigrationFailed:
+    def _failed(self, conn, m, f: SQLFile, st: Statement, exc: psycopg.Error, transactional: bool) -> MigrationFailed:
         line = st.line
         pos = exc.diag.statement_position
         if pos:  # 1-based character position inside the statement
             line += st.sql.count("\n", 0, int(pos) - 1)
         message = scrub(" ".join(str(exc.diag.message_primary or exc).split()), self.url)
+        name = timeouts.fired(exc)
+        own = next((s for s in f.statements if _sets(s, (name,))), None) if name else None
+        where = (f"{name} is set by the file itself at line {own.line}; raise it there" if own else
+                 timeouts.explain_fired(self.url, exc, conn) if name else None)
         known = explain(message, exc.sqlstate)
-        if known.checks:  # what it means and the fix, by SQLSTATE when the words are another language's
+        if where:  # which setting, set where, and how to change it
+            message += f" ({where})"
+        elif known.checks:  # what it means and the fix, by SQLSTATE when the words are another language's
             message += f" ({known[0].detail}: {known[0].fix})"
         return MigrationFailed(m.label, f.path, line, message, transactional=transactional)
 

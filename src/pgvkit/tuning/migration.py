@@ -63,6 +63,12 @@ def refuse_stacking(url: str, migrations_dir: str | Path | None = None, table: s
                 f"(pgvkit migrate) and tune again, or delete {m.id}'s files")
 
 
+# an index build is long by design: a statement_timeout meant for the application's queries
+# (on its role or the database) would stop it and leave an INVALID index
+UNBOUNDED = ("-- an index build is long by design: no statement_timeout of the role's or the database's stops it\n"
+             "SET statement_timeout = '0';\n")
+
+
 def _current_setting(conn, name: str) -> str | None:
     row = conn.execute(
         "SELECT s.opt FROM pg_db_role_setting r, unnest(r.setconfig) AS s(opt)"
@@ -257,12 +263,12 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         if kind.direct:
             up += "-- queries read the setting when they connect\n" + _set_database(conn, p.search_param,
                                                                                       str(p.search_value))
-        up += (f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines
+        up += (f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines + UNBOUNDED
                + _swap(conn, create, schema, target, temp, between, parts)
                + _comment(conn, schema, target, f"{TUNED_BY} {_setting_text(p)}"
                           + ("" if kind.direct else f" ({kind.name}, through search_assets)")
                           + (f"; {p.note.split(' from ')[0]}: {figures(p).split('; ')[0]}" if predicted else ""))
-               + "".join(f"RESET {k};\n" for k in settings))
+               + "".join(f"RESET {k};\n" for k in settings) + "RESET statement_timeout;\n")
         if has_function and not body_changes:
             up += ("\n-- search_assets binds its own setting: it changes with the index it is for\n"
                    + "".join(_set_function(conn, k, v) for k, v in changes.items()))
@@ -276,9 +282,9 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         restore = ("-- search_assets as it was, searching the index it was written for\n" + previous_function
                    if body_changes else "")
         if live:
-            down += "\n" + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
-                                 _suffixed(target, "_prev"), restore, parts)
-            down += _comment(conn, schema, target, live.comment)
+            down += "\n" + UNBOUNDED + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
+                                             _suffixed(target, "_prev"), restore, parts)
+            down += _comment(conn, schema, target, live.comment) + "RESET statement_timeout;\n"
         else:
             down += "\n" + restore + sql.SQL("DROP INDEX {}IF EXISTS {};\n").format(
                 sql.SQL("" if parts else "CONCURRENTLY "), sql.Identifier(schema, target)).as_string(conn)

@@ -99,7 +99,7 @@ class Workload:
         others = np.flatnonzero(~keep)
         need = max(0, rows - int(keep.sum()))
         keep[np.random.default_rng(seed).choice(others, size=min(need, len(others)), replace=False)] = True
-        with hold(url), connect(url, autocommit=True) as conn:
+        with hold(url), connect(url, autocommit=True, long_steps=True) as conn:
             conn.execute(sql.SQL("DELETE FROM {} WHERE NOT (id = ANY(%s))").format(SCRATCH), [self.ids[keep].tolist()])
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(SCRATCH))
         return replace(self, ids=self.ids[keep], vectors=self.vectors[keep],
@@ -125,7 +125,7 @@ MOST_FREQUENT = "auto"  # filter_owner: the workload's most frequent owner, what
 def cleanup(url: str) -> None:
     """Drop the scratch table and every candidate index (also what an interrupted run left); never
     another run's (TuneRunning while one holds the tune lock)."""
-    with hold(url), connect(url, autocommit=True) as conn:
+    with hold(url), connect(url, autocommit=True, long_steps=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(SCRATCH))
 
 
@@ -148,7 +148,7 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
     echo = echo or echo_to()
     if source not in ("auto", "table", "synthetic"):
         raise PgvkitError(f"source must be auto, table or synthetic, not {source!r}")
-    with hold(url), connect(url, autocommit=True) as conn:
+    with hold(url), connect(url, autocommit=True, long_steps=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
             raise PgvkitError(f"the vector extension is not created in {conn.info.dbname}; run pgvkit migrate first "
                               "(pgvkit doctor says why if that fails)")
