@@ -18,6 +18,7 @@ import numpy as np
 from psycopg import sql
 
 from .db import connect, is_local
+from .timeouts import lift
 
 __all__ = ["Column", "encode", "copy_arrays", "default_jobs", "read_vectors", "stream_vectors"]
 
@@ -91,7 +92,9 @@ def copy_arrays(url: str, table: sql.Composable, columns: Sequence[Column], *, j
     jobs = max(1, min(jobs or default_jobs(url), -(-n // batch)))
     query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
         table, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
-    conns = [connect(url, application_name="pgvkit load", long_steps=True) for _ in range(jobs)]
+    conns = [connect(url, application_name="pgvkit load") for _ in range(jobs)]
+    for conn in conns:  # each streams in one transaction, then waits for the others: long by design
+        lift(conn, local=True)
     errors: list[BaseException] = []
     lock = threading.Lock()
     bounds = np.linspace(0, n, jobs + 1).astype(int)

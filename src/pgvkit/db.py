@@ -36,7 +36,7 @@ class Target:
     """Where pgvkit connects: the URL (secret), where it came from, and a printable form."""
 
     url: str
-    source: str  # "flag", "env" or "embedded"
+    source: str  # "flag", "env", "PGVKIT_DIRECT_URL" or "embedded"
 
     @property
     def masked(self) -> str:
@@ -54,10 +54,15 @@ class Target:
         return f"Target({self.masked!r}, source={self.source!r})"
 
 
-def resolve(database_url: str | None = None, *, start_embedded: bool = True) -> Target:
-    """Pick the database: the explicit URL, else $DATABASE_URL, else the embedded server."""
+def resolve(database_url: str | None = None, *, start_embedded: bool = True, session: bool = False) -> Target:
+    """Pick the database: the explicit URL, else $DATABASE_URL, else the embedded server. A
+    command that needs a session of its own (`session`) takes $PGVKIT_DIRECT_URL before
+    $DATABASE_URL: the server itself, where DATABASE_URL may go through a transaction pooler."""
     if database_url:
         return Target(psycopg_url(database_url), "flag")
+    direct = os.environ.get("PGVKIT_DIRECT_URL") if session else None
+    if direct:
+        return Target(psycopg_url(direct), "PGVKIT_DIRECT_URL")
     env = os.environ.get("DATABASE_URL")
     if env:
         return Target(psycopg_url(env), "env")
@@ -196,8 +201,11 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvk
     `long_steps`: a session whose steps are long by design (a load, tune's copies and builds),
     with the statement and idle-in-transaction timeouts a role or database may set turned off."""
     try:
+        # no server-side prepared statements: behind a transaction pooler they land on another
+        # backend ("prepared statement _pg3_0 already exists"), and pgvkit's queries gain nothing from them
         conn = psycopg.connect(
-            url, autocommit=autocommit, application_name=application_name, connect_timeout=10
+            url, autocommit=autocommit, application_name=application_name, connect_timeout=10,
+            prepare_threshold=None,
         )
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split())

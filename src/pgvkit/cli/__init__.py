@@ -92,6 +92,10 @@ def run(args) -> int:
     if command.needs_target:
         if not ctx.as_json:
             ctx.echo(f"database: {ctx.target.masked} ({ctx.target.source})")
+        if command.session(args) and not ctx.target.is_embedded:
+            from ..pooler import require_session
+
+            require_session(ctx.target.url, ctx.target.masked, f"pgvkit {command.name}")
     try:
         return command.handler(args, ctx)
     except psycopg.Error as exc:  # a timeout that still fired: which one, set where, and how to change it

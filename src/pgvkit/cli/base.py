@@ -30,6 +30,12 @@ class Command:
     arguments: Callable = no_arguments  # (argparse parser) -> None
     needs_target: bool = True  # resolve the database (and say which) before the handler runs
     passes_extra: bool = False  # unknown flags go to the handler (pgvkit lab -> jupyter lab)
+    # needs a session of its own (advisory locks, session settings): $PGVKIT_DIRECT_URL before
+    # $DATABASE_URL, and refused through a transaction pooler; a function of the arguments or a flag
+    needs_session: Callable | bool = False
+
+    def session(self, args) -> bool:
+        return self.needs_session(args) if callable(self.needs_session) else self.needs_session
 
 
 class Context:
@@ -43,7 +49,8 @@ class Context:
 
     @cached_property
     def target(self) -> Target:
-        return resolve(getattr(self.args, "database_url", None))
+        handler = getattr(self.args, "handler", None)
+        return resolve(getattr(self.args, "database_url", None), session=bool(handler and handler.session(self.args)))
 
     @cached_property
     def standbys(self) -> list[str]:

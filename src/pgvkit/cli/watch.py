@@ -40,5 +40,6 @@ COMMANDS = [
     Command("watch", "look at production search on the primary and each standby: its cost from the server's "
                      "statistics since the last watch, its plan, dead rows and a recall sample; recorded (exit 2 "
                      "past a threshold)",
-            "pgvkit watch --query-file logged_queries.npy   (from cron: */15 * * * *)", watch, _watch_arguments),
+            "pgvkit watch --query-file logged_queries.npy   (from cron: */15 * * * *)", watch, _watch_arguments,
+            needs_session=True),
 ]

@@ -252,11 +252,14 @@ class Migrator:
         return undone
 
     def _primary_only(self) -> None:
-        """Refuse, in one line and before any lock, a server in recovery (a hot standby)."""
+        """Refuse, in one line and before any lock, a server in recovery (a hot standby) and a URL
+        through a transaction pooler (the migration lock is a session's)."""
+        from ..pooler import require_session
         from ..standby import refuse_recovery
 
         with connect(self.url, autocommit=True) as conn:
             refuse_recovery(conn)
+        require_session(self.url, mask_url(self.url), "a migration")
 
     def _ensure_history(self, conn) -> None:
         for upgrade in history.ensure(conn):
