@@ -3,6 +3,7 @@ Ctrl-C, a full disk) is recorded as failed, status and migrate say so, the comma
 names resumes it, and an INVALID index is never put in place of the valid one."""
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -10,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from pgvkit import Migrator
 from pgvkit.embedded import SERVER_USER_WHEN_ROOT, EmbeddedServer
+from pgvkit.errors import EmbeddedServerError
 from pgvkit.inserts import load
 from pgvkit.tuning import write_migration
 
@@ -197,17 +200,38 @@ def test_a_hand_written_swap_refuses_to_rename_an_invalid_index_into_service(mig
     assert status_of(migrated, 4) == "rollback_failed"
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB file system (tmpfs) for a tablespace: a build that needs more meets a full disk."""
+@contextlib.contextmanager
+def mounted(path, size: str):
+    """A file system of `size` (tmpfs) at `path`, owned by the server's user: a disk that fills."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system needs root (CI runs as root)")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
-    shutil.chown(mount, SERVER_USER_WHEN_ROOT, SERVER_USER_WHEN_ROOT)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    shutil.chown(path, SERVER_USER_WHEN_ROOT, SERVER_USER_WHEN_ROOT)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB disk for a tablespace: a build that needs more meets a full disk."""
+    with mounted(tmp_path / "small", "3m") as path:
+        yield path
+
+
+def fill(directory) -> Path:
+    """Write a file until the disk is full; returns it (delete it to free the space)."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 2**20)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
 
 
 def test_a_full_disk_in_the_down_build_is_named_and_the_rollback_resumes_once_space_is_freed(tmp_path, small_disk):
@@ -224,6 +248,7 @@ def test_a_full_disk_in_the_down_build_is_named_and_the_rollback_resumes_once_sp
         assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
         line = failed.stderr.strip().splitlines()[-1]
         assert "No space left on device" in line and "recorded as failed" in line, line
+        assert "free space on the server's data disk (or the tablespace's)" in line and "move it away" not in line
         assert_tuned_index_serves(url)
         assert status_of(url, 4) == "rollback_failed"
         with psycopg.connect(url, autocommit=True) as conn:  # space freed: the builds go back to the data directory
@@ -233,3 +258,25 @@ def test_a_full_disk_in_the_down_build_is_named_and_the_rollback_resumes_once_sp
         assert_rolled_back(url)
     finally:
         server.destroy()
+
+
+def test_an_embedded_server_on_a_full_disk_says_so_with_the_fix_and_starts_once_space_is_freed(tmp_path):
+    with mounted(tmp_path / "disk", "150m") as disk:
+        home = disk / "home"
+        server = EmbeddedServer(home).start()
+        try:
+            server.stop()
+            filler = fill(disk)
+            with pytest.raises(EmbeddedServerError) as refused:
+                server.start()
+            said = str(refused.value)
+            assert "did not start: its disk is full" in said and f"df -h {server.pgdata}" in said, said
+            assert "move it away" not in said and "\n" not in said
+            doctor = run_cli("doctor", env={"PGVKIT_HOME": str(home)})
+            assert "its disk is full" in doctor.stdout and "DATABASE_URL" not in doctor.stdout, doctor.stdout
+            filler.unlink()  # space freed: the same server starts, its data as it was
+            server.start()
+            with psycopg.connect(server.url()) as conn:
+                assert conn.execute("SELECT current_database()").fetchone() == ("jarvis",)
+        finally:
+            server.destroy()

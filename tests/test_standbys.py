@@ -69,10 +69,13 @@ def test_migrate_on_the_primary_waits_for_the_standby_and_is_refused_on_the_stan
     status = run_cli("status", env=env)
     assert status.returncode == 0 and f"standby {standby.url()}" in status.stdout and "pass" in status.stdout
 
-    refused = run_cli("migrate", "--database-url", standby.url(), env=env)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    [line] = refused.stderr.strip().splitlines()
-    assert "is a standby (in recovery, read-only)" in line and "primary" in line
+    for command in (["migrate"], ["tune", "--rows", "2000"], ["confirm"], ["load", "--rows", "10"],
+                    ["model", "backfill", "m", "--from", "x.jsonl"], ["smoke"]):  # every writing command, first thing
+        refused = run_cli(*command, "--database-url", standby.url(), env=env)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        [line] = refused.stderr.strip().splitlines()
+        assert line.startswith(f"pgvkit: error: pgvkit {command[0]} writes, and ") and "is a hot standby" in line
+        assert "point --database-url (or DATABASE_URL) at the primary" in line
 
 
 def test_a_standby_stopped_mid_run_gives_one_clear_line_not_a_hang(pair, tmp_path):

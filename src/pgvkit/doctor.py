@@ -16,7 +16,7 @@ from psycopg import sql
 
 from .checks import Check, DiagnosisFailed, Report, diagnosis
 from .db import Target, connect, resolve, server_info
-from .errors import ConnectionFailed, PgvkitError
+from .errors import ConnectionFailed, EmbeddedServerError, PgvkitError
 from .explain import explain
 from .migrator import Migrator, objects_present
 from .sizing import ROWS_PER_LIST, hnsw_build_bytes, ivfflat_build_bytes, mb
@@ -45,6 +45,9 @@ def doctor(database_url: str | None = None, *, table: str = "ip_asset_embeddings
     name; every finding has what, why and the fix."""
     try:
         target = resolve(database_url)
+    except EmbeddedServerError as exc:  # its own words say why and the fix (a full disk: free space)
+        return diagnosis("(embedded server)", [Check("connection", "fail", str(exc).split(": ", 1)[0],
+                                                     "the embedded server did not start", str(exc).split(": ", 1)[-1])])
     except PgvkitError as exc:
         return diagnosis("(no database)", [Check("connection", "fail", str(exc), "the database URL could not be used",
                                                    "fix DATABASE_URL / --database-url, or unset it to use the embedded server")])
@@ -70,6 +73,7 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
             "connection", "pass",
             f"connected to {info['database']} as {info['user']}"
             f"{' (superuser)' if info['superuser'] else ''}, PostgreSQL {info['server_version']}"))
+        report.checks += _writable(conn)
         report.checks += _extension(conn, info)
         report.checks += _privileges(conn, info, table)
         report.checks += _migrations(conn, target.url, migrations_dir, table)
@@ -82,6 +86,18 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
             report.checks += latest_findings(conn, table)  # the newest pgvkit watch: slower searches, dead rows
         report.checks.append(check_tune_leftovers(conn))
     return report
+
+
+def _writable(conn) -> list[Check]:
+    """A hot standby, or a session that opens read-only transactions: every writing command fails."""
+    from .sessions import read_only
+
+    why = read_only(conn)
+    if why is None:
+        return []
+    return [Check("writes", "fail", why[0],
+                  "migrate, rollback, tune, confirm, load and backfill write: pgvkit refuses them here before they "
+                  "start", why[1])]
 
 
 def _from_verify(name: str, check: Check) -> Check:

@@ -8,6 +8,7 @@ only (mode 0700), or on loopback with password authentication when given a port.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -301,7 +302,12 @@ class EmbeddedServer:
         self._prepare_ownership(conf, sock)
 
     def _start(self) -> None:
-        self._write_config()
+        try:
+            self._write_config()
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise self._disk_full(f"could not write {self.pgdata / 'pgvkit.conf'}: {exc.strerror}") from None
+            raise
         proc = self._run(
             [str(self._bin("pg_ctl")), "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60", "start"],
             check=False,
@@ -310,11 +316,19 @@ class EmbeddedServer:
             tail = ""
             with contextlib.suppress(OSError):
                 tail = " | ".join(self.logfile.read_text().strip().splitlines()[-3:])
+            said = tail or proc.stderr.strip()
+            if "No space left on device" in said + proc.stderr:
+                raise self._disk_full(said)
             raise EmbeddedServerError(
-                f"the embedded server in {self.pgdata} did not start: {tail or proc.stderr.strip()} "
+                f"the embedded server in {self.pgdata} did not start: {said} "
                 f"(full log: {self.logfile}; if the data directory is damaged, move it away and "
                 "run pgvkit db start again)"
             )
+
+    def _disk_full(self, said: str) -> EmbeddedServerError:
+        return EmbeddedServerError(
+            f"the embedded server in {self.pgdata} did not start: its disk is full ({said}); free space there "
+            f"(df -h {self.pgdata}) and run pgvkit db start again: nothing is lost, nothing needs moving")
 
     def _bootstrap(self) -> None:
         """Create the application database once, owned by the login role, with pg_stat_statements

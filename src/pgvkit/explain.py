@@ -57,6 +57,15 @@ EXPLANATIONS = [
      "data", "a query compared vectors of {0} and {1} dimensions",
      "the query vector does not have the column's dimension",
      "embed the query with the same model as the stored vectors"),
+    (r"cannot execute (\w+(?: \w+)?) in a read-only transaction",
+     "writes", "this session is read-only: {0} is refused",
+     "the server is a hot standby, or default_transaction_read_only is on for this role or database",
+     "pgvkit doctor says which and where it is set: point DATABASE_URL at the primary, or use a role that may write"),
+    (r"No space left on device|could not extend file",
+     "disk", "the server's disk is full",
+     "a statement that needed more room failed and kept nothing (PostgreSQL stays consistent)",
+     "free space on the server's data disk (or the tablespace's), then run the same command again: it resumes; "
+     "nothing needs to be moved"),
     (r"memory required is (\d+) MB, maintenance_work_mem is (\d+) MB",
      "index build", "IVFFlat build needs {0} MB, maintenance_work_mem is {1} MB",
      "k-means keeps lists * 50 sample vectors in memory",
@@ -128,6 +137,14 @@ EXPLANATIONS = [
 # What each SQLSTATE means when the message is not one the table above reads (another language):
 # the same advice without the names the message would have given.
 BY_SQLSTATE = {
+    "25006": ("writes", "a write was refused in a read-only transaction (SQLSTATE 25006)",
+              "the server is a hot standby, or default_transaction_read_only is on for this role or database",
+              "pgvkit doctor says which and where it is set: point DATABASE_URL at the primary, or use a role that "
+              "may write"),
+    "53100": ("disk", "the server's disk is full (SQLSTATE 53100)",
+              "a statement that needed more room failed and kept nothing (PostgreSQL stays consistent)",
+              "free space on the server's data disk (or the tablespace's), then run the same command again: it "
+              "resumes; nothing needs to be moved"),
     "42704": ("extension", "an object or type does not exist (SQLSTATE 42704)",
               'for type "vector": the extension is not created here, or its schema is not on the search_path',
               "run pgvkit doctor against the same database: it says which and the exact fix"),

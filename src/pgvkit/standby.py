@@ -24,7 +24,7 @@ from .embedded import EmbeddedServer
 from .errors import EmbeddedServerError, PgvkitError
 
 __all__ = ["EmbeddedStandby", "StandbyNotReady", "Replay", "standby_urls", "replay", "wait_for_replay",
-           "refuse_recovery", "check_standby", "check_standbys", "feedback_warnings", "STANDBY_PORT", "ENV"]
+           "check_standby", "check_standbys", "feedback_warnings", "STANDBY_PORT", "ENV"]
 
 STANDBY_PORT = 5433  # the standby's socket file: .s.PGSQL.5433 in its own directory
 ENV = "PGVKIT_STANDBY_URLS"
@@ -97,14 +97,6 @@ def standby_urls(target_url: str | None = None, given: list[str] | None = None) 
     if target_url and primary.running() and target_url == primary.url() and standby.running():
         return [standby.url()]
     return []
-
-
-def refuse_recovery(conn, what: str = "migrations") -> None:
-    """One line, before anything runs, when `conn` is a standby: it is read-only."""
-    if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-        raise PgvkitError(f"{conn.info.dbname} on {conn.info.host or 'the local socket'} is a standby (in recovery, "
-                          f"read-only): {what} run on the primary; point --database-url (or DATABASE_URL) at the "
-                          "primary, and the standbys replay what it does")
 
 
 def _position(conn) -> str:

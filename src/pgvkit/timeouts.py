@@ -2,18 +2,18 @@
 sets its own statement_timeout, so the one a team puts on its application role cannot kill it;
 a timeout that still fires is named with where its value came from and how to change it.
 
-    lifted(conn, local=False)            # statement_timeout (and the idle ones) off for this step
-    describe(conn, "statement_timeout")  # "statement_timeout = 2s, set on role app: ..."
+    lift(conn, local=False)                    # statement_timeout (and the idle one) off for this step
+    explain_fired(url, exc)                    # "statement_timeout = 2s, set on role app; ALTER ROLE ..."
 """
 
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
 
 from .errors import PgvkitError
+from .sessions import describe
 
-__all__ = ["LIFTED", "lift", "restore", "describe", "fired", "explain_fired", "TimeoutFired"]
+__all__ = ["LIFTED", "lift", "restore", "fired", "explain_fired", "TimeoutFired"]
 
 # what a long step turns off for itself: a statement's own limit, and the two that end a
 # session whose transaction waits (a load's connections wait for each other before committing)
@@ -59,28 +59,6 @@ def fired(exc: BaseException) -> str | None:
         if words in text:
             return name
     return None
-
-
-def describe(conn: psycopg.Connection, name: str) -> str:
-    """`name = value, set <where>; <how to change it>` in one line, from pg_settings' source."""
-    value, source, sourcefile, sourceline = conn.execute(
-        "SELECT current_setting(name), source, sourcefile, sourceline FROM pg_settings WHERE name = %s",
-        [name]).fetchone()
-    role = sql.Identifier(conn.info.user).as_string(conn)
-    db = sql.Identifier(conn.info.dbname).as_string(conn)
-    alone = f"for pgvkit alone: PGOPTIONS='-c {name}=0'"
-    where, fix = {
-        "user": (f"on role {role}", f"ALTER ROLE {role} RESET {name} (or SET it for the application's role only), or "
-                                    + alone),
-        "database user": (f"on role {role} in database {db}",
-                          f"ALTER ROLE {role} IN DATABASE {db} RESET {name}, or {alone}"),
-        "database": (f"on database {db}", f"ALTER DATABASE {db} RESET {name}, or {alone}"),
-        "client": ("by the connection (PGOPTIONS, or options= in the URL)", "raise or remove it there"),
-        "configuration file": ("in the server's configuration" + (f" ({sourcefile}:{sourceline})" if sourcefile else ""),
-                               f"ALTER SYSTEM SET {name} = ... and SELECT pg_reload_conf(), or {alone}"),
-        "session": ("by a SET in this session (a migration file's own)", "raise it in that file"),
-    }.get(source, (f"by {source}", alone))
-    return f"{name} = {value}, set {where}; {fix}"
 
 
 def explain_fired(url: str, exc: BaseException, conn: psycopg.Connection | None = None) -> str | None:

@@ -24,6 +24,7 @@ from .checks import Check
 from .db import connect, label
 from .display import Echo, Table, echo_to
 from .errors import PgvkitError
+from .sessions import read_only
 from .statements import Interval, Reading
 from .watch_history import ensure_table, last, record_snapshot
 
@@ -152,8 +153,10 @@ def watch(url: str, standbys: list[str] = (), *, table: str = "ip_asset_embeddin
                 snap.recorded = record_snapshot(primary, snap, table)
             result.snapshots.append(snap)
         if record and not ready:
+            why = read_only(primary)
             for snap in result.snapshots:
-                snap.notes.append("not recorded: this role may not create or write pgvkit.watch_snapshots (GRANT "
+                snap.notes.append(f"not recorded: {why[0]} ({why[1]})" if why else
+                                  "not recorded: this role may not create or write pgvkit.watch_snapshots (GRANT "
                                   "USAGE, CREATE ON SCHEMA pgvkit, or run pgvkit migrate once as its owner)")
     return result
 

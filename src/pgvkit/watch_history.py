@@ -40,6 +40,8 @@ _COLUMNS = ("at", "server", "standby", "interval_s", "searches", "plan", "index_
 
 def ensure_table(conn) -> bool:
     """The table, made when missing (as pgvkit migrate makes it); False when this role may not."""
+    if conn.execute("SELECT current_setting('transaction_read_only') = 'on'").fetchone()[0]:
+        return False  # a read-only session (default_transaction_read_only on its role or database)
     try:
         with conn.transaction():
             if conn.execute("SELECT to_regclass('pgvkit.watch_snapshots')").fetchone()[0] is None:
@@ -63,7 +65,7 @@ def record_snapshot(conn, snap, table: str) -> bool:
                  snap.plan, snap.index, json.dumps(snap.settings), snap.live_rows, snap.dead_rows,
                  json.dumps(snap.recall), json.dumps([vars(c) for c in snap.findings]), json.dumps(snap.notes),
                  json.dumps(snap.baseline)])
-    except psycopg.errors.InsufficientPrivilege:
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction):
         return False
     return True
 

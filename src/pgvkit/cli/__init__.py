@@ -96,6 +96,12 @@ def run(args) -> int:
             from ..pooler import require_session
 
             require_session(ctx.target.url, ctx.target.masked, f"pgvkit {command.name}")
+        if command.writing(args):
+            from ..db import connect
+            from ..sessions import require_writable
+
+            with connect(ctx.target.url, autocommit=True) as conn:
+                require_writable(conn, f"pgvkit {command.name}")
     try:
         return command.handler(args, ctx)
     except psycopg.Error as exc:  # a timeout that still fired: which one, set where, and how to change it

@@ -33,9 +33,14 @@ class Command:
     # needs a session of its own (advisory locks, session settings): $PGVKIT_DIRECT_URL before
     # $DATABASE_URL, and refused through a transaction pooler; a function of the arguments or a flag
     needs_session: Callable | bool = False
+    # writes to the database: refused on a hot standby or a read-only session, in one line, first
+    writes: Callable | bool = False
 
     def session(self, args) -> bool:
         return self.needs_session(args) if callable(self.needs_session) else self.needs_session
+
+    def writing(self, args) -> bool:
+        return self.writes(args) if callable(self.writes) else self.writes
 
 
 class Context:

@@ -90,9 +90,11 @@ def unload(args, ctx) -> int:
 
 COMMANDS = [
     Command("smoke", "insert test rows, read back, search, fire the trigger, then roll back (leaves 0 rows)",
-            "pgvkit smoke   or   pgvkit smoke --embedding my_vector.npy", smoke, _smoke_arguments),
+            "pgvkit smoke   or   pgvkit smoke --embedding my_vector.npy", smoke, _smoke_arguments,
+            writes=True),
     Command("load", "bulk-load tagged embeddings (synthetic, or yours) with binary COPY",
-            "pgvkit load --rows 10000   or   pgvkit load --from vectors.npy", load, _load_arguments),
+            "pgvkit load --rows 10000   or   pgvkit load --from vectors.npy", load, _load_arguments,
+            writes=True),
     Command("unload", "delete every row pgvkit load inserted (owner_id prefix pgvkit-load-)", "pgvkit unload --yes",
-            unload, _unload_arguments),
+            unload, _unload_arguments, writes=True),
 ]

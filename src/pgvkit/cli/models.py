@@ -112,5 +112,5 @@ def _list(ctx) -> int:
 COMMANDS = [
     Command("model", "change the embedding model online: a second column, searched beside the first",
             "pgvkit model add clip-vit-L/14@v2 --dimensions 1024", model, _model_arguments,
-            needs_session=lambda args: args.action == "backfill"),
+            needs_session=lambda args: args.action == "backfill", writes=lambda args: args.action == "backfill"),
 ]

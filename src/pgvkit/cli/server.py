@@ -117,5 +117,5 @@ COMMANDS = [
     Command("backup", "write a pg_dump custom-format backup to .pgvkit/backups/", "pgvkit backup", backup,
             _backup_arguments),
     Command("restore", "restore a backup file over the database", "pgvkit restore .pgvkit/backups/jarvis-....dump --yes",
-            restore, _restore_arguments),
+            restore, _restore_arguments, writes=True),
 ]

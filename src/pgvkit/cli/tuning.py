@@ -184,9 +184,9 @@ COMMANDS = [
     Command("tune", "sweep IVFFlat/HNSW settings (vector, halfvec, binary) on a scratch copy, recommend the cheapest "
             "meeting a recall target within the memory budget",
             "pgvkit tune --target-recall 0.95 --rows 20000 --write-migration", tune, _tune_arguments,
-            needs_session=True),
+            needs_session=True, writes=True),
     Command("confirm", "after tune's migration built the index: choose the search settings on the live index at full "
             "size (ef_search / probes, filtered-search depth) and bind them to search_assets",
             "pgvkit confirm --query-file new_images.npy --write-migration", confirm, _confirm_arguments,
-            needs_session=True),
+            needs_session=True, writes=True),
 ]

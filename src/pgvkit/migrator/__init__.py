@@ -255,10 +255,10 @@ class Migrator:
         """Refuse, in one line and before any lock, a server in recovery (a hot standby) and a URL
         through a transaction pooler (the migration lock is a session's)."""
         from ..pooler import require_session
-        from ..standby import refuse_recovery
+        from ..sessions import require_writable
 
         with connect(self.url, autocommit=True) as conn:
-            refuse_recovery(conn)
+            require_writable(conn, "a migration")
         require_session(self.url, mask_url(self.url), "a migration")
 
     def _ensure_history(self, conn) -> None:
