@@ -55,3 +55,37 @@ def test_no_password_is_written_and_a_password_parameter_is_refused(app_database
     assert PASSWORD not in proc.stdout + proc.stderr
     refused = run_cli("run", "notebooks/02_verify.ipynb", "-p", "database_url", app_database["url"], env=env)
     assert refused.returncode == 2 and "holds a password" in refused.stderr and PASSWORD not in refused.stderr
+
+
+def test_a_run_from_another_directory_hands_the_kernels_the_shells_own_server(tmp_path):
+    """The kernels work in the notebook's directory, inside another project: they reach the
+    server the shell would, not one of that project's own."""
+    import os
+    import subprocess
+    import sys
+    from urllib.parse import quote
+
+    import nbformat
+
+    from pgvkit.embedded import EmbeddedServer
+
+    project, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    (project / "migrations").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (project / "notebooks").mkdir()
+    elsewhere.mkdir()
+    probe = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from pgvkit.db import resolve\nprint('SERVER', resolve().url)")])
+    probe.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(probe, project / "notebooks" / "probe.ipynb")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGVKIT_HOME", "PGVKIT_MIGRATIONS")}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pgvkit", "run", str(project / "notebooks" / "probe.ipynb")],
+                              cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [run] = (elsewhere / ".pgvkit" / "runs").iterdir()  # the shell's home
+        [said] = [o["text"] for o in nbformat.read(run / "probe.ipynb", as_version=4).cells[0].outputs]
+        assert quote(str(EmbeddedServer(elsewhere / ".pgvkit").socket_dir), safe="/") in said, said
+        assert not (project / ".pgvkit").exists()  # no second server made for the notebook's project
+    finally:
+        EmbeddedServer(elsewhere / ".pgvkit").destroy()

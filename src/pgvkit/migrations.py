@@ -11,7 +11,7 @@ from .errors import ConfigError, MigrationFileError
 from .foreign import marker_refusal
 from .sqlfile import SQLFile, read_sql_file
 
-__all__ = ["Migration", "read_migrations", "default_migrations_dir", "directory_notes", "MAX_VERSION"]
+__all__ = ["Migration", "read_migrations", "default_migrations_dir", "missing_directory", "directory_notes", "MAX_VERSION"]
 
 # other tools' file names, refused with what to rename them to
 _FOREIGN_NAMES = [
@@ -60,14 +60,19 @@ def default_migrations_dir() -> Path:
     return Path(os.environ.get("PGVKIT_MIGRATIONS") or "migrations")
 
 
-def read_migrations(directory: Path | str | None = None) -> list[Migration]:
-    """Read and parse every migration in a directory, in version order; refuse any bad file."""
-    directory = Path(directory) if directory is not None else default_migrations_dir()
-    if not directory.is_dir():
+def missing_directory(directory: Path | str) -> None:
+    """Refuse a migrations directory that is not there, in one line with the fix."""
+    if not Path(directory).is_dir():
         raise ConfigError(
             f"migrations directory {directory} does not exist; "
             "run pgvkit from the project root or pass --migrations DIR"
         )
+
+
+def read_migrations(directory: Path | str | None = None) -> list[Migration]:
+    """Read and parse every migration in a directory, in version order; refuse any bad file."""
+    directory = Path(directory) if directory is not None else default_migrations_dir()
+    missing_directory(directory)
     files = [p for p in sorted(directory.iterdir()) if p.name.endswith(".sql") and p.is_file()]
     _refuse_other_tools(files)
     ups: dict[int, tuple[str, str, Path]] = {}

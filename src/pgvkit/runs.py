@@ -96,9 +96,12 @@ def run_notebooks(notebooks: list[str | Path], parameters: dict | None = None, *
     directory = (home or default_home()) / "runs" / stamp
     directory.mkdir(parents=True, exist_ok=True)
     run = Run(directory)
-    env_before = {name: os.environ.get(name) for name in ("DATABASE_URL", "TQDM_DISABLE")}
+    env_before = {name: os.environ.get(name) for name in ("DATABASE_URL", "TQDM_DISABLE", "PGVKIT_HOME")}
     if database_url:
         os.environ["DATABASE_URL"] = database_url  # the kernels inherit it; no notebook stores it
+    # the shell's embedded server, wherever it runs from: a kernel's working directory is the
+    # notebook's, whose own project would otherwise give it another server
+    os.environ["PGVKIT_HOME"] = str(home or default_home())
     os.environ["TQDM_DISABLE"] = "1"  # a saved bar shows the state it was saved in, not the end
     try:
         for i, path in enumerate(paths):

@@ -89,6 +89,10 @@ def run(args) -> int:
     """Run the parsed command: resolve the database first when the command needs one."""
     command: Command = args.handler
     ctx = Context(args)
+    if command.needs_migrations:  # before the embedded server is made or started for nothing
+        from ..migrations import default_migrations_dir, missing_directory
+
+        missing_directory(ctx.migrations_dir or default_migrations_dir())
     if command.needs_target:
         if not ctx.as_json:
             ctx.echo(f"database: {ctx.target.masked} ({ctx.target.source})")

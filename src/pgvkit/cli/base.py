@@ -35,6 +35,8 @@ class Command:
     needs_session: Callable | bool = False
     # writes to the database: refused on a hot standby or a read-only session, in one line, first
     writes: Callable | bool = False
+    # reads the migrations directory: checked before a server is started for it
+    needs_migrations: bool = False
 
     def session(self, args) -> bool:
         return self.needs_session(args) if callable(self.needs_session) else self.needs_session

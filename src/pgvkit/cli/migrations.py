@@ -193,20 +193,20 @@ def events(args, ctx) -> int:
 
 COMMANDS = [
     Command("status", "show applied / pending / drifted migrations (exit 0 up to date, 1 pending, 2 drift)",
-            "pgvkit status --json", status),
+            "pgvkit status --json", status, needs_migrations=True),
     Command("plan", "dry run: each pending migration, its transaction mode and what it changes (--sql: the SQL)",
-            "pgvkit plan --sql", plan, _plan_arguments),
+            "pgvkit plan --sql", plan, _plan_arguments, needs_migrations=True),
     Command("migrate", "apply pending migrations, each in its own transaction", "pgvkit migrate --backup", migrate,
-            _migrate_arguments, needs_session=True, writes=True),
+            _migrate_arguments, needs_session=True, writes=True, needs_migrations=True),
     Command("baseline", "record migrations up to VERSION (or what --from TOOL's history shows) as applied without "
             "running them", "pgvkit baseline 001   or   pgvkit baseline --from flyway",
-            baseline, _baseline_arguments, needs_session=True, writes=True),
+            baseline, _baseline_arguments, needs_session=True, writes=True, needs_migrations=True),
     Command("import", "translate another tool's migrations (goose, dbmate, golang-migrate, flyway) into NNN_name.sql "
             "files; a dry run unless --write", "pgvkit import --from goose db/migrations --write", import_,
             _import_arguments, needs_target=False),
     Command("repair", "accept the changed checksum of an applied migration", "pgvkit repair 001 --reason 'comment fix'",
-            repair, _repair_arguments, needs_session=True, writes=True),
+            repair, _repair_arguments, needs_session=True, writes=True, needs_migrations=True),
     Command("rollback", "run down files newest first down to version N", "pgvkit rollback --to 0 --yes", rollback,
-            _rollback_arguments, needs_session=True, writes=True),
+            _rollback_arguments, needs_session=True, writes=True, needs_migrations=True),
     Command("history", "the migration event log, newest first", "pgvkit history --json", events),
 ]
