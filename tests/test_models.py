@@ -267,6 +267,32 @@ def test_a_backfill_killed_half_way_resumes_and_ends_as_an_uninterrupted_one_wou
     assert all(v is not None and np.allclose(v.to_numpy(), wanted[a]) for a, v in rows.values())
 
 
+def test_a_backfill_cut_off_by_the_server_is_one_line_and_the_same_command_resumes_it(changing):
+    """The server ends the backfill's session half-way (a restart, a kill, an administrator): one
+    line saying the same command resumes it, and it does."""
+    import subprocess
+    import sys
+    import time
+
+    url, source, wanted = changing
+    args = ["model", "backfill", CLIP, "--from", str(source), "--database-url", url, "--no-vacuum"]
+    proc = subprocess.Popen([sys.executable, "-m", "pgvkit", *args, "--batch-seconds", "0.005"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 120
+        while conn.execute("SELECT count(embedding_clip_vit_l_14_v2) FROM ip_asset_embeddings").fetchone()[0] < 1000:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgvkit backfill'")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]  # after the progress bar
+    assert line.startswith("pgvkit: error: lost the connection to the server during the backfill (")
+    assert line.endswith("run the same command again: it resumes where it stopped"), line
+    resumed = run_cli(*args, timeout=300)
+    assert resumed.returncode == 0 and "resuming the backfill" in resumed.stdout, resumed.stderr
+    assert all(v is not None and np.allclose(v.to_numpy(), wanted[a]) for a, v in filled(url).values())
+
+
 def test_a_second_file_for_rows_inserted_meanwhile_is_walked_from_its_first_row_not_from_the_tables_start(changing):
     """The old application version inserted rows during the backfill (no new embedding): their
     file is walked from the first of them, not across the 3,000 rows filled already."""

@@ -66,3 +66,29 @@ def test_a_column_wider_than_vector_indexes_take_leaves_that_kind_out_and_tunes_
     assert "halfvec" in proc.stdout
     only = run_cli("tune", "--rows", "1200", "--queries", "20", "--candidates", "vector", "--database-url", db_url)
     assert only.returncode == 2 and "--candidates halfvec,binary" in only.stderr.strip().splitlines()[-1]
+
+
+def test_a_small_table_gets_the_same_words_from_confirm_recall_and_watch(migrated):
+    """An empty table and one of 5 rows: confirm and recall say the same thing in one line (no
+    suggestion the next command refuses); 500 rows: both sample the whole table by default; watch
+    calls the planner's sequential scan of a few rows what verify calls it, a warning."""
+    args = ["--database-url", migrated]
+    for rows in (0, 5):
+        if rows:
+            load(migrated, vectors=real_embeddings()[:rows], progress=False)
+        said = set()
+        for command in (["confirm"], ["recall"]):
+            refused = run_cli(*command, *args)
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr
+            said.add(refused.stderr.strip().splitlines()[-1].removeprefix("pgvkit: error: "))
+        assert said == {f"ip_asset_embeddings has {rows} row(s) with an embedding: recall@10 needs more than 10 (each "
+                        "sampled row's neighbours besides itself); load data first (pgvkit load --from FILE)"}
+    watched = run_cli("watch", "--sample", "0", *args)
+    assert watched.returncode == 0, watched.stdout + watched.stderr  # 5 rows read whole: right, not a failure
+    assert "the planner prefers reading 5 rows whole" in watched.stdout, watched.stdout
+    assert verify(migrated, migrations_dir=MIGRATIONS)["query plan"].status == "warn"
+    load(migrated, vectors=real_embeddings()[5:500], progress=False)
+    measured = run_cli("recall", "--target", "0.01", *args)
+    assert measured.returncode == 0 and "500" in measured.stdout, measured.stdout + measured.stderr
+    too_many = run_cli("recall", "--sample", "600", *args)
+    assert too_many.returncode == 2 and "use --sample 500 or fewer, or leave it out" in too_many.stderr

@@ -26,7 +26,7 @@ from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from .db import connect
+from .db import connect, scrub
 from .display import Echo, echo_to, progress_bar
 from .errors import PgvkitError
 from .keyed import read_keyed
@@ -111,11 +111,21 @@ def _stage(conn, staging: sql.Identifier, model: ModelColumn, key: str, keys: li
 NOTHING_LEFT = 2**63 - 1  # a walk from here finds no row: every row the file names has its embedding
 
 
-def backfill(url: str, name: str, path, *, table: str = "ip_asset_embeddings", batch_rows: int = 500,
-             batch_seconds: float = 0.25, duty: float = 0.5, lock_timeout: str = "2s", vacuum: bool = True,
-             restart: bool = False, progress: bool = True, echo: Echo | None = None) -> Backfill:
+def backfill(url: str, name: str, path, **options) -> Backfill:
     """Fill the column of the model `name` (its name or its column's) from `path` (see
-    pgvkit.keyed), resuming a run that was stopped; see the module's doc for how."""
+    pgvkit.keyed), resuming a run that was stopped; see the module's doc for how. A connection
+    lost on the way (a server restarted or killed) is one line: the same command resumes it."""
+    try:
+        return _backfill(url, name, path, **options)
+    except psycopg.OperationalError as exc:
+        said = " ".join(str(exc.diag.message_primary or exc).split()) or "the connection was closed"
+        raise PgvkitError(f"lost the connection to the server during the backfill ({scrub(said, url)}); once the server "
+                          "is back, run the same command again: it resumes where it stopped") from None
+
+
+def _backfill(url: str, name: str, path, *, table: str = "ip_asset_embeddings", batch_rows: int = 500,
+              batch_seconds: float = 0.25, duty: float = 0.5, lock_timeout: str = "2s", vacuum: bool = True,
+              restart: bool = False, progress: bool = True, echo: Echo | None = None) -> Backfill:
     echo = echo or echo_to()
     if not 0 < duty <= 1:
         raise PgvkitError(f"--duty {duty}: the share of time the backfill works, above 0 and at most 1 (e.g. 0.5)")

@@ -196,16 +196,18 @@ def scrub(text: str, url: str) -> str:
 
 
 def connect(url: str, *, autocommit: bool = False, application_name: str = "pgvkit",
-            long_steps: bool = False) -> psycopg.Connection:
+            long_steps: bool = False, prepared: bool = False) -> psycopg.Connection:
     """Open a psycopg connection; a failure becomes ConnectionFailed with no password in it.
     `long_steps`: a session whose steps are long by design (a load, tune's copies and builds),
-    with the statement and idle-in-transaction timeouts a role or database may set turned off."""
+    with the statement and idle-in-transaction timeouts a role or database may set turned off.
+    `prepared`: searches measured as the application sends them, prepared (execute(...,
+    prepare=True)); only on a session of its own (never through a transaction pooler)."""
     try:
-        # no server-side prepared statements: behind a transaction pooler they land on another
-        # backend ("prepared statement _pg3_0 already exists"), and pgvkit's queries gain nothing from them
+        # else no server-side prepared statements: behind a transaction pooler they land on another
+        # backend ("prepared statement _pg3_0 already exists"), and pgvkit's own queries gain nothing from them
         conn = psycopg.connect(
             url, autocommit=autocommit, application_name=application_name, connect_timeout=10,
-            prepare_threshold=None,
+            prepare_threshold=5 if prepared else None,
         )
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split())

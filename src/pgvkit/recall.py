@@ -100,7 +100,24 @@ class Audit(Table):
                 "rows": self.rows_in_table, "recorded": self.recorded}
 
 
-def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: int = 1000, queries=None,
+SAMPLE = 1000  # rows measured as similar-assets queries, when the table has them
+
+
+def sample_size(sample: int | None, rows: int, k: int, table: str) -> int:
+    """The similar-assets sample: as asked, or SAMPLE (every row of a smaller table) when not;
+    one message for a table too small to measure recall@k on, whatever the command."""
+    if rows <= k:
+        raise PgvkitError(f"{table} has {rows:,} row(s) with an embedding: recall@{k} needs more than {k} (each "
+                          "sampled row's neighbours besides itself); load data first (pgvkit load --from FILE)")
+    if sample is None:
+        return min(SAMPLE, rows)
+    if sample > rows:
+        raise PgvkitError(f"--sample {sample} is larger than {table} ({rows:,} rows with an embedding); "
+                          f"use --sample {rows} or fewer, or leave it out to sample min({SAMPLE}, rows)")
+    return sample
+
+
+def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: int | None = None, queries=None,
           target: float = 0.95, seed: int = 0, statement_timeout: str = "30min", record: bool = True,
           progress: bool = True, echo: Echo | None = None, column: str = "embedding") -> Audit:
     """Measure the live index: the similar-assets shape on `sample` rows, the new-vector shape on
@@ -108,18 +125,17 @@ def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: 
     `column`: a second model's column during a model change (pgvkit model add): its rows that have
     an embedding, searched through search_assets by their dimension, recorded as table.column."""
     echo = echo or echo_to()
-    if k < 1 or sample < 1 or not 0 < target <= 1:
-        raise PgvkitError("--k and --sample must be positive and --target between 0 and 1, e.g. --k 10 --sample 1000")
-    with connect(url, application_name="pgvkit recall") as conn:  # a fresh session: the application's settings
+    if k < 1 or (sample is not None and sample < 2) or not 0 < target <= 1:
+        raise PgvkitError("--k must be positive, --sample at least 2 and --target between 0 and 1, e.g. --k 10 "
+                          "--sample 1000")
+    from .pooler import session_survives
+
+    # a fresh session: the application's settings; its searches prepared unless a pooler is in the way
+    with connect(url, application_name="pgvkit recall", prepared=session_survives(url)[0]) as conn:
         register_vector(conn)
         dims, rows, nonzero = _table_facts(conn, table, column)
         col = sql.Identifier(column)
-        if rows == 0:
-            raise PgvkitError(f"{table} has no rows with a non-zero embedding, so there is nothing to measure; "
-                              "load data first (pgvkit load --from FILE)")
-        if sample > rows:
-            raise PgvkitError(f"--sample {sample} is larger than {table} ({rows:,} rows with an embedding); "
-                              f"use --sample {rows} or fewer")
+        sample = sample_size(sample, rows, k, table)
         new = as_vectors(queries, dims) if queries is not None else None
         with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")

@@ -43,8 +43,9 @@ def doctor(args, ctx) -> int:
 def _recall_arguments(p) -> None:
     p.add_argument("--k", type=int, default=10, help="neighbours per search (default 10)")
     p.add_argument("--target", type=float, default=0.95, metavar="R", help="recall@k each shape must reach (default 0.95)")
-    p.add_argument("--sample", type=int, default=1000, metavar="N",
-                   help="rows measured as similar-assets queries, each left out of its own answer (default 1000)")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="rows measured as similar-assets queries, each left out of its own answer (default 1000, or "
+                        "every row of a smaller table)")
     p.add_argument("--query-file", metavar="FILE",
                    help="new-vector queries, not in the table (.npy, .json or one [...] per line): e.g. a sample "
                         "of the application's logged query embeddings")

@@ -128,8 +128,9 @@ def _second_model(url: str, name: str):
 def _confirm_arguments(p) -> None:
     p.add_argument("--target-recall", type=float, default=0.95, metavar="R", help="recall@k to reach (default 0.95)")
     p.add_argument("--k", type=int, default=10, help="neighbours per search (default 10)")
-    p.add_argument("--sample", type=int, default=1000, metavar="N",
-                   help="rows searched as similar assets, each left out of its own answer (default 1000)")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="rows searched as similar assets, each left out of its own answer (default 1000, or every "
+                        "row of a smaller table)")
     p.add_argument("--query-file", metavar="FILE",
                    help="new-vector queries, not in the table (.npy, .json or one [...] per line): e.g. the "
                         "application's logged query embeddings; without it only similar assets are measured")

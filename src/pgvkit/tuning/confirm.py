@@ -160,8 +160,8 @@ def _owners(conn, table: str, rows: int, k: int, asked) -> list[tuple[str, int]]
     return [(o, n) for o, n in picked]
 
 
-def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target: float = 0.95, sample: int = 1000,
-            queries=None, owners="auto", seed: int = 0, statement_timeout: str = "2h", progress: bool = True,
+def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target: float = 0.95,
+            sample: int | None = None, queries=None, owners="auto", seed: int = 0, statement_timeout: str = "2h", progress: bool = True,
             echo: Echo | None = None, column: str = "embedding") -> Confirmation:
     """Measure the live index through search_assets at every search setting of the grid, smallest
     first, until the similar-assets shape (`sample` rows of the table, each left out of its own
@@ -172,12 +172,12 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
     Nothing is changed in the database. `column`: a second model's column during a model change
     (pgvkit model add), its index confirmed before the switch (its rows that have an embedding,
     searched through search_assets by their dimension; no filtered searches)."""
-    from ..recall import _exact, _table_facts
+    from ..recall import _exact, _table_facts, sample_size
 
     echo = echo or echo_to()
-    if k < 1 or sample < 2 or not 0 < target <= 1:
+    if k < 1 or (sample is not None and sample < 2) or not 0 < target <= 1:
         raise PgvkitError("--k must be positive, --sample at least 2 and --target-recall between 0 and 1")
-    with connect(url, application_name="pgvkit confirm") as conn:
+    with connect(url, application_name="pgvkit confirm", prepared=True) as conn:
         register_vector(conn)
         dims, rows, nonzero = _table_facts(conn, table, column)
         if column != "embedding":
@@ -202,8 +202,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             raise PgvkitError(f"{live.name} is a binary-quantization index: its search setting is the re-rank depth, "
                               "which pgvkit tune measures; measure it at full size with pgvkit recall")
         conn.commit()
-        if sample > rows:
-            raise PgvkitError(f"--sample {sample} is larger than {table} ({rows:,} rows); use --sample {rows} or fewer")
+        sample = sample_size(sample, rows, k, table)
         new = as_vectors(queries, dims, what="query vectors") if queries is not None else None
         param = SEARCH_PARAM[live.method]
         bound = search.settings(conn)

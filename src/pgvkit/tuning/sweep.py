@@ -187,7 +187,8 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
     result = SweepResult(workload.describe(), workload.k, live_rows=max(workload.live_rows, workload.rows),
                          dims=workload.dims)
     scale = result.live_rows / workload.rows
-    with hold(url), connect(url, autocommit=True, application_name="pgvkit tune", long_steps=True) as conn:
+    with hold(url), connect(url, autocommit=True, application_name="pgvkit tune", long_steps=True,
+                            prepared=True) as conn:
         register_vector(conn)
         # as search_assets runs once a tuning migration bound it (search.INDEX_ONLY): the index, never
         # a sequential scan the planner may prefer at some settings
