@@ -19,6 +19,7 @@ from .db import Target, connect, resolve, server_info
 from .errors import ConnectionFailed, EmbeddedServerError, PgvkitError
 from .explain import explain
 from .migrator import Migrator, objects_present
+from .schema import locate
 from .sizing import ROWS_PER_LIST, hnsw_build_bytes, ivfflat_build_bytes, mb
 from .verify import Recreate, check_grants, check_invalid_indexes, check_tune_leftovers, schema_checks, search_dimension
 from .watch_history import latest_findings
@@ -77,6 +78,11 @@ def diagnose(target: Target, *, table: str = "ip_asset_embeddings", migrations_d
         report.checks += _extension(conn, info)
         report.checks += _privileges(conn, info, table)
         report.checks += _migrations(conn, target.url, migrations_dir, table)
+        found = locate(conn, table)
+        if found.elsewhere():  # not "run pgvkit migrate": it says up to date, the search_path is what is wrong
+            what, _, fix = found.elsewhere().partition(": ")
+            report.checks.append(Check("table", "fail", what, "unqualified queries (the application's, pgvkit's) "
+                                       "look for it in the search_path's schemas only", fix))
         if _exists(conn, table):
             report.checks += _schema(conn, table, dimension, migrations_dir)
             report.checks += _index_builds(conn, table, search_dimension(conn, table, dimension))

@@ -15,7 +15,7 @@ from .errors import PgvkitError
 from .indexes import searched_index, vector_indexes
 from .kinds import kind_of
 from .models import check_models, expected_columns, models
-from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW
+from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW, locate
 from .planchecks import check_index_used, check_vector_indexes
 from .search import SIGNATURE, check_search_function, effective_settings
 from .search import exists as search_exists
@@ -47,10 +47,20 @@ def check_extension(conn) -> Check:
 
 
 def check_table(conn, table: str) -> Check:
-    if _regclass(conn, table) is None:
+    """The table by its schema-qualified name; one the search_path cannot see, or another of the
+    same name beside it, said so (never silently used)."""
+    found = locate(conn, table)
+    if found.schema is None:
+        if found.others:
+            what, _, fix = found.elsewhere().partition(": ")
+            return Check("table", "fail", what, fix=fix)
         return Check("table", "fail", f"{table} does not exist", fix="pgvkit migrate (or pgvkit doctor)")
     (count,) = _q(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))[0]
-    return Check("table", "pass", f"{table} exists, {count} rows")
+    if found.others:
+        return Check("table", "warn", f"{found.qualified} exists, {count} rows; {found.shadowed()}",
+                     fix=f"if the team's table is the other one, put its schema first on the search_path (ALTER ROLE "
+                         f"{found.role} SET search_path = ...), or drop the stray one")
+    return Check("table", "pass", f"{found.qualified} exists, {count} rows")
 
 
 def check_columns(conn, table: str, dimension: int | None = None) -> Check:
@@ -319,7 +329,8 @@ def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int | Non
         ext = check_extension(conn)
         tbl = check_table(conn, table)
         report.checks += [ext, tbl]
-        if tbl.status == "pass":
+        report.heading = report.heading.replace(f"of {table} ", f"of {locate(conn, table).qualified} ", 1)
+        if tbl.status != "fail":
             schema = schema_checks(conn, table, dimension, Recreate.read(conn, migrations_dir))
             report.checks += schema + [check_grants(conn, table), check_invalid_indexes(conn, table)]
             if ext.status != "fail":
