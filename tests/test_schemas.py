@@ -32,6 +32,8 @@ def test_a_search_path_without_the_tables_schema_is_one_line_with_the_fix_that_w
                          "PGOPTIONS='-c search_path=\"$user\",public,app')")
     status = run_cli("status", "--database-url", url)
     assert status.returncode == 0 and "up to date" in status.stdout  # the history agrees: only the path is wrong
+    recall = run_cli("recall", "--database-url", url)  # not "does not exist: run pgvkit migrate"
+    assert recall.returncode == 2 and "ip_asset_embeddings is in schema app, which is not on" in recall.stderr
     doctor = run_cli("doctor", "--database-url", url)
     assert f"FAIL  table: ip_asset_embeddings is in schema app, which is not on \"{role}\"'s" in doctor.stdout
     fixed = run_cli("verify", "--database-url", url, env={"PGOPTIONS": '-c search_path="$user",public,app'})

@@ -169,8 +169,9 @@ def _table_facts(conn, table: str, column: str = "embedding") -> tuple[int, int,
     """The column's dimension, its rows with a non-zero vector, and the condition that says so."""
     from .inserts import column_dimension
 
-    if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0] is None:
-        raise PgvkitError(f"table {table} does not exist here; run pgvkit migrate first")
+    from .schema import require_visible
+
+    require_visible(conn, table)
     dims = column_dimension(conn, table, column)
     typed = conn.execute("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = to_regclass(%s)"
                          " AND attname = %s", [sql.Identifier(table).as_string(conn), column]).fetchone()[0]

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-__all__ = ["TABLE", "VIEW", "TRIGGER", "APP_ROLE", "EXPECTED_COLUMNS", "EXPECTED_INDEXES", "Located", "locate"]
+__all__ = ["TABLE", "VIEW", "TRIGGER", "APP_ROLE", "EXPECTED_COLUMNS", "EXPECTED_INDEXES", "Located", "locate",
+           "require_visible"]
 
 TABLE = "ip_asset_embeddings"
 VIEW = "similar_assets"
@@ -76,3 +77,14 @@ def locate(conn, table: str = TABLE) -> Located:
         [table, [used[0]] if used else []])]
     path, role = conn.execute("SELECT current_setting('search_path'), current_user").fetchone()
     return Located(table, used[0] if used else None, others, path, sql.Identifier(role).as_string(conn))
+
+
+def require_visible(conn, table: str = TABLE) -> Located:
+    """The table as the session sees it; one line with the fix when it sits in a schema off the
+    search_path ("run pgvkit migrate" would loop: migrate says up to date)."""
+    from .errors import PgvkitError
+
+    found = locate(conn, table)
+    if found.schema is None:
+        raise PgvkitError(found.elsewhere() or f"table {table} does not exist here; run pgvkit migrate first")
+    return found
