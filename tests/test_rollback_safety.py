@@ -112,6 +112,17 @@ def assert_tuned_index_serves(url) -> None:
     assert all(valid for _, valid in found.values()), found  # no half-built index left behind
 
 
+def test_the_down_file_rebuilds_the_previous_index_sized_and_unbounded_as_the_up_file_builds(tuned):
+    _, directory = tuned
+    [down] = directory.glob("004_*.down.sql")
+    text = down.read_text()
+    build = text.index("CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_embedding_cosine_prev")
+    for line in ("SET maintenance_work_mem = ", "SET max_parallel_maintenance_workers = ",
+                 "SET statement_timeout = '0';"):
+        assert -1 < text.index(line) < build, line
+    assert text.rstrip().endswith("RESET statement_timeout;")
+
+
 def test_a_lock_timeout_in_the_down_build_is_recorded_and_the_named_command_resumes_it(tuned):
     url, directory = tuned
     args = cli_args(url, directory)

@@ -26,7 +26,7 @@ from ..indexes import TUNED_BY, VectorIndex, search_index
 from ..kinds import KINDS, RERANK_DEPTH, function_sql
 from ..migrations import default_migrations_dir, read_migrations
 from ..migrator.plan import ESTIMATE, TUNE_WRITTEN, n_log_n, replaced_indexes
-from .build import SEARCH_PARAM, build_settings
+from .build import SEARCH_PARAM, Config, build_settings
 from .confirm import CONFIRM_WRITTEN, Confirmation
 from .recommend import Recommendation, figures
 from .scale import PREDICTED
@@ -177,6 +177,16 @@ def _comment(conn, schema: str, name: str, text: str | None) -> str:
         sql.Identifier(schema, name), sql.Literal(text) if text is not None else sql.SQL("NULL")).as_string(conn)
 
 
+def _live_config(live: VectorIndex) -> Config:
+    """The live index's build parameters (pgvector's defaults where its definition names none)."""
+    node = parse_sql(live.definition)[0].stmt
+    given = {d.defname: int(str(d.arg.sval if hasattr(d.arg, "sval") else d.arg.ival))
+             for d in (node.options or ())}
+    defaults = {"ivfflat": {"lists": 100}, "hnsw": {"m": 16, "ef_construction": 64}}[live.method]
+    params = tuple((k, given.get(k, v)) for k, v in defaults.items())
+    return Config(live.method, params, live.kind.name if live.kind else "vector")
+
+
 def _previous(conn, live: VectorIndex, temp: str) -> str:
     """The live index's own definition (parsed by PostgreSQL's parser), built concurrently as `temp`."""
     node = parse_sql(live.definition)[0].stmt
@@ -282,9 +292,15 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         restore = ("-- search_assets as it was, searching the index it was written for\n" + previous_function
                    if body_changes else "")
         if live:
-            down += "\n" + UNBOUNDED + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
-                                             _suffixed(target, "_prev"), restore, parts)
-            down += _comment(conn, schema, target, live.comment) + "RESET statement_timeout;\n"
+            # the previous index is built again at the table's size: sized as the up file's build is
+            again = build_settings(url, _live_config(live), max(rows, 1), dims)
+            down += (f"\n-- sized for {rows:,} rows so the rebuild of the previous index fits in memory\n"
+                     + "".join(sql.SQL("SET {} = {};\n").format(sql.SQL(k), sql.Literal(str(v))).as_string(conn)
+                               for k, v in again.items())
+                     + UNBOUNDED + _swap(conn, _previous(conn, live, _suffixed(target, "_prev")), schema, target,
+                                         _suffixed(target, "_prev"), restore, parts)
+                     + _comment(conn, schema, target, live.comment)
+                     + "".join(f"RESET {k};\n" for k in again) + "RESET statement_timeout;\n")
         else:
             down += "\n" + restore + sql.SQL("DROP INDEX {}IF EXISTS {};\n").format(
                 sql.SQL("" if parts else "CONCURRENTLY "), sql.Identifier(schema, target)).as_string(conn)
