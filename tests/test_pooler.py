@@ -117,3 +117,17 @@ def test_with_the_direct_url_beside_it_the_pooler_serves_the_read_only_commands_
         for c in pooled:
             c.close()
     assert len(seen) == 4 and {row[1:] for row in seen} == {("0", "0", "64MB", "0")}
+
+
+def test_the_library_refuses_the_pooler_too_as_notebooks_call_it(pgbouncer):
+    """A notebook calls tune, confirm, watch and the migrator with DATABASE_URL: the same refusal."""
+    from pgvkit import Migrator
+    from pgvkit.pooler import PoolerInTheWay
+    from pgvkit.tuning import confirm_settings, tune
+    from pgvkit.watch import watch
+
+    url = pgbouncer["url"]
+    for call in (lambda: tune(url, progress=False, echo=lambda _: None), lambda: confirm_settings(url, progress=False),
+                 lambda: watch(url, echo=lambda _: None), lambda: Migrator(url, MIGRATIONS).migrate()):
+        with pytest.raises(PoolerInTheWay, match="PGVKIT_DIRECT_URL=postgresql://"):
+            call()

@@ -26,7 +26,7 @@ from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from .db import connect, scrub
+from .db import connect, mask_url, scrub
 from .display import Echo, echo_to, progress_bar
 from .errors import PgvkitError
 from .keyed import read_keyed
@@ -115,6 +115,9 @@ def backfill(url: str, name: str, path, **options) -> Backfill:
     """Fill the column of the model `name` (its name or its column's) from `path` (see
     pgvkit.keyed), resuming a run that was stopped; see the module's doc for how. A connection
     lost on the way (a server restarted or killed) is one line: the same command resumes it."""
+    from .pooler import require_session
+
+    require_session(url, mask_url(url), "pgvkit model backfill")  # its advisory lock is a session's
     try:
         return _backfill(url, name, path, **options)
     except psycopg.OperationalError as exc:

@@ -29,6 +29,7 @@ from .db import connect
 from .display import Echo, Table, echo_to, progress_bar
 from .errors import PgvkitError
 from .indexes import searched_index
+from .schema import locate
 from .tuning.measure import plan_index
 from .tuning.truth import GroundTruth, recall_at_k
 from .vectors import as_vectors
@@ -71,6 +72,7 @@ class Audit(Table):
     settings: dict
     shapes: dict[str, ShapeResult] = field(default_factory=dict)
     recorded: bool = False
+    schema: str | None = None  # where the search_path found the table: the title names it
     columns = ("shape", "queries", "recall", "p5", "p50 ms", "p95 ms", "plan", "target", "status")
     colour_by = "status"
 
@@ -86,7 +88,8 @@ class Audit(Table):
     def title(self) -> str:
         on = self.index or "no vector index (every search is a sequential scan)"
         shown = ", ".join(f"{k} = {v}" for k, v in self.settings.items() if v is not None)
-        return (f"Recall@{self.k} of {self.table} on {self.database} ({self.rows_in_table:,} rows): "
+        named = f"{self.schema}.{self.table}" if self.schema else self.table
+        return (f"Recall@{self.k} of {named} on {self.database} ({self.rows_in_table:,} rows): "
                 f"{'meets' if self.met else 'MISSES'} the target {self.target}; {on}; {shown}")
 
     def rows(self) -> list[dict]:
@@ -147,7 +150,8 @@ def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: 
                 "SELECT id, {col}::vector FROM {} WHERE {nonzero} ORDER BY random() LIMIT {}").format(
                 sql.Identifier(table), sql.Literal(sample), col=col, nonzero=nonzero), dims)
             named = table if column == "embedding" else f"{table}.{column}"
-            result = Audit(conn.info.dbname, named, rows, k, target, live.definition if live else None, settings)
+            result = Audit(conn.info.dbname, named, rows, k, target, live.definition if live else None, settings,
+                           schema=locate(conn, table).schema)
             shapes = {"similar_assets": (own, own_ids)} | ({"new_vectors": (new, None)} if new is not None else {})
             found = {}
             for name, (q, exclude) in shapes.items():

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from . import search, statements
 from .checks import Check
-from .db import connect, label
+from .db import connect, label, mask_url
 from .display import Echo, Table, echo_to
 from .errors import PgvkitError
 from .sessions import read_only
@@ -133,6 +133,9 @@ def watch(url: str, standbys: list[str] = (), *, table: str = "ip_asset_embeddin
     """Look at the primary (`url`) and each standby; record every look on the primary.
     `sample` rows (0: no recall audit) and `queries` (new vectors) measure recall within
     `recall_budget` seconds a server."""
+    from .pooler import require_session
+
+    require_session(url, mask_url(url), "pgvkit watch")  # its advisory lock is a session's
     echo = echo or echo_to()
     result = Watch(table=table)
     with connect(url, application_name="pgvkit watch") as primary:

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from .. import search
 from ..bulk import read_vectors
-from ..db import connect
+from ..db import connect, mask_url
 from ..display import Echo, Table, echo_to
 from ..errors import PgvkitError
 from ..indexes import searched_index
@@ -102,12 +102,14 @@ class Confirmation(Table):
     message: str = ""
     predicted: str | None = None  # what tune predicted for this size, from the index's comment
     at_tuned: dict = field(default_factory=dict)  # recall measured at the setting tune bound, per shape
+    schema: str | None = None  # where the search_path found the table: the title names it
     columns = ("shape", "setting", "queries", "recall", "p5", "short", "p50 ms", "p95 ms", "plan", "status")
     colour_by = "status"
 
     @property
     def title(self) -> str:
-        return (f"Confirm on {self.table} ({self.rows_in_table:,} rows, {self.database}): "
+        named = f"{self.schema}.{self.table}" if self.schema else self.table
+        return (f"Confirm on {named} ({self.rows_in_table:,} rows, {self.database}): "
                 + ("" if self.met else "NOT MET: ") + self.message)
 
     def rows(self) -> list[dict]:
@@ -174,9 +176,12 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
     searched through search_assets by their dimension; no filtered searches)."""
     from ..recall import _exact, _table_facts, sample_size
 
+    from ..pooler import require_session
+
     echo = echo or echo_to()
     if k < 1 or (sample is not None and sample < 2) or not 0 < target <= 1:
         raise PgvkitError("--k must be positive, --sample at least 2 and --target-recall between 0 and 1")
+    require_session(url, mask_url(url), "pgvkit confirm")  # its settings and prepared searches are a session's
     with connect(url, application_name="pgvkit confirm", prepared=True) as conn:
         register_vector(conn)
         dims, rows, nonzero = _table_facts(conn, table, column)
@@ -208,7 +213,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         bound = search.settings(conn)
         named = table if column == "embedding" else f"{table}.{column}"
         result = Confirmation(conn.info.dbname, named, rows, live.definition, (live.schema, live.name), live.comment,
-                              live.method, k, target, bound, predicted=live.predicted)
+                              live.method, k, target, bound, predicted=live.predicted, schema=live.table_schema)
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout)))
         conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
         own_ids, own = read_vectors(conn, sql.SQL(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ..db import mask_url
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
 from ..memory import Budget, budget as server_budget
@@ -32,6 +33,9 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
     ORDER BY embedding <=> ... queries can use (pgvkit tune without --allow-query-change).
     `column`: a second model's column during a model change: its rows that have an embedding are
     sampled, HNSW only (what pgvkit model index builds)."""
+    from ..pooler import require_session
+
+    require_session(url, mask_url(url), "pgvkit tune")  # its lock and its builds' settings are a session's
     echo = echo or echo_to()
     if column != "embedding":  # its own kind only: the index pgvkit model index builds on the column itself
         kind = _column_kind(url, column)
