@@ -313,7 +313,7 @@ def _plan_findings(snap: Snapshot, before: dict | None, table: str) -> list[Chec
     if snap.plan != "sequential scan":
         return [Check("search plan", "warn" if changed else "pass", f"searches use the {snap.plan}{changed}")]
     bound = ", ".join(f"{k} = {v}" for k, v in snap.settings.items() if k.endswith(("ef_search", "probes")))
-    if snap.index and (snap.live_rows or 0) < SMALL_TABLE:  # as verify says: reading a few rows whole is right
+    if snap.index and (snap.live_rows or 0) < SMALL_TABLE and not changed:  # as verify: reading a few rows is right
         return [Check("search plan", "warn", f"search_assets' plan is a sequential scan{changed}: the planner prefers "
                       f"reading {snap.live_rows or 0:,} rows whole at this size to the vector index",
                       "below 10,000 rows an exact scan is as fast as the index, and exact",
