@@ -127,7 +127,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_recorded(real_table, tmp_path,
 
 def test_a_table_without_rows_is_refused_in_one_line(migrated):
     proc, _ = recall_cli(migrated)
-    assert proc.returncode == 2 and "has 0 row(s) with an embedding" in proc.stderr
+    assert proc.returncode == 2 and "has 0 row(s) with an embedding: recall needs at least 2" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

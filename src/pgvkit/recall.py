@@ -109,9 +109,9 @@ SAMPLE = 1000  # rows measured as similar-assets queries, when the table has the
 def sample_size(sample: int | None, rows: int, k: int, table: str) -> int:
     """The similar-assets sample: as asked, or SAMPLE (every row of a smaller table) when not;
     one message for a table too small to measure recall@k on, whatever the command."""
-    if rows <= k:
-        raise PgvkitError(f"{table} has {rows:,} row(s) with an embedding: recall@{k} needs more than {k} (each "
-                          "sampled row's neighbours besides itself); load data first (pgvkit load --from FILE)")
+    if rows < 2:  # a table smaller than k is measured against all its other rows (an exact search finds them)
+        raise PgvkitError(f"{table} has {rows:,} row(s) with an embedding: recall needs at least 2 (a sampled row and "
+                          "a neighbour besides itself); load data first (pgvkit load --from FILE)")
     if sample is None:
         return min(SAMPLE, rows)
     if sample > rows:

@@ -69,12 +69,10 @@ def explain_fired(url: str, exc: BaseException, conn: psycopg.Connection | None 
     name = fired(exc)
     if name is None:
         return None
-    from .db import connect
-
     try:
         if conn is not None and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             return describe(conn, name)
-        with connect(url, autocommit=True) as fresh:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10, prepare_threshold=None) as fresh:
             return describe(fresh, name)
-    except (PgvkitError, psycopg.Error):
+    except psycopg.Error:
         return None

@@ -51,15 +51,13 @@ def check_table(conn, table: str) -> Check:
     same name beside it, said so (never silently used)."""
     found = locate(conn, table)
     if found.schema is None:
-        if found.others:
-            what, _, fix = found.elsewhere().partition(": ")
-            return Check("table", "fail", what, fix=fix)
-        return Check("table", "fail", f"{table} does not exist", fix="pgvkit migrate (or pgvkit doctor)")
+        what, _, fix = (found.elsewhere() or f"{table} does not exist: pgvkit migrate (or pgvkit doctor)").partition(": ")
+        return Check("table", "fail", what, fix=fix)
     (count,) = _q(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))[0]
     if found.others:
-        return Check("table", "warn", f"{found.qualified} exists, {count} rows; {found.shadowed()}",
-                     fix=f"if the team's table is the other one, put its schema first on the search_path (ALTER ROLE "
-                         f"{found.role} SET search_path = ...), or drop the stray one")
+        return Check("table", "warn", f"{found.qualified} exists, {count} rows; {found.shadowed()}", fix=(
+            f"if the team's table is the other one, put its schema first (ALTER ROLE {found.role} SET search_path = "
+            "...), or drop the stray one"))
     return Check("table", "pass", f"{found.qualified} exists, {count} rows")
 
 
