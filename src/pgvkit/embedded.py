@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .errors import EmbeddedServerError
+from .machine import Machine, Setting, user_set
+from .machine import sized as machine_sized
 
 __all__ = ["project_root", "EmbeddedServer", "bin_path", "default_home"]
 
@@ -142,6 +144,11 @@ class EmbeddedServer:
             f"?host={host}&port={port}"
         )
 
+    def sized_settings(self) -> tuple[list[Setting], dict[str, str]]:
+        """The settings sized for this machine, and which of them the user set (name: where)."""
+        sized = machine_sized(Machine.here())
+        return sized, user_set(self.pgdata, [s.name for s in sized])
+
     def status(self) -> dict:
         running = self.running()
         return {
@@ -152,7 +159,14 @@ class EmbeddedServer:
             "pid": self.pid() if running else None,
             "url": self.url() if running else None,
             "listen": "unix socket " + str(self.socket_dir) if self.port is None else f"127.0.0.1:{self.port}",
+            "machine": Machine.here().describe(),
+            "settings": self._settings_now(),
         }
+
+    def _settings_now(self) -> dict[str, str]:
+        """Each sized setting as this start wrote it, or the user's own (said so)."""
+        sized, kept = self.sized_settings() if self.initialised else (machine_sized(Machine.here()), {})
+        return {s.name: f"yours ({kept[s.name]})" if s.name in kept else s.value for s in sized}
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -293,6 +307,12 @@ class EmbeddedServer:
             "logging_collector = off",
             *self.settings,
         ]
+        sized, kept = self.sized_settings()
+        here = Machine.here()
+        lines.append(f"\n# sized for this machine ({here.describe()}) at this start; a setting of yours in "
+                     "postgresql.conf or by ALTER SYSTEM is kept instead")
+        lines += [s.line() for s in sized if s.name not in kept]
+        lines += [f"# {name}: yours ({where})" for name, where in kept.items()]
         conf = self.pgdata / "pgvkit.conf"
         conf.write_text("\n".join(lines) + "\n")
         main = self.pgdata / "postgresql.conf"

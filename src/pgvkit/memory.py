@@ -20,7 +20,8 @@ from .extras import need
 from .errors import PgvkitError
 from .indexes import search_index
 
-__all__ = ["Memory", "memory", "plot_memory", "index_bytes_per_row", "Budget", "budget", "parse_size", "size_text"]
+__all__ = ["Memory", "memory", "plot_memory", "index_bytes_per_row", "Budget", "budget", "parse_size", "size_text",
+           "check_cache", "short_budget"]
 
 PAGE = 8192
 
@@ -129,6 +130,42 @@ def _machine_memory(conn) -> int | None:
     return None
 
 
+def _gb_up(n: float) -> str:
+    """A size for a setting, rounded up: whole GB from 1 GB on, else MB."""
+    return f"{-(-int(n) // 2**30)}GB" if n >= 2**30 else f"{-(-int(n) // 2**20)}MB"
+
+
+def check_cache(conn, table: str = "ip_asset_embeddings"):
+    """The live vector index against what the server caches, for verify: far more than
+    effective_cache_size (the planner and pgvkit's memory budget then count it as read from disk),
+    or more than shared_buffers (every search reads its pages through the operating system), with
+    the setting to change."""
+    from .checks import Check
+
+    live = search_index(conn, table)
+    if live is None:
+        return Check("cache", "pass", "no vector index to cache")
+    size = conn.execute(TREE_SIZE.format(size="pg_relation_size"),
+                        [sql.Identifier(live.schema, live.name).as_string(conn)]).fetchone()[0]
+    shared, cache = (conn.execute("SELECT pg_size_bytes(current_setting(%s))", [n]).fetchone()[0]
+                     for n in ("shared_buffers", "effective_cache_size"))
+    machine = _machine_memory(conn)
+    said = f"{live.name} takes {_size(size)}"
+    if size > cache:
+        want = max(size * 1.5, cache) if machine is None else min(max(size * 1.5, cache), machine * 3 // 4)
+        return Check("cache", "warn", f"{said}, more than effective_cache_size ({_size(cache)}): the planner and "
+                     "pgvkit's memory budget count it as read from disk", "effective_cache_size says how much the "
+                     "server and the operating system cache together",
+                     f"ALTER SYSTEM SET effective_cache_size = '{_gb_up(want)}'; SELECT pg_reload_conf();")
+    if size > shared:
+        want = size * 1.3 if machine is None else min(size * 1.3, machine * 2 // 5)
+        return Check("cache", "warn", f"{said}, more than shared_buffers ({_size(shared)}): every search reads its "
+                     "pages through the operating system's cache", "shared_buffers is PostgreSQL's own cache",
+                     f"ALTER SYSTEM SET shared_buffers = '{_gb_up(want)}'; then restart the server (embedded: "
+                     "pgvkit db stop && pgvkit db start)")
+    return Check("cache", "pass", f"{said}, within shared_buffers ({_size(shared)})")
+
+
 def memory(url: str, table: str = "ip_asset_embeddings", *, growth: int = 10) -> Memory:
     """The table and its live vector index against shared_buffers, effective_cache_size and the
     machine's memory, now and at `growth` times the rows."""
@@ -211,18 +248,44 @@ class Budget:
         return f"{_size(self.bytes)} ({self.how})"
 
 
+def short_budget(url: str, budget: Budget, need: float, what: str) -> str | None:
+    """One line when `budget` cannot hold the smallest index (`need` bytes, `what` in words): by how
+    much to raise effective_cache_size, and the statement (None: it can)."""
+    if budget.bytes >= need:
+        return None
+    if budget.how == "given":
+        return (f"the memory budget {_size(budget.bytes)} cannot hold {what} (~{_size(need)}): every candidate would be "
+                f"over it; pass --memory-budget {_gb_up(need * 1.2)} or more (or none)")
+    with connect(url) as conn:
+        cache = conn.execute("SELECT pg_size_bytes(current_setting('effective_cache_size'))").fetchone()[0]
+    more = need - budget.bytes
+    return (f"the memory budget {_size(budget.bytes)} cannot hold {what} (~{_size(need)}): every candidate would be "
+            f"over it; raise effective_cache_size by {_size(more)}: ALTER SYSTEM SET effective_cache_size = "
+            f"'{_gb_up(cache + more)}'; SELECT pg_reload_conf(); (or pass --memory-budget none)")
+
+
 def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
     """What the server's cache leaves for the search index: effective_cache_size (PostgreSQL's
     figure for shared_buffers plus the operating system's cache; capped by the machine's memory
-    when the server reports it) less what searches read besides the index: the table (heap and
-    TOAST, where the vectors are) and its other indexes."""
+    when the server reports it) less what searches read besides the index: the table's rows
+    without their vectors (a search returns k of them; the vectors stay in TOAST, unread), its
+    other indexes, and the vectors of the largest owner search_assets reads whole (the exact
+    route of 003_search_assets_by_owner)."""
+    from .search import exact_owner_rows
+
     with connect(url) as conn:
         ident = sql.Identifier(table).as_string(conn)
         settings = dict(conn.execute(
             "SELECT name, setting::bigint * pg_size_bytes(coalesce(nullif(unit, ''), '1')) FROM pg_settings"
             " WHERE name IN ('shared_buffers', 'effective_cache_size')").fetchall())
         machine = _machine_memory(conn)
-        table_bytes = conn.execute(TREE_SIZE.format(size="pg_table_size"), [ident]).fetchone()[0]
+        heap = conn.execute(TREE_SIZE.format(size="pg_relation_size"), [ident]).fetchone()[0]
+        few = exact_owner_rows(conn)
+        owner_rows = conn.execute(sql.SQL(
+            "SELECT coalesce(max(n), 0), coalesce(avg(pg_column_size(embedding)), 0) FROM (SELECT count(*) AS n"
+            " FROM {} GROUP BY owner_id HAVING count(*) <= %s) o, (SELECT embedding FROM {} LIMIT 100) v").format(
+            sql.Identifier(table), sql.Identifier(table)), [few]).fetchone() if few else (0, 0)
+        owner_bytes = int(owner_rows[0] * float(owner_rows[1]))
         other = conn.execute(
             "SELECT coalesce(sum(coalesce((SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(i.indexrelid) t),"
             " pg_relation_size(i.indexrelid))), 0)::bigint FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
@@ -231,7 +294,8 @@ def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
     cache = max(settings["effective_cache_size"], settings["shared_buffers"])
     capped = machine is not None and machine < cache
     cache = min(cache, machine) if capped else cache
-    left = max(0, cache - table_bytes - int(other))
+    left = max(0, cache - heap - int(other) - owner_bytes)
     source = "machine memory" if capped else "effective_cache_size"
-    return Budget(left, f"{source} {_size(cache)} less the table {_size(table_bytes)} and its other indexes "
-                        f"{_size(int(other))}")
+    owner = f", and the largest owner searches read whole {_size(owner_bytes)}" if owner_bytes else ""
+    return Budget(left, f"{source} {_size(cache)} less what searches read besides the index: the rows without "
+                        f"their vectors {_size(heap)}, the other indexes {_size(int(other))}{owner}")

@@ -20,12 +20,18 @@ def describe(target: Target) -> dict:
     """Where we are connected (password masked), server and pgvector versions."""
     with connect(target.url) as conn:
         info = server_info(conn)
+        shared, cache = conn.execute("SELECT current_setting('shared_buffers'), current_setting('effective_cache_size')"
+                                     ).fetchone()
+    from .machine import Machine
+
+    sized = f" (sized for this machine: {Machine.here().describe()})" if target.is_embedded else ""
     return {
         "database": info["database"],
         "user": info["user"],
         "source": "embedded server (.pgvkit/pgdata)" if target.is_embedded else f"{target.source}: {target.masked}",
         "server": f"PostgreSQL {info['server_version']}",
         "pgvector": info["vector_version"] or f"not created in this database ({info['vector_available'] or 'none'} available)",
+        "memory": f"shared_buffers {shared}, effective_cache_size {cache}{sized}",
     }
 
 

@@ -14,11 +14,11 @@ from .db import connect
 from .errors import PgvkitError
 from .indexes import searched_index, vector_indexes
 from .kinds import kind_of
+from .memory import check_cache
 from .models import check_models, expected_columns, models
 from .schema import APP_ROLE, EXPECTED_COLUMNS, EXPECTED_INDEXES, TRIGGER, VIEW, locate
 from .planchecks import check_index_used, check_vector_indexes
-from .search import SIGNATURE, check_search_function, effective_settings
-from .search import exists as search_exists
+from .search import SIGNATURE, check_search_function, effective_settings, exists as search_exists
 from .sizing import ROWS_PER_LIST
 from .watch_history import latest_findings
 
@@ -313,7 +313,7 @@ def health_checks(conn, table: str, dimension: int | None = None) -> list[Check]
     dimension = search_dimension(conn, table, dimension)
     return [check_ivfflat_data(conn, table), check_zero_vectors(conn, table), check_null_embeddings(conn, table),
             check_index_used(conn, table, dimension), check_probes(conn, table),
-            check_search_function(conn, table, dimension)]
+            check_search_function(conn, table, dimension), check_cache(conn, table)]
 
 
 def verify(url: str, *, table: str = "ip_asset_embeddings", dimension: int | None = None,

@@ -300,7 +300,6 @@ def findings(snap: Snapshot, before: dict | None, t: Thresholds, table: str = "i
     return out
 
 
-SMALL_TABLE = 10_000  # rows below which a sequential scan is a warning: the planner is right to read them whole
 _SEQ_FIX = ("pgvkit confirm --write-migration (settings the index serves at this size; ALTER FUNCTION search_assets "
             "RESET a setting someone raised by hand), then pgvkit migrate")
 
@@ -313,7 +312,7 @@ def _plan_findings(snap: Snapshot, before: dict | None, table: str) -> list[Chec
     if snap.plan != "sequential scan":
         return [Check("search plan", "warn" if changed else "pass", f"searches use the {snap.plan}{changed}")]
     bound = ", ".join(f"{k} = {v}" for k, v in snap.settings.items() if k.endswith(("ef_search", "probes")))
-    if snap.index and (snap.live_rows or 0) < SMALL_TABLE and not changed:  # as verify: reading a few rows is right
+    if snap.index and (snap.live_rows or 0) < search.SEQ_SCAN_FAIL_ROWS and not changed:  # as verify: reading a few rows is right
         return [Check("search plan", "warn", f"search_assets' plan is a sequential scan{changed}: the planner prefers "
                       f"reading {snap.live_rows or 0:,} rows whole at this size to the vector index",
                       "below 10,000 rows an exact scan is as fast as the index, and exact",
@@ -322,7 +321,7 @@ def _plan_findings(snap: Snapshot, before: dict | None, table: str) -> list[Chec
         return [Check("search plan", "fail", f"search_assets' plan is a sequential scan{changed}: the planner does "
                       f"not use the vector index{' with ' + bound if bound else ''}, so every search reads the table",
                       "the planner costs the index above the table at this size with these settings", _SEQ_FIX)]
-    return [Check("search plan", "fail" if (snap.live_rows or 0) >= SMALL_TABLE else "warn",
+    return [Check("search plan", "fail" if (snap.live_rows or 0) >= search.SEQ_SCAN_FAIL_ROWS else "warn",
                   f"{table} has no vector index: every search is a sequential scan{changed}",
                   "an exact scan grows with the table",
                   "pgvkit tune --write-migration (it measures and writes the index), then pgvkit migrate")]

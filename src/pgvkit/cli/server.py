@@ -51,6 +51,9 @@ def db(args, ctx) -> int:
             out(f"  data: {data['pgdata']}")
             if data["running"]:
                 out(f"  url:  {data['url']}")
+            out(f"  sized for this machine ({data['machine']}), in pgvkit.conf with the reason for each:")
+            for name, value in data["settings"].items():
+                out(f"    {name} = {value}")
         return 0 if data["running"] else 3
     elif args.action == "url":
         if not server.running():

@@ -7,7 +7,7 @@ import time
 from ..db import mask_url
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
-from ..memory import Budget, budget as server_budget
+from ..memory import Budget, budget as server_budget, index_bytes_per_row, short_budget
 from .lock import hold
 from .recommend import Recommendation, recommend
 from .scale import carry, enough, sample_sizes
@@ -62,6 +62,13 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                                filter_owner=filter_owner, shapes=shapes, query_vectors=query_vectors, echo=echo,
                                column=column)
             echo(f"workload: {workload.describe()}")
+            if budget is not None and workload.live_rows:  # before any build: nothing could be chosen
+                kinds = (grid or {}).get("kinds") or ["vector", "halfvec", "binary"]
+                share = min({"vector": 1.0, "halfvec": 0.5, "binary": 1 / 32}.get(k, 1.0) for k in kinds)
+                short = short_budget(url, budget, index_bytes_per_row(workload.dims) * workload.live_rows * share,
+                                     f"the smallest index of {workload.live_rows:,} rows ({', '.join(kinds)})")
+                if short:
+                    echo(f"WARNING: {short}")
             if workload.source != "table":
                 sizes = sizes[-1:]
             stop_at = SATURATED
