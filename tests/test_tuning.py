@@ -146,14 +146,18 @@ def test_new_vector_queries_that_have_near_duplicates_left_in_the_table_are_call
     assert all("pass --query-file with new images" in line for line in warned)
 
 
-def test_a_target_nothing_meets_is_reported_and_no_migration_is_written(migrated, tmp_path):
+def test_a_target_nothing_meets_still_hands_confirm_the_closest_index_marked_below_it(migrated, tmp_path):
     grid = {"ivfflat_lists": [55], "probes": [1], "hnsw": [], "ef_search": [], "kinds": ["vector"]}
     _, result, rec = tune(migrated, target=0.999, rows=3000, queries=60, grid=grid, progress=False,
                           echo=lambda _: None)
-    assert not rec.met and rec.point is None and "nothing reached" in rec.message
-    assert "ivfflat(lists=55)" in rec.message
-    with pytest.raises(PgvkitError, match="no configuration met the target"):
-        write_migration(migrated, rec, tmp_path)
+    assert not rec.met and rec.point is None and rec.below is not None
+    assert rec.message.startswith("below the target at the predicted size: nothing reached recall@10 >= 0.999")
+    assert "ivfflat(lists=55)" in rec.message and f"lower bound the decision used: {rec.below.recall_low:.3f}" in rec.message
+    assert "pgvkit tune --hnsw 32:200 --write-migration" in rec.message  # a command that works
+    up, _ = write_migration(migrated, rec, tmp_path)
+    text = up.read_text()
+    assert "-- below the target at the predicted size: confirm decides: its lower bound" in text
+    assert "WITH (lists = 55)" in text and "; below the target at the predicted size: confirm decides'" in text
 
 
 def test_the_explain_guard_refuses_a_query_shape_the_index_cannot_serve(migrated):
@@ -382,3 +386,26 @@ def test_two_vector_indexes_with_one_operator_class_are_a_warning_with_the_fix(m
             conn.execute(statement)
     assert verify(migrated, migrations_dir=MIGRATIONS)["vector indexes"].status == "pass"
     assert len(vector_index_rows(migrated)) == 1
+
+
+def test_the_next_build_confirm_names_is_a_command_the_cli_accepts():
+    from pgvkit.cli import build_parser
+    from pgvkit.indexes import VectorIndex
+    from pgvkit.tuning.confirm import _next_build
+
+    def index(method, with_):
+        return VectorIndex("public", "idx", "public", "t", method, "vector_cosine_ops",
+                           f"CREATE INDEX idx ON public.t USING {method} (embedding vector_cosine_ops) WITH ({with_})",
+                           True, None)
+
+    for live, graph in [(index("ivfflat", "lists='100'"), (32, 200)), (index("hnsw", "m='16', ef_construction='64'"),
+                        (32, 200)), (index("hnsw", "m='32', ef_construction='200'"), (64, 400))]:
+        command = _next_build(live).split()
+        args = build_parser().parse_args(command[1:])
+        assert args.command == "tune" and args.write_migration and args.hnsw == [graph]
+
+
+def test_a_graph_outside_pgvectors_bounds_is_refused_in_one_line():
+    refused = run_cli("tune", "--hnsw", "32:10")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "give m:ef_construction pairs with m from 2 to 100 and ef_construction from 2m to 1000" in refused.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..db import connect
 from ..errors import PgvkitError
 from .base import Command, print_json
@@ -41,6 +43,9 @@ def _tune_arguments(p) -> None:
                    help="let the recommendation and its migration change the index kind (halfvec, binary): only "
                         "search_assets can use such an index, direct ORDER BY embedding <=> ... queries lose theirs "
                         "(without it, only vector indexes are recommended)")
+    p.add_argument("--hnsw", metavar="M:EF[,M:EF]", type=_graphs,
+                   help="the HNSW graphs to build, as m:ef_construction pairs (default 16:64,24:100; a denser graph "
+                        "for a hard table: 32:200)")
     p.add_argument("--model", metavar="NAME",
                    help="during a model change, before its index is built: tune the second model's HNSW index on "
                         "the rows that have its embedding (its name or column; pgvkit model list), with --query-file "
@@ -73,9 +78,10 @@ def tune(args, ctx) -> int:
     query_vectors = vector_file(args.query_file, url, column) if args.query_file else None
     if args.write_migration and model is None:  # before the sweep, not after minutes of it
         tuning.refuse_stacking(url, ctx.migrations_dir)
+    grid = {"hnsw": args.hnsw} if args.hnsw else None
     _, result, rec = tuning.tune(url, target=args.target_recall, k=args.k, rows=args.rows, queries=args.queries,
                                  source=args.source, seed=args.seed, filter_owner=args.filter_owner, shapes=shapes,
-                                 query_vectors=query_vectors, candidates=candidates,
+                                 query_vectors=query_vectors, candidates=candidates, grid=grid,
                                  memory_budget=None if budget == "none" else budget,
                                  query_change=args.allow_query_change, progress=not ctx.as_json,
                                  column=column, echo=echo)
@@ -84,7 +90,7 @@ def tune(args, ctx) -> int:
         from ..model_change import write_index
 
         written = write_index(url, model.column, ctx.migrations_dir, recommendation=rec)
-    elif args.write_migration and rec.met:
+    elif args.write_migration and (rec.met or rec.below is not None):  # below the target: confirm decides
         try:
             written = tuning.write_migration(url, rec, ctx.migrations_dir, allow_query_change=args.allow_query_change)
         except tuning.QueryChangeRefused as exc:  # the figures first, then why nothing was written
@@ -95,7 +101,7 @@ def tune(args, ctx) -> int:
     else:
         echo(str(result))
         echo("")
-        echo(("recommended: " if rec.met else "NOT MET: ") + rec.message)
+        echo(("recommended: " if rec.met else "" if rec.below is not None else "NOT MET: ") + rec.message)
         if written and model is not None:
             echo(f"wrote {written[0]} and {written[1].name}; next: pgvkit plan (the build's time and memory), "
                  f"pgvkit migrate (builds it concurrently), then pgvkit confirm --model {model.model} --query-file "
@@ -108,7 +114,20 @@ def tune(args, ctx) -> int:
             echo("no migration written: nothing met the target")
     if refused:
         raise refused
-    return 0 if rec.met else 1
+    return 0 if rec.met or written else 1
+
+
+def _graphs(text: str) -> list[tuple[int, int]]:
+    """--hnsw 32:200,24:100 as [(32, 200), (24, 100)], each within pgvector's bounds (read when the
+    arguments are, before any server is started)."""
+    graphs = []
+    for part in text.split(","):
+        m, _, efc = part.strip().partition(":")
+        if not (m.isdigit() and efc.isdigit() and 2 <= int(m) <= 100 and int(efc) >= 2 * int(m) and int(efc) <= 1000):
+            raise argparse.ArgumentTypeError(f"give m:ef_construction pairs with m from 2 to 100 and ef_construction "
+                                             f"from 2m to 1000, e.g. --hnsw 32:200 (not {text})")
+        graphs.append((int(m), int(efc)))
+    return graphs
 
 
 def _second_model(url: str, name: str):
@@ -140,6 +159,9 @@ def _confirm_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="which rows the sample takes (default 0)")
     p.add_argument("--write-migration", action="store_true",
                    help="bind the settings found to search_assets as the next numbered migration (and its down file)")
+    p.add_argument("--hnsw", metavar="M:EF[,M:EF]", type=_graphs,
+                   help="the HNSW graphs to build, as m:ef_construction pairs (default 16:64,24:100; a denser graph "
+                        "for a hard table: 32:200)")
     p.add_argument("--model", metavar="NAME",
                    help="during a model change, before the switch: confirm the second model's index (its name or "
                         "its column; pgvkit model list), with --query-file of its dimension")

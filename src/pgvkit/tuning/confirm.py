@@ -246,8 +246,11 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         chosen = _smallest_meeting(conn, result, param, grid, shapes, truths, echo,
                                    int(tuned) if tuned is not None else None)
         if chosen is None:
-            result.message = (f"no {param} up to {grid[-1]} reaches recall@{k} >= {target} on the live index: tune "
-                              "again with a denser graph (pgvkit tune --rows N) or a lower target")
+            best = max((m for m in result.measurements if m.settings == {param: str(grid[-1])}),
+                       key=lambda m: -m.low, default=None)  # the shape furthest below, at the largest setting
+            said = f" (at {grid[-1]}: {best.shape} {best.recall:.3f}, lower bound {best.low:.3f})" if best else ""
+            result.message = (f"no {param} up to {grid[-1]} (as far as pgvector allows) reaches recall@{k} >= {target} "
+                              f"on the live index{said}; build a denser index: {_next_build(live)}")
             return result
         result.chosen = dict(chosen)
         if tuned is not None and not any(m.settings == {param: tuned} for m in result.measurements):  # what tune bound, measured too: its prediction, checked
@@ -307,6 +310,15 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
                          "at least as well" if raised_for else "")
                       + "; bind it with pgvkit confirm --write-migration")
     return result
+
+
+def _next_build(live) -> str:
+    """The command that builds the next denser index than the live one."""
+    found = dict(re.findall(r"(m|ef_construction)\s*=\s*'?(\d+)", live.definition))
+    m, efc = int(found.get("m", 16)), int(found.get("ef_construction", 64))
+    if live.method != "hnsw" or m < 32:
+        return "pgvkit tune --hnsw 32:200 --write-migration"
+    return f"pgvkit tune --hnsw {min(100, m * 2)}:{min(1000, max(efc * 2, m * 4))} --write-migration"
 
 
 def _smallest_meeting(conn, result: Confirmation, param: str, grid: list[int], shapes: dict, truths: dict,

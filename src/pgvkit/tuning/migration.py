@@ -63,6 +63,8 @@ def refuse_stacking(url: str, migrations_dir: str | Path | None = None, table: s
                 f"(pgvkit migrate) and tune again, or delete {m.id}'s files")
 
 
+BELOW = "below the target at the predicted size: confirm decides"
+
 # an index build is long by design: a statement_timeout meant for the application's queries
 # (on its role or the database) would stop it and leave an INVALID index
 UNBOUNDED = ("-- an index build is long by design: no statement_timeout of the role's or the database's stops it\n"
@@ -202,13 +204,14 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
     under its own name, with the query-time setting for search_assets (and for the database when
     direct queries can use the new index); a change of kind replaces search_assets' body with it.
     The down file brings back the previous definition, comment, function and settings."""
-    if recommendation.point is None:
-        raise PgvkitError("no configuration met the target, so there is no migration to write; "
-                          "lower --target-recall or widen the sweep")
+    below = recommendation.point is None and recommendation.below is not None
+    if recommendation.point is None and not below:
+        raise PgvkitError("no configuration could be measured, so there is no migration to write; "
+                          "tune again with more rows (--rows) or a wider grid (--hnsw M:EF)")
     directory = Path(migrations_dir or default_migrations_dir())
     refuse_stacking(url, directory, table, index)
     existing = read_migrations(directory)
-    p = recommendation.point
+    p = recommendation.point or recommendation.below
     kind = p.config.kind
     with connect(url) as conn:
         recorded = history.applied(conn)  # a version applied here whose file is gone is still taken
@@ -266,6 +269,9 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
               + f"{ESTIMATE}build_s={round(_build_s(p.build_s, recommendation.live_rows, rows))} rows={rows} "
                 f"maintenance_work_mem={settings['maintenance_work_mem']}\n"
               f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n"
+              + (f"-- {BELOW}: its lower bound {p.recall_low:.3f} is under the target. pgvkit confirm measures\n"
+                 "-- it at full size and raises the search setting as far as pgvector allows; it says if that is not "
+                 "enough.\n" if below else "")
               + ("" if kind.direct else
                  f"-- Direct ORDER BY embedding <=> ... queries cannot use a {kind.name} index: after this migration "
                  "they read every row.\n-- Written with --allow-query-change: the application searches through "
@@ -277,6 +283,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
                + _swap(conn, create, schema, target, temp, between, parts)
                + _comment(conn, schema, target, f"{TUNED_BY} {_setting_text(p)}"
                           + ("" if kind.direct else f" ({kind.name}, through search_assets)")
+                          + (f"; {BELOW}" if below else "")
                           + (f"; {p.note.split(' from ')[0]}: {figures(p).split('; ')[0]}" if predicted else ""))
                + "".join(f"RESET {k};\n" for k in settings) + "RESET statement_timeout;\n")
         if has_function and not body_changes:

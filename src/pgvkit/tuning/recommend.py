@@ -27,6 +27,7 @@ class Recommendation(Table):
     excluded: Point | None = None  # the cheapest point that met the target but not the budget
     with_query_change: Point | None = None  # what a halfvec / binary index would give, when not allowed
     live_rows: int = 0  # the table's rows the figures (memory, build time) are for
+    below: Point | None = None  # nothing met the target: the closest, which tune still writes for confirm to measure
     columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "decided by", "p95 ms", "qps",
                "build s", "size MB", "memory MB")
 
@@ -134,13 +135,15 @@ def _choose(result: SweepResult, counted: list[Point], target: float, budget: Bu
         return Recommendation(target, result.k, None, False,
                               "no configuration could be measured: the planner never used a candidate index "
                               "(is the workload too small? try --rows 10000 or more)", **common)
-    closest = max(counted, key=lambda p: (p.recall, -p.p95_ms))
+    fitting = [p for p in counted if budget is None or p.memory_bytes <= budget.bytes] or counted
+    closest = max(fitting, key=lambda p: (p.recall_low, p.recall, -p.p95_ms))
     return Recommendation(
         target, result.k, None, False,
-        f"nothing reached recall@{result.k} >= {target}: closest is {closest.config.label} with "
-        f"{_setting(closest)} at {figures(closest)}; try larger ef_search or "
-        "probes values, HNSW with m = 32 / ef_construction = 200, or a lower target",
-        [closest], **common)
+        f"below the target at the predicted size: nothing reached recall@{result.k} >= {target} by its lower bound; "
+        f"closest is {closest.config.label} with {_setting(closest)} at {figures(closest)} (the lower bound the "
+        f"decision used: {closest.recall_low:.3f}); its migration hands it to pgvkit confirm, which measures it at "
+        "full size and raises the search setting as far as pgvector allows (a denser graph: pgvkit tune --hnsw "
+        "32:200 --write-migration)", [closest], below=closest, **common)
 
 
 def at_full_size(url: str, workload) -> str:
