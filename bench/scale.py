@@ -173,10 +173,11 @@ def main() -> None:
     np.save(log / "recall_queries.npy", new[QUERIES:2 * QUERIES])
     steps = {}
     with seed_database() as url:
-        with psycopg.connect(url, autocommit=True) as conn:  # a server sized like the team's 24 GB machine
-            conn.execute("ALTER SYSTEM SET effective_cache_size = '16GB'")
-            conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")
-            conn.execute("SELECT pg_reload_conf()")
+        with psycopg.connect(url) as conn:  # the server exactly as pgvkit starts it: sized for this machine
+            server = dict(conn.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name IN"
+                                       " ('shared_buffers', 'effective_cache_size', 'maintenance_work_mem',"
+                                       " 'max_wal_size')").fetchall())
+        print(f"[server] as pgvkit starts it: {server}", file=sys.stderr, flush=True)
         t = time.perf_counter()
         load(url, data, owned)
         steps["load"] = {"wall_s": round(time.perf_counter() - t, 1), "rows": len(data)}
@@ -190,9 +191,10 @@ def main() -> None:
             ("--query-file", str(log / "tune_queries.npy")) if args.tune_query_file else ())
         steps["tune"] = run("tune", "tune", "--write-migration", *extra, url=url, log=log, migrations=migrations)
         if args.only_tune or steps["tune"]["exit"] != 0:  # nothing written (target out of reach), or asked
-            said = [line for line in steps["tune"]["output"].splitlines() if line.startswith(("recommended", "NOT"))]
+            said = [line for line in steps["tune"]["output"].splitlines()
+                    if line.startswith(("recommended", "NOT", "below"))]
             report({"benchmark": "scale: tune only", "data": args.data, "rows": len(data), "dims": 768,
-                    "cores": os.cpu_count(), "load_s": steps["load"]["wall_s"],
+                    "cores": os.cpu_count(), "server": server, "load_s": steps["load"]["wall_s"],
                     "tune": {k: v for k, v in steps["tune"].items() if k != "output"}, "tune_said": said,
                     "tune_under_10_min": steps["tune"]["wall_s"] < 600, "logs": str(log)})
             return
@@ -211,7 +213,7 @@ def main() -> None:
         planned = sequential_settings(url)
     figures = summarise(steps, own, planned)
     result = {"benchmark": "scale: tune, migrate, confirm, audit", "data": args.data, "rows": len(data), "dims": 768,
-              "cores": os.cpu_count(), "total_s": round(time.perf_counter() - start, 1), **figures,
+              "cores": os.cpu_count(), "server": server, "total_s": round(time.perf_counter() - start, 1), **figures,
               "steps": {name: {k: v for k, v in s.items() if k != "output"} for name, s in steps.items()},
               "brute_force": own, "seq_scan_check": planned, "logs": str(log)}
     report(result)
