@@ -107,16 +107,18 @@ def test_with_the_direct_url_beside_it_the_pooler_serves_the_read_only_commands_
         assert recall.returncode == 0, recall.stdout + recall.stderr
     with psycopg.connect(pgbouncer["admin"]) as conn:  # no lock left behind on any backend
         assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
-    # every pooled backend, held at once: each has the role's defaults, no setting of pgvkit's
+    # every pooled backend, held at once: each has what a fresh session of the role has, no setting of pgvkit's
+    settings = ("SELECT pg_backend_pid(), current_setting('lock_timeout'), current_setting('statement_timeout'),"
+                " current_setting('maintenance_work_mem'), current_setting('idle_in_transaction_session_timeout')")
+    with psycopg.connect(pgbouncer["direct"]) as conn:
+        fresh = conn.execute(settings).fetchone()[1:]
     pooled = [psycopg.connect(pgbouncer["url"]) for _ in range(4)]
     try:
-        seen = {c.execute("SELECT pg_backend_pid(), current_setting('lock_timeout'),"
-                          " current_setting('statement_timeout'), current_setting('maintenance_work_mem'),"
-                          " current_setting('idle_in_transaction_session_timeout')").fetchone() for c in pooled}
+        seen = {c.execute(settings).fetchone() for c in pooled}
     finally:
         for c in pooled:
             c.close()
-    assert len(seen) == 4 and {row[1:] for row in seen} == {("0", "0", "64MB", "0")}
+    assert len(seen) == 4 and {row[1:] for row in seen} == {fresh} and fresh[0] == fresh[1] == "0"
 
 
 def test_the_library_refuses_the_pooler_too_as_notebooks_call_it(pgbouncer):
