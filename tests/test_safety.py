@@ -372,11 +372,12 @@ def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(
         Migrator(url, MIGRATIONS, echo=lambda _: None).migrate()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DROP INDEX idx_embedding_cosine")  # plain table: the load runs long enough to interrupt
-        proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "100000", "--database-url", url,
+        # the server as pgvkit sizes it streams a load fast: enough rows that the stop lands mid-COPY
+        proc = subprocess.Popen([sys.executable, "-m", "pgvkit", "load", "--rows", "200000", "--database-url", url,
                                  "--confirm-database", "jarvis"],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_until_streamed(url, proc, 30000)
-        server.stop()  # mid-COPY, with 30% of the rows sent
+        wait_until_streamed(url, proc, 20000)
+        server.stop()  # mid-COPY, with 10% of the rows sent
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith("pgvkit: error: ")
         assert "Traceback" not in err
