@@ -41,11 +41,15 @@ def _sets(st: Statement, names) -> bool:
     return isinstance(st.node, ast.VariableSetStmt) and st.node.name in names
 
 
+def _at(f: SQLFile, st: Statement) -> int:
+    """Where `st` stands in its file."""
+    return next(i for i, s in enumerate(f.statements) if s is st)
+
+
 def _long_by_design(f: SQLFile, st: Statement) -> bool:
     if not isinstance(st.node, _LONG):
         return False
-    earlier = f.statements[:next(i for i, s in enumerate(f.statements) if s is st)]
-    return not any(_sets(s, timeouts.LIFTED) for s in earlier)
+    return not any(_sets(s, timeouts.LIFTED) for s in f.statements[:_at(f, st)])
 
 
 class Applier:
@@ -285,7 +289,7 @@ class Applier:
         node = st.node
         pairs = []  # (the index whose name is taken over, the index that takes it over)
         if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_INDEX:
-            later = f.statements[next(i for i, s in enumerate(f.statements) if s is st) + 1:]
+            later = f.statements[_at(f, st) + 1:]
             for obj in node.objects:
                 names = [n.sval for n in obj]
                 for r in (s.node for s in later):
@@ -374,17 +378,18 @@ class Applier:
             self._forget(conn, m, down)
 
     def _resume_for(self, m: Migration, f: SQLFile) -> dict:
-        """How MigrationFailed names the command that runs `f` again."""
-        if f is m.up:
-            return {}
-        return {"resume": f"pgvkit rollback --to {self._rollback_to:03d} --yes",
-                "doing": "rollback of"}
+        """How MigrationFailed names the command that runs `f` again (up: pgvkit migrate)."""
+        return {} if f is m.up else self._rollback_words()
+
+    def _rollback_words(self) -> dict:
+        return {"resume": f"pgvkit rollback --to {self._rollback_to:03d} --yes", "doing": "rollback of"}
 
     def _down_failed(self, exc: MigrationFailed) -> MigrationFailed:
+        """A down file's statement failure, naming the rollback that resumes it."""
         if exc.resume != "pgvkit migrate":
             return exc
         return MigrationFailed(exc.version, exc.path, exc.line, exc.message, transactional=exc.transactional,
-                               resume=f"pgvkit rollback --to {self._rollback_to:03d} --yes", doing="rollback of")
+                               **self._rollback_words())
 
     @staticmethod
     def _forget(conn, m: Migration, down: SQLFile) -> None:
