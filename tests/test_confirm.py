@@ -183,8 +183,14 @@ def test_at_the_size_where_the_planner_flips_no_setting_pgvkit_binds_reads_the_t
 
 
 def hnsw_migration(url: str, tmp_path) -> list[str]:
-    """10,000 team rows and a migration 004 that builds an HNSW index concurrently; the CLI's where."""
+    """10,000 team rows and a migration 004 that builds an HNSW index concurrently; the CLI's where.
+    The rows are vacuumed and autovacuum held off the table: an autoanalyze the load set off holds
+    the lock a concurrent build takes first, and its lock timeout would then come before the build
+    made its (INVALID) index, which the lock tests are about."""
     load_team_rows(url, 10_000)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ip_asset_embeddings SET (autovacuum_enabled = off)")
+        conn.execute("VACUUM ANALYZE ip_asset_embeddings")
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
     (migrations / "004_hnsw.sql").write_text(
