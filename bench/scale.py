@@ -5,6 +5,7 @@ the seed's table, each step run as a user runs it (the pgvkit CLI), timed, with 
     .venv/bin/python bench/scale.py --rows 200000         # a smaller synthetic run
     .venv/bin/python bench/scale.py --data real           # the 200,000 real sentence embeddings (../shared/data)
     .venv/bin/python bench/scale.py --data densified      # 1,000,000: the real ones and rows made between them
+    .venv/bin/python bench/scale.py --data skewed         # 1,000,000: unequal clusters, low dimension, long-tail owners
 
 New vectors are never in the table: 1,000 go to `pgvkit confirm`, 1,000 others to `pgvkit recall`
 and to this script's own brute force over the loaded rows. One owner holds 1 % of the rows; its
@@ -31,6 +32,7 @@ from pgvector.psycopg import register_vector
 
 from _common import ROOT, report, seed_database
 from densify import densify, real_rows, to_768
+from skewed import Skewed, long_tail_owners
 # imported before anything runs: a run lasts up to an hour, and a module first imported at its end
 # from a source tree edited meanwhile can fail (a 2M run lost its last checks that way)
 from pgvkit import search
@@ -43,31 +45,42 @@ ONE_PERCENT = "one-percent"  # every owner id 11 characters: binary COPY of fixe
 QUERIES = 1000
 
 
-def owners(n: int, rng: np.random.Generator) -> np.ndarray:
-    """40 % / 20 % for two large owners, exactly 1 % for ONE_PERCENT, the rest over 500 small ones."""
-    out = np.array([f"small-{i:05d}" for i in rng.integers(0, 500, n)], dtype=object)
+def owners(n: int, rng: np.random.Generator, clusters: tuple | None = None) -> np.ndarray:
+    """40 % / 20 % for two large owners, exactly 1 % for ONE_PERCENT, the rest over 500 small ones;
+    for --data skewed (`clusters`: its generator and each row's cluster) the long tail of
+    bench/skewed.py, with exactly 1 % of the rows, drawn at random, given to ONE_PERCENT."""
     roll = rng.permutation(n)
+    if clusters is not None:
+        out = long_tail_owners(*clusters, rng)
+        out[roll[: n // 100]] = ONE_PERCENT
+        return out
+    out = np.array([f"small-{i:05d}" for i in rng.integers(0, 500, n)], dtype=object)
     out[roll[: int(0.40 * n)]] = "big-owner-a"
     out[roll[int(0.40 * n): int(0.60 * n)]] = "big-owner-b"
     out[roll[int(0.60 * n): int(0.61 * n)]] = ONE_PERCENT
     return out
 
 
-def vectors(data: str, rows: int, seed: int, extra: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(table rows, 2 x QUERIES + `extra` new vectors never loaded)."""
+def vectors(data: str, rows: int, seed: int, extra: int = 0) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """(table rows, 2 x QUERIES + `extra` new vectors never loaded, for skewed data its generator and
+    each row's cluster)."""
     held = 2 * QUERIES + extra
+    if data == "skewed":
+        made = Skewed(768, seed=seed)
+        x, clusters = made.draw(rows)
+        return x, made.draw(held)[0], (made, clusters)
     if data == "real":
         x = np.load(ROOT.parent / "shared" / "data" / "pypi_summaries_200k_minilm384.npy").astype(np.float32)
         q, _ = np.linalg.qr(np.random.default_rng(768).standard_normal((768, x.shape[1])))
         x = (x @ q.T.astype(np.float32)).astype(np.float32)  # an orthogonal map: every cosine distance kept
         x = x[np.random.default_rng(seed).permutation(len(x))]
         rows = min(rows, len(x) - held)
-        return x[:rows], x[-held:]
+        return x[:rows], x[-held:], None
     if data == "densified":  # every real embedding here, and rows made between real neighbours (bench/densify.py)
         x = real_rows(seed)
-        return to_768(densify(x[:-held], rows, seed)), to_768(x[-held:])
+        return to_768(densify(x[:-held], rows, seed)), to_768(x[-held:]), None
     topics = Topics(768, rows=rows, per_topic=200, seed=seed)
-    return topics.draw(rows), topics.draw(held)
+    return topics.draw(rows), topics.draw(held), None
 
 
 def load(url: str, data: np.ndarray, owned: np.ndarray) -> None:
@@ -150,7 +163,7 @@ def sequential_settings(url: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--data", choices=["synthetic", "real", "densified"], default="synthetic")
+    parser.add_argument("--data", choices=["synthetic", "real", "densified", "skewed"], default="synthetic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune-rows", type=int, help="pgvkit tune --rows (default: none, as the Done-when asks)")
     parser.add_argument("--target", type=float, default=0.95,
@@ -165,10 +178,11 @@ def main() -> None:
     log = Path(tempfile.mkdtemp(prefix="pgvkit-scale-"))
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
-    data, new = vectors(args.data, args.rows, args.seed, extra=400 if args.tune_query_file else 0)
+    data, new, clusters = vectors(args.data, args.rows, args.seed, extra=400 if args.tune_query_file else 0)
     if args.tune_query_file:
         np.save(log / "tune_queries.npy", new[2 * QUERIES:])
-    owned = owners(len(data), rng)
+    owned = owners(len(data), rng, clusters)
+    largest = max(set(owned.tolist()) - {ONE_PERCENT}, key=lambda o: (owned == o).sum())
     np.save(log / "confirm_queries.npy", new[:QUERIES])
     np.save(log / "recall_queries.npy", new[QUERIES:2 * QUERIES])
     steps = {}
@@ -209,7 +223,8 @@ def main() -> None:
         steps["verify"] = run("verify", "verify", "--json", url=url, log=log, migrations=migrations)
         own = {"new vectors": brute_force(url, data, owned, new[QUERIES:2 * QUERIES], None),
                f"owner {ONE_PERCENT} (1%)": brute_force(url, data, owned, new[QUERIES:QUERIES + 200], ONE_PERCENT),
-               "owner big-owner-a (40%)": brute_force(url, data, owned, new[QUERIES:QUERIES + 200], "big-owner-a")}
+               f"owner {largest} ({(owned == largest).mean():.0%})": brute_force(url, data, owned,
+                                                                               new[QUERIES:QUERIES + 200], largest)}
         planned = sequential_settings(url)
     figures = summarise(steps, own, planned)
     result = {"benchmark": "scale: tune, migrate, confirm, audit", "data": args.data, "rows": len(data), "dims": 768,
