@@ -258,6 +258,8 @@ def summarise(steps: dict, own: dict, planned: dict) -> dict:
         "similar_assets_recall_ge_0.95": (out["pgvkit_recall"].get("similar_assets") or 0) >= 0.95,
         # tune's prediction at its setting against confirm's measurement at that setting, on the live index
         "prediction_within_0.02": _prediction_held(out["tune_predicted"], out["confirm_at_tuned"]),
+        # the range tune printed (the fall's standard error and the sample's noise) holds what confirm measured
+        "measured_within_tunes_range": _within_range(out["tune_predicted"], out["confirm_at_tuned"]),
         "one_percent_owner_recall_ge_0.95": all(v["recall"] >= 0.95 and v["short"] == 0
                                                 for k, v in own.items() if ONE_PERCENT in k),
         "no_sequential_scan": not planned["sequential_at"],
@@ -277,6 +279,16 @@ def _prediction_held(predicted: str | None, measured: dict | None) -> bool | Non
         return None
     said = {name: float(value) for name, value in re.findall(r"(new vectors|similar assets) (0\.\d+)", predicted)}
     return bool(said) and all(abs(v - measured[name]) <= 0.02 for name, v in said.items() if name in measured)
+
+
+def _within_range(predicted: str | None, measured: dict | None) -> bool | None:
+    """Every shape's recall confirm measured at tune's setting inside the range tune printed for it
+    ("new vectors 0.965 (range 0.951-0.975, fresh ...)")."""
+    if not predicted or not measured:
+        return None
+    said = re.findall(r"(new vectors|similar assets) 0\.\d+ \(range (0\.\d+|1\.000)-(0\.\d+|1\.000)", predicted)
+    return bool(said) and all(float(lo) - 0.0005 <= measured[name] <= float(hi) + 0.0005
+                              for name, lo, hi in said if name in measured)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pgvkit.sizing import hnsw_build_bytes
 from pgvkit.tuning.build import Config
 from pgvkit.tuning.scale import (AUTO_SAMPLE, DEFAULT_SLOPE, PREDICTED, build_estimate, carry, enough, ivfflat_lists,
                                  sample_sizes)
+from pgvkit.tuning.recommend import recommend
 from pgvkit.tuning.sweep import SATURATED
 from pgvkit.tuning.sweep import Point, SweepResult
 
@@ -93,6 +94,47 @@ def test_a_rise_with_size_within_the_samples_noise_is_not_carried_one_beyond_it_
     carried, slopes = carry(rising(wide=False), 1_000_000)
     assert slopes[(HNSW.label, "new")] == pytest.approx(-0.3)  # fitted -0.37, held to the steepest rise allowed
     assert carried.points[0].recall == pytest.approx(1 - 0.03 * 10 ** -0.3)
+
+
+def noisy(recall: float, n: int = 200) -> np.ndarray:
+    """Per-query recall with this mean, as real queries give it: most find all, some miss half."""
+    misses = round((1 - recall) * n / 0.5)
+    return np.array([0.5] * misses + [1.0] * (n - misses))
+
+
+def noisy_samples(deficits: dict[int, float]) -> dict:
+    out = {}
+    for n, d in deficits.items():
+        p = point(HNSW, 40, 1 - d)
+        for shape in p.shapes:
+            p.measured(shape, noisy(1 - d), noisy(1 - d))
+        out[n] = SweepResult("w", 10, [p], builds=[{"index": HNSW.label, "build_s": 1.0, "size_bytes": 0}],
+                             live_rows=n)
+    return out
+
+
+def test_a_carried_recall_comes_with_a_range_from_the_falls_standard_error_and_the_choice_uses_its_low_end():
+    """Deficits of 200 noisy queries falling as rows^0.5: the carried mean sits inside a range whose
+    low end also counts the fall's own standard error (steeper fall, sample at its low end), wider than
+    the sample's noise alone would give; a target between that low end and the mean is not met, and
+    tune says the range and the lower bound it used."""
+    results = noisy_samples({25_000: 0.02, 50_000: 0.02 * 2 ** 0.5, 100_000: 0.04})
+    carried, slopes = carry(results, 1_000_000)
+    [p] = carried.points
+    new = p.shapes["new"]
+    slope, error = carried.slopes[f"{HNSW.label} / new"]
+    assert slope == pytest.approx(0.5, abs=0.01) and 0.1 < error < 0.5  # 8-16 of 200 queries miss: a noisy fall
+    assert new["low"] < new["recall"] < new["high"] <= 1
+    sample = results[100_000].points[0].shapes["new"]
+    noise_only = 1 - (1 - sample["low"]) * 10 ** slope
+    assert new["low"] < noise_only - 0.002  # the fall's error widens the range beyond the sample's noise
+    assert p.recall_low == new["low"] or p.recall_low == p.shapes["similar"]["low"]
+    target = round((new["low"] + new["recall"]) / 2, 3)
+    rec = recommend(carried, target)
+    assert not rec.met and rec.below is p
+    assert f"range {new['low']:.3f}-{new['high']:.3f}" in rec.message
+    assert f"the lower bound the decision used: {p.recall_low:.3f}" in rec.message
+    assert recommend(carried, round(new["low"] - 0.005, 3)).met
 
 
 def test_ivfflat_keeps_its_rows_per_list_lists_and_probes_scale_with_the_table():

@@ -160,6 +160,51 @@ def test_a_target_nothing_meets_still_hands_confirm_the_closest_index_marked_bel
     assert "WITH (lists = 55)" in text and "; below the target at the predicted size: confirm decides'" in text
 
 
+@pytest.mark.slow
+def test_when_nothing_of_the_grid_would_reach_the_target_at_full_size_a_denser_graph_is_swept_on_the_same_sample(
+        migrated):
+    """20,500 real rows tuned on a sample of 20,000 (and 10,000, 5,000) at a target no graph of
+    the grid reaches once carried: before the smaller samples, hnsw(m=32, ef_construction=200) is
+    built on the largest one and measured beside the others, carried like them, said in a line."""
+    _load_rows(migrated, real_embeddings()[:20_500])
+    said = []
+    _, result, rec = tune(migrated, target=0.9995, rows=20_000, queries=40, shapes=("new",), progress=False,
+                          echo=said.append, grid={"ef_search": [20, 80], "kinds": ["vector"]}, candidates=("vector",))
+    extended = [line for line in said if "a denser graph, hnsw(m=32, ef_construction=200), on the same" in line]
+    assert len(extended) == 1 and "nothing measured reaches recall@10 >= 0.9995 by its lower bound" in extended[0]
+    assert {p.config.label for p in result.points} == {"hnsw(m=16, ef_construction=64)",
+                                                      "hnsw(m=24, ef_construction=100)",
+                                                      "hnsw(m=32, ef_construction=200)"}
+    dense = [p for p in result.points if p.config.label == "hnsw(m=32, ef_construction=200)"]
+    assert all(p.note.startswith("predicted at 20,500 rows") for p in dense)  # carried like the others
+    assert rec.below is not None and not rec.met
+
+
+def test_a_denser_graph_whose_build_would_pass_the_budget_is_named_as_the_command_to_run_not_built(monkeypatch):
+    from types import SimpleNamespace
+
+    from pgvkit.tuning import pipeline
+    from pgvkit.tuning.sweep import Point, SweepResult
+
+    def point(m: int, efc: int, recall: float) -> Point:
+        p = Point(Config("hnsw", (("m", m), ("ef_construction", efc))), "hnsw.ef_search", 80, True, p95_ms=2.0,
+                  build_s=m * efc / 15)  # (24, 100): 160 s on the sample
+        p.measured("new", np.full(200, recall), np.full(200, recall))
+        return p
+
+    top = SweepResult("w", 10, [point(16, 64, 0.95), point(24, 100, 0.97)], live_rows=1_000_000)
+    workload = SimpleNamespace(rows=100_000, live_rows=1_000_000, k=10)
+    said = []
+    monkeypatch.setattr(pipeline, "sweep", lambda *a, **kw: pytest.fail("nothing may be built"))
+    pipeline._denser("postgresql:///unused", workload, top, {}, None, 0.99, None, True, False, said.append, 0.998)
+    [line] = said
+    assert line.startswith("carried to 1,000,000 rows at the default fall, nothing measured reaches recall@10 >= 0.99")
+    assert "would take about 7 min to build on 100,000 rows: not tried (pgvkit tune --hnsw 32:200 tries it)" in line
+    said.clear()
+    pipeline._denser("postgresql:///unused", workload, top, {}, None, 0.85, None, True, False, said.append, 0.998)
+    assert said == []  # 0.97 on 100,000 rows carried at rows^(0.45 + 0.15): 0.88 >= 0.85, nothing to add
+
+
 def test_the_explain_guard_refuses_a_query_shape_the_index_cannot_serve(migrated):
     workload = prepare(migrated, source="synthetic", rows=2000, queries=5, echo=lambda _: None)
     try:

@@ -8,6 +8,7 @@ from ..db import mask_url
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
 from ..memory import Budget, budget as server_budget, index_bytes_per_row, short_budget
+from .build import Config
 from .lock import hold
 from .recommend import Recommendation, recommend
 from .scale import carry, enough, sample_sizes
@@ -46,6 +47,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
         grid = {"ivfflat_lists": [], **(grid or {})}
     if candidates:
         grid = {**(grid or {}), "kinds": list(candidates)}
+    graphs_asked = "hnsw" in (grid or {})  # pgvkit tune --hnsw: the graphs are the user's, never extended
     with hold(url):  # before the scratch table is touched: a second run stops here, in one line
         budget = resolve_budget(url, memory_budget)
         if budget is not None:
@@ -107,6 +109,10 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
             sizes[-1] = workload.rows  # the sample less the rows taken out as new-vector queries
             results = {sizes[-1]: sweep(url, workload, grid=grid, truth=truth if "new" in workload.shapes else None,
                                         progress=progress, echo=echo, enough=stop_at)}
+            if len(sizes) > 1 and not graphs_asked:
+                _denser(url, workload, results[sizes[-1]], {**default_grid(workload.rows, k), **(grid or {})},
+                        truth if "new" in workload.shapes else None, target, budget, query_change, progress, echo,
+                        stop_at)
             took = time.perf_counter() - start
             hnsw_share = _hnsw_share(results[sizes[-1]])
             for n in reversed(sizes[:-1]):
@@ -124,10 +130,53 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
     if len(sizes) > 1:
         result, _ = carry(results, workload.live_rows)
         echo("recall falls with size as rows^slope of its deficit: " + ", ".join(
-            f"{name} {slope:.2f}" for name, slope in result.slopes.items()))
+            f"{name} {slope:.2f} ± {error:.2f}" for name, (slope, error) in result.slopes.items()))
     else:
         result = results[sizes[-1]]
     return workload, result, recommend(result, target, budget, query_change=query_change)
+
+
+DENSER = (32, 200)  # the graph tune adds when nothing of its grid would reach the target at the live size
+DENSER_BUDGET_S = 300  # its build on the largest sample may take this long (tune at 1M rows: under 10 min)
+
+
+def _denser(url: str, workload: Workload, top: SweepResult, grid: dict, truth, target: float, budget,
+            query_change: bool, progress: bool, echo: Echo, stop_at: float) -> None:
+    """When nothing of the largest sample's sweep, carried to the live size at the default fall,
+    would reach the target: a denser graph (DENSER) swept on the same sample, added to `top`, unless
+    its build (estimated from the densest one built, as m x ef_construction) would pass DENSER_BUDGET_S."""
+    provisional = recommend(carry({workload.rows: top}, workload.live_rows)[0], target, budget,
+                            query_change=query_change)
+    closest = provisional.below
+    if closest is None or closest.config.method != "hnsw" or closest.config.kind.reranks:
+        return
+    built = [p for p in top.points if p.config.method == "hnsw" and p.config.kind == closest.config.kind]
+    densest = max(built, key=lambda p: _work(p.config))
+    config = Config("hnsw", (("m", DENSER[0]), ("ef_construction", DENSER[1])), closest.config.kind_name)
+    if _work(densest.config) >= _work(config):
+        return
+    estimate = densest.build_s * _work(config) / _work(densest.config)
+    said = (f"carried to {workload.live_rows:,} rows at the default fall, nothing measured reaches recall@"
+            f"{workload.k} >= {target} by its lower bound (closest: {closest.config.label} with "
+            f"{closest.search_param} = {closest.search_value}, {closest.recall:.3f}, lower bound "
+            f"{closest.recall_low:.3f})")
+    if estimate > DENSER_BUDGET_S:
+        echo(f"{said}; a denser graph, {config.label}, would take about {estimate / 60:.0f} min to build on "
+             f"{workload.rows:,} rows: not tried (pgvkit tune --hnsw {DENSER[0]}:{DENSER[1]} tries it)")
+        return
+    echo(f"{said}: a denser graph, {config.label}, on the same {workload.rows:,} rows (about "
+         f"{max(1, round(estimate / 60))} min) ...")
+    extra = sweep(url, workload, grid={**grid, "hnsw": [DENSER], "ivfflat_lists": [], "binary_hnsw": [],
+                                       "kinds": [closest.config.kind_name]},
+                  truth=truth, progress=progress, echo=echo, enough=stop_at)
+    top.points += extra.points
+    top.builds += extra.builds
+
+
+def _work(config: Config) -> int:
+    """How a graph's build cost grows with its parameters: m x ef_construction."""
+    params = dict(config.params)
+    return params["m"] * params["ef_construction"]
 
 
 def _live_rows(url: str, table: str = "ip_asset_embeddings", column: str = "embedding") -> int:

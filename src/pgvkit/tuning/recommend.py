@@ -59,10 +59,13 @@ class Recommendation(Table):
 
 
 def figures(p: Point) -> str:
-    """Recall of each shape measured, and which one decided ("new vectors 0.962 (fresh 0.958), ...")."""
+    """Recall of each shape measured, and which one decided ("new vectors 0.962 (fresh 0.958), ...");
+    a figure carried to the live size with its range ("new vectors 0.962 (range 0.948-0.971, fresh
+    0.958)"), whose low end the choice used."""
     if not p.shapes:
         return f"{p.recall:.3f} (fresh queries {p.fresh_recall:.3f})"
-    text = ", ".join(f"{SHAPES[s].split(' (')[0]} {v['recall']:.3f} (fresh {v['fresh']:.3f})"
+    text = ", ".join(f"{SHAPES[s].split(' (')[0]} {v['recall']:.3f} ("
+                     + (f"range {v['low']:.3f}-{v['high']:.3f}, " if "high" in v else "") + f"fresh {v['fresh']:.3f})"
                      for s, v in p.shapes.items())
     return text + (f"; {SHAPES[p.decided_by].split(' (')[0]} decided" if len(p.shapes) > 1 else "")
 

@@ -27,13 +27,14 @@ from .build import Config
 from .sweep import SATURATED, SweepResult
 from .truth import MARGIN_SE
 
-__all__ = ["PREDICTED", "AUTO_SAMPLE", "DEFAULT_SLOPE", "sample_sizes", "carry", "fall", "enough", "build_estimate",
-           "ivfflat_lists"]
+__all__ = ["PREDICTED", "AUTO_SAMPLE", "DEFAULT_SLOPE", "DEFAULT_SLOPE_ERROR", "sample_sizes", "carry", "fall", "enough",
+           "build_estimate", "ivfflat_lists"]
 
 PREDICTED = "predicted at"  # how a carried point's note begins (and the tuned index's comment says it)
 AUTO_SAMPLE = 100_000  # the largest sample `pgvkit tune` takes by itself (--rows overrides)
 SMALLEST = 5_000  # below this a graph is too small to say how recall falls
 DEFAULT_SLOPE = 0.45  # d(1 - recall) / d(log rows) when the samples cannot tell (real data: 0.35-0.6)
+DEFAULT_SLOPE_ERROR = 0.15  # and its standard error then: the spread of the falls measured on real data
 SLOPE_RANGE = (-0.3, 1.0)  # a rise no steeper than measured (topics: -0.15), a fall no more than in proportion
 SLOPE_FLOOR = 0.1  # what a flatter fit or a rise becomes unless the samples show it beyond their noise
 MIN_DEFICIT = 0.003  # deficits smaller than this are within a few queries' noise: not fitted
@@ -74,16 +75,16 @@ def _slope(sizes: list[int], deficits: list[float], errors: list[float] | None =
     return float(np.polyfit(x, y, 1)[0]), float(np.sqrt(np.sum(dx ** 2 * relative ** 2)) / np.sum(dx ** 2))
 
 
-def fall(fits: list[tuple[float, float]]) -> float:
-    """The slope carried, from each setting's (slope, standard error): their median, within
-    SLOPE_RANGE. A median below SLOPE_FLOOR is taken only when it lies below it by more than
+def fall(fits: list[tuple[float, float]]) -> tuple[float, float]:
+    """The slope carried and its standard error, from each setting's (slope, standard error): their
+    medians, the slope within SLOPE_RANGE. A median below SLOPE_FLOOR is taken only when it lies below it by more than
     MARGIN_SE standard errors (the samples show recall holding up, or rising, with size beyond
     their noise: 1,000,000 topic rows measured the -0.15 their samples fitted); else the floor."""
     slope = float(np.median([s for s, _ in fits]))
     error = float(np.median([e for _, e in fits]))
     if slope < SLOPE_FLOOR and slope + MARGIN_SE * error >= SLOPE_FLOOR:
         slope = SLOPE_FLOOR
-    return min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+    return min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1]), error
 
 
 def _error(figures: dict) -> float:
@@ -96,16 +97,28 @@ def _carried(value: float, slope: float, factor: float) -> float:
     return 1.0 - min(1.0, (1.0 - value) * factor ** slope)
 
 
+def _range(v: dict, slope: float, error: float, factor: float) -> dict:
+    """A shape's figures carried: the mean by the fitted fall; its range from the sample's own noise
+    (MARGIN_SE standard errors of the mean, as `low` keeps it) and the fall's standard error, each
+    end taken the way that widens it. `low` becomes the range's pessimistic end: what the choice uses."""
+    high = min(1.0, 2 * v["recall"] - v["low"])
+    return {**v, "recall": _carried(v["recall"], slope, factor), "fresh": _carried(v["fresh"], slope, factor),
+            "low": _carried(v["low"], slope + error, factor), "high": _carried(high, slope - error, factor),
+            "slope": (round(slope, 3), round(error, 3))}
+
+
 def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult, dict]:
     """The largest sample's sweep with every figure carried to `live_rows`: HNSW recall by each
     candidate's fitted slope (the median over its settings, per shape; a candidate swept only on
-    the largest sample takes the slope of the cheapest one of its kind, swept on all), IVFFlat
-    lists and probes scaled with the rows; latency and build time scaled too. Returns the carried result and the
+    the largest sample takes the slope of the cheapest one of its kind, swept on all), with a range
+    (`low`, `high`: see _range) that the choice reads at its low end; IVFFlat lists and probes
+    scaled with the rows; latency and build time scaled too. Returns the carried result and the
     slopes used ({(index label, shape): slope})."""
     sizes = sorted(results)
     top = results[sizes[-1]]
     factor = live_rows / sizes[-1]
     slopes: dict[tuple[str, str], float] = {}
+    errors: dict[tuple[str, str], float] = {}
     by_size = {n: {(p.config.label, p.search_value, p.rerank): p for p in results[n].points if p.iterative is None}
                for n in sizes}
     carried = SweepResult(top.workload, top.k, builds=list(top.builds), live_rows=live_rows, dims=top.dims,
@@ -124,13 +137,13 @@ def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult,
                               and all(k in by_size[n] and by_size[n][k].index_used for n in sizes)]
                     fitted = [s for s in fitted if s is not None]
                     if fitted:
-                        slopes[key] = fall(fitted)
+                        slopes[key], errors[key] = fall(fitted)
                     else:  # not rebuilt on the smaller samples: the cheapest graph's fall, else the default
-                        kin = [v for (label, s_), v in slopes.items() if s_ == shape
-                               and label.startswith(p.config.label.split("(")[0] + "(")]
-                        slopes[key] = kin[0] if kin else DEFAULT_SLOPE
-                s, v = slopes[key], q.shapes[shape]
-                q.shapes[shape] = {**v, **{name: _carried(v[name], s, factor) for name in ("recall", "fresh", "low")}}
+                        kin = [k_ for k_ in slopes if k_[1] == shape
+                               and k_[0].startswith(p.config.label.split("(")[0] + "(")]
+                        slopes[key], errors[key] = ((slopes[kin[0]], errors[kin[0]]) if kin
+                                                    else (DEFAULT_SLOPE, DEFAULT_SLOPE_ERROR))
+                q.shapes[shape] = _range(q.shapes[shape], slopes[key], errors[key], factor)
             q.p50_ms, q.p95_ms, q.p99_ms = (x * math.log(live_rows) / math.log(sizes[-1])
                                             for x in (p.p50_ms, p.p95_ms, p.p99_ms))
             q.build_s = build_estimate(results, p.config, live_rows)
@@ -148,7 +161,8 @@ def carry(results: dict[int, SweepResult], live_rows: int) -> tuple[SweepResult,
                   if p.config.method == "hnsw" else
                   f"lists and probes scaled x{factor:.1f} to {live_rows:,} rows: the share read, and recall, as measured")
         carried.points.append(q)
-    carried.slopes = {f"{label} / {shape}": round(v, 3) for (label, shape), v in slopes.items()}
+    carried.slopes = {f"{label} / {shape}": (round(v, 3), round(errors[label, shape], 3))
+                      for (label, shape), v in slopes.items()}
     return carried, slopes
 
 

@@ -90,7 +90,7 @@ class SweepResult(Table):
     live_rows: int = 0  # the row count "memory MB" is for
     dims: int = 768
     samples: list[int] = field(default_factory=list)  # carried from samples of these sizes (pgvkit.tuning.scale)
-    slopes: dict[str, float] = field(default_factory=dict)  # the fitted fall of recall with size, per index / shape
+    slopes: dict[str, tuple[float, float]] = field(default_factory=dict)  # the fitted fall of recall with size and its standard error, per index / shape
     caption: str | None = None  # a short title, for a second table of the same workload (its columns said once)
     columns = ("index", "setting", "new", "fresh new", "similar", "fresh similar", "filtered", "p5", "p50 ms", "p95 ms", "qps",
                "build s", "size MB", "memory MB", "index used", "note")
