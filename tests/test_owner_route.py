@@ -1,119 +1,103 @@
-"""search_assets for one owner (migration 003): an owner with few rows is read whole and sorted
-(exact, through the owner_id index), an owner with many walks the vector index with the owner's
-filter, whatever the planner would have chosen; the settings bound to the function survive the
-migration and its rollback. Real embeddings, the team's owners (a few large, a long tail)."""
+"""Which owners search_assets reads whole (issue 37): pgvkit confirm measures both routes for the
+owners near pgvkit.exact_owner_rows and moves it to where they cost the same. The rule on figures
+first, then confirm on real rows with the team's owners, its choice bound and searched through."""
+
+import json
 
 import numpy as np
 import psycopg
-import pytest
 from pgvector.psycopg import register_vector
 
-from pgvkit import Migrator, search
-from pgvkit.kinds import EXACT_OWNER_ROWS, KINDS, function_sql
+from pgvkit import search
+from pgvkit.tuning.owner_route import Route, choose_threshold, near
 
-from .conftest import MIGRATIONS, real_embeddings
-from .teamdata import BIG_OWNERS, load_team_rows
+from .conftest import real_embeddings, run_cli
+from .test_confirm import CONFIRM_QUERIES, CHECK_QUERIES, hnsw_database
 
-ROWS = 12_000
-NEW = real_embeddings()[-200:]  # never in the table
-
-
-def definition(url: str) -> tuple[str, list[str]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT pg_get_functiondef(p.oid), p.proconfig FROM pg_proc p"
-                            " WHERE p.oid = %s::regprocedure", [search.SIGNATURE]).fetchone()
+TABLE = 1_000_000
 
 
-@pytest.fixture
-def team(db_url):
-    """12,000 team rows under an HNSW index, migrated to 002, search_assets bound as a tuning
-    migration leaves it; owners of more than 1,000 rows count as large here (10,000 by default:
-    the boundary at the size of this table)."""
-    migrator = Migrator(db_url, MIGRATIONS, echo=lambda _: None)
-    migrator.migrate(target=2)
-    load_team_rows(db_url, ROWS)
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("DROP INDEX idx_embedding_cosine")
-        conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)")
-        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET hnsw.ef_search = 60")
-        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET enable_seqscan = off")
-        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET {EXACT_OWNER_ROWS} = 1000")
-        conn.execute("VACUUM ANALYZE ip_asset_embeddings")
-    return db_url, migrator
+def test_owners_read_whole_slowly_beside_a_quick_index_are_sent_to_the_index_but_never_below_one_it_was_proven_on():
+    # 10,000 rows read whole: 50 ms; through the index 1 % of the table costs 10 ms and met the target
+    routes = [Route("a", 10_000, exact_p95=50.0, index_p95=10.0, index_meets=True)]
+    choice = choose_threshold(routes, 10_000, TABLE)
+    assert choice.threshold == 9_999  # the crossover is 4,472 rows, but no owner that small was measured
+    assert choice.said.startswith("owners read whole up to 9,999 rows (was 10,000)")
+    routes.append(Route("b", 5_000, exact_p95=25.0, index_p95=20.0, index_meets=True))
+    assert choose_threshold(routes, 10_000, TABLE).threshold == 4_999
 
 
-def owner_sizes(url: str) -> dict[str, int]:
-    with psycopg.connect(url) as conn:
-        return dict(conn.execute("SELECT owner_id, count(*) FROM ip_asset_embeddings GROUP BY 1").fetchall())
+def test_an_index_slower_than_reading_whole_raises_the_threshold_which_costs_no_recall():
+    routes = [Route("a", 12_000, exact_p95=12.0, index_p95=60.0, index_meets=True)]
+    choice = choose_threshold(routes, 10_000, TABLE)
+    # 12 ms for 12,000 rows whole: 0.001 ms a row; the index 60 ms at 1.2 %: both 26.8 ms at 26,833 rows
+    assert choice.threshold == 26_832
+    assert "both routes cost the same near 26,833 rows" in choice.said
 
 
-def recall_for(url: str, owner: str, queries: np.ndarray, k: int = 10) -> tuple[float, int]:
-    """Recall@k of search_assets for one owner against exact neighbours among that owner's rows
-    (PostgreSQL's own sort, the index kept out); and how many searches came back short of k."""
-    hits, short = [], 0
-    with psycopg.connect(url) as conn:
-        register_vector(conn)
-        for q in queries:
-            found = conn.execute("SELECT id, distance FROM search_assets(%s, %s, %s)", [q, k, owner]).fetchall()
-            with conn.transaction(force_rollback=True):
-                conn.execute("SET LOCAL enable_indexscan = off")
-                conn.execute("SET LOCAL enable_bitmapscan = off")
-                truth = conn.execute("SELECT id, embedding <=> %s FROM ip_asset_embeddings WHERE owner_id = %s"
-                                     " ORDER BY 2 LIMIT %s", [q, owner, k]).fetchall()
-            kth = truth[-1][1]
-            right = {r[0] for r in truth}
-            short += len(found) < min(k, len(truth))
-            hits.append(sum(1 for r in found if r[0] in right or r[1] <= kth + 1e-6) / len(truth))
-    return float(np.mean(hits)), short
+def test_a_crossover_within_the_noise_or_an_index_that_never_met_the_target_leaves_the_threshold_alone():
+    close = [Route("a", 10_000, exact_p95=50.0, index_p95=45.0, index_meets=True)]
+    assert choose_threshold(close, 10_000, TABLE).threshold == 10_000
+    missed = [Route("a", 10_000, exact_p95=50.0, index_p95=5.0, index_meets=False)]
+    choice = choose_threshold(missed, 10_000, TABLE)
+    assert choice.threshold == 10_000 and "no owner near it was measured through the index at the target" in choice.said
+    assert "through the index p95 5.0 ms below the target" in choice.said
 
 
-def scans(url: str, owner: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        register_vector(conn)
-        plan = search.nested_plan(conn, NEW[0], owner=owner)
-    assert plan is not None, "auto_explain could not be loaded by the test's superuser"
-    return search._index_scans(plan["Plan"])
+def test_only_owners_within_a_factor_of_four_of_the_threshold_are_measured_both_ways():
+    owners = [("huge", 400_000), ("near-above", 30_000), ("near-below", 3_000), ("tiny", 80)]
+    assert near(owners, 10_000) == [("near-above", 30_000), ("near-below", 3_000)]
 
 
-def test_a_small_owner_is_read_whole_and_exact_and_a_large_one_walks_the_vector_index(team):
-    url, migrator = team
-    sizes = owner_sizes(url)
-    large = BIG_OWNERS[0]  # 45 % of the rows
-    small = max((o for o in sizes if o not in BIG_OWNERS and sizes[o] >= 20), key=sizes.get)
-    assert sizes[large] > 5_000 and 20 <= sizes[small] < 1_000
-    assert migrator.migrate() == ["003_search_assets_by_owner"]
-
-    assert scans(url, small) == ["idx_owner_id"]
-    assert recall_for(url, small, NEW[:40]) == (1.0, 0)  # every row of theirs, sorted: exact
-    assert scans(url, large) == ["idx_embedding_cosine"]
-    recall, short = recall_for(url, large, NEW[:40])
-    assert recall >= 0.95 and short == 0, recall
-
-    # the bound threshold moves the boundary: above it, even the small owner walks the index
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET {EXACT_OWNER_ROWS} = {sizes[small] - 1}")
-    assert scans(url, small) == ["idx_embedding_cosine"]
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET {EXACT_OWNER_ROWS} = {sizes[large]}")
-    assert scans(url, large) == ["idx_owner_id"]
-    assert recall_for(url, large, NEW[:5]) == (1.0, 0)
-
-
-def test_the_migration_and_its_rollback_keep_every_setting_bound_to_the_function(team):
-    url, migrator = team
-    before = definition(url)
-    assert "hnsw.ef_search=60" in before[1] and "enable_seqscan=off" in before[1]
-    migrator.migrate()
-    after = definition(url)
-    assert after[1] == before[1] and after[0] != before[0] and "owner_id || ''" in after[0]
-    assert migrator.rollback(2, yes=True) == ["003_search_assets_by_owner"]
-    assert definition(url) == before  # body and settings, byte for byte
-
-
-def test_the_body_pgvkit_writes_for_a_vector_index_is_the_one_migration_003_installs(migrated):
-    """A tuning migration that changes the index kind rewrites search_assets with kinds.function_sql;
-    for a vector index that must be 003's function, route and all."""
+def test_confirm_measures_both_routes_binds_the_threshold_it_chose_and_search_assets_follows_it(migrated, tmp_path):
+    """12,000 real rows, the team's uneven owners, HNSW; search_assets bound to read owners whole up
+    to the size of a middle owner: confirm measures that owner (and its neighbours in size) both
+    ways, says so, and the threshold it binds is the rule's on what it measured; searches for that
+    owner after the migration return its k nearest rows."""
+    hnsw_database(migrated, 12_000, ef_search=40)
     with psycopg.connect(migrated, autocommit=True) as conn:
-        installed = definition(migrated)
-        conn.execute(function_sql(conn, KINDS["vector"], 768, search.settings(conn)))
-    assert definition(migrated) == installed
+        counts = conn.execute("SELECT owner_id, count(*) FROM ip_asset_embeddings GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        owner, owned = next((o, n) for o, n in counts if 300 <= n <= 1500)
+        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET pgvkit.exact_owner_rows = {owned}")
+    np.save(tmp_path / "new.npy", real_embeddings()[CONFIRM_QUERIES])
+    migrations = tmp_path / "migrations"
+    from .conftest import MIGRATIONS
+    import shutil
+    shutil.copytree(MIGRATIONS, migrations)
+    proc = run_cli("confirm", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--json",
+                   "--write-migration", "--database-url", migrated, "--migrations", str(migrations), timeout=900)
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(proc.stdout)
+    rows = {m["shape"]: m for m in result["measurements"]}
+    label = f"owner {owner} ({owned / 12_000:.1%})"
+    whole, walked = rows[f"{label}, read whole"], rows[f"{label}, by the index"]
+    assert whole["recall"] == 1.0 and whole["short"] == 0
+    assert f"{owner} ({owned:,} rows): read whole p95 " in result["route"]
+    # the rule, on what confirm measured
+    measured = {}
+    for m in result["measurements"]:
+        if m["shape"].endswith((", read whole", ", by the index")):
+            name, size = m["shape"][6:].rsplit(" (", 1)[0], None
+            size = next(n for o, n in counts if o == name)
+            r = measured.setdefault(name, Route(name, size))
+            if m["shape"].endswith("read whole"):
+                r.exact_p95 = m["p95 ms"]
+            elif not r.index_meets:
+                r.index_p95, r.index_meets = m["p95 ms"], m["status"] == "meets"
+    expected = choose_threshold(list(measured.values()), owned, 12_000).threshold
+    bound = int(result["chosen"].get("pgvkit.exact_owner_rows", owned))
+    assert abs(bound - expected) <= max(2, expected // 50)  # p95 rounded to 0.01 ms in the JSON
+    assert run_cli("migrate", "--database-url", migrated, "--migrations", str(migrations)).returncode == 0
+    with psycopg.connect(migrated) as conn:
+        register_vector(conn)
+        assert search.exact_owner_rows(conn) == bound
+        vectors = real_embeddings()[:12_000]
+        ids = np.array([r[0] for r in conn.execute("SELECT id FROM ip_asset_embeddings WHERE owner_id = %s ORDER BY id",
+                                                   [owner]).fetchall()])
+        hits = []
+        for q in real_embeddings()[CHECK_QUERIES][:50]:
+            truth = set(ids[np.argsort(-(vectors[ids - 1] @ q))[:10]].tolist())
+            found = [r[0] for r in conn.execute("SELECT id FROM search_assets(%s, 10, %s)", [q, owner]).fetchall()]
+            assert len(found) == 10
+            hits.append(len(truth & set(found)) / 10)
+    assert np.mean(hits) >= 0.9

@@ -28,6 +28,7 @@ from ..errors import PgvkitError
 from ..indexes import searched_index
 from ..vectors import as_vectors
 from .build import SEARCH_PARAM
+from .owner_route import choose_threshold, measure_routes, pick_owners
 from .probe import PROBE, probe_function, probe_plan, search_probe
 from .truth import GroundTruth, recall_at_k, recall_low
 
@@ -103,6 +104,7 @@ class Confirmation(Table):
     predicted: str | None = None  # what tune predicted for this size, from the index's comment
     at_tuned: dict = field(default_factory=dict)  # recall measured at the setting tune bound, per shape
     schema: str | None = None  # where the search_path found the table: the title names it
+    route: str = ""  # which owners search_assets reads whole: measured, and what was chosen
     columns = ("shape", "setting", "queries", "recall", "p5", "short", "p50 ms", "p95 ms", "plan", "status")
     colour_by = "status"
 
@@ -127,39 +129,7 @@ class Confirmation(Table):
         return {"table": self.table, "rows": self.rows_in_table, "index": self.index, "k": self.k,
                 "target": self.target, "met": self.met, "message": self.message, "chosen": self.chosen,
                 "bound_before": self.bound_before, "predicted": self.predicted, "at_tuned": self.at_tuned,
-                "measurements": self.rows(), "at_chosen": {m.shape: round(m.recall, 4) for m in self.chosen_measurements()}}
-
-
-def _owners(conn, table: str, rows: int, k: int, asked) -> list[tuple[str, int]]:
-    """(owner, rows) of the owners to measure filtered searches for: by default the largest, the
-    one nearest 1 % of the rows (with at least k rows) and, when search_assets reads small owners
-    whole (003), the smallest owner it searches through the vector index (the hardest for it);
-    `asked` names them; none for []."""
-    if asked is None:
-        return []
-    if asked != "auto":
-        names = list(asked)
-        counts = dict(conn.execute(sql.SQL("SELECT owner_id, count(*) FROM {} WHERE owner_id = ANY(%s) GROUP BY 1")
-                                   .format(sql.Identifier(table)), [names]).fetchall())
-        missing = [n for n in names if n not in counts]
-        if missing:
-            raise PgvkitError(f"no row of {table} has owner_id = {missing[0]!r}; name an owner that exists "
-                              "(or --owners auto)")
-        return [(n, counts[n]) for n in names]
-    counts = conn.execute(sql.SQL("SELECT owner_id, count(*) FROM {} WHERE owner_id IS NOT NULL GROUP BY 1"
-                                  " ORDER BY 2 DESC, 1").format(sql.Identifier(table))).fetchall()
-    if not counts:
-        return []
-    picked = [counts[0]]
-    small = [c for c in counts[1:] if c[1] >= k]
-    if small:
-        one_percent = min(small, key=lambda c: (abs(c[1] - rows / 100), c[0]))
-        picked.append(one_percent)
-    threshold = search.exact_owner_rows(conn)
-    walked = [c for c in counts if threshold is not None and c[1] > threshold and c not in picked]
-    if walked:
-        picked.append(min(walked, key=lambda c: (c[1], c[0])))
-    return [(o, n) for o, n in picked]
+                "route": self.route, "measurements": self.rows(), "at_chosen": {m.shape: round(m.recall, 4) for m in self.chosen_measurements()}}
 
 
 def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target: float = 0.95,
@@ -169,7 +139,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
     first, until the similar-assets shape (`sample` rows of the table, each left out of its own
     answer) and the new-vector shape (`queries`, vectors not in the table, when given) clear
     `target` with the tuner's margin; then, at that setting, the filtered searches of `owners`
-    ("auto": see _owners; None: none) over the filter grid until they return every row that exists
+    ("auto": see owner_route.pick_owners; None: none) over the filter grid until they return every row that exists
     at the target, raising the search setting instead where a deeper scan changes nothing.
     Nothing is changed in the database. `column`: a second model's column during a model change
     (pgvkit model add), its index confirmed before the switch (its rows that have an embedding,
@@ -220,7 +190,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             "SELECT id, {c}::vector FROM {t} WHERE id IN (SELECT id FROM {t} WHERE {nonzero}"
             " ORDER BY random() LIMIT {n}) ORDER BY id").format(t=sql.Identifier(table), n=sql.Literal(sample),
                                                              c=sql.Identifier(column), nonzero=nonzero), dims)
-        picked = _owners(conn, table, rows, k, owners)
+        picked = pick_owners(conn, table, rows, k, owners)
         conn.commit()
         shapes = {"similar assets": (own, own_ids)} | ({"new vectors": (new, None)} if new is not None else {})
         echo(f"exact neighbours: streaming {rows:,} rows of {named} ...")
@@ -300,6 +270,28 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             for name, value in found.items():  # the deepest any owner needs
                 if name not in result.chosen or float(value) > float(result.chosen[name]):
                     result.chosen[name] = value
+        threshold = search.exact_owner_rows(conn)
+        if threshold is not None and picked:  # search_assets reads small owners whole: up to which size, measured
+
+            def measure(owner: str, owned: int, route: dict, exact: bool) -> tuple[float, bool]:
+                setting = {**result.chosen, **route}
+                probe_function(conn, {**setting, **search.INDEX_ONLY})
+                m = _measure(conn, f"owner {owner} ({owned / rows:.1%}), {'read whole' if exact else 'by the index'}",
+                             setting, filtered_q, filtered_ex, k, owner_truth[owner], owner)
+                result.measurements.append(m)
+                echo(f"  {m.shape}: recall@{k} {m.recall:.4f}, p95 {m.p95_ms:.1f} ms")
+                return m.p95_ms, m.meets(target)
+
+            routes = measure_routes(picked, threshold, measure, [{}] + _deeper(conn, FILTER_GRID[live.method], bound))
+            route = choose_threshold(routes, threshold, rows)
+            echo(route.said)
+            result.route = route.said
+            if route.threshold != threshold:
+                result.chosen.update(route.setting())
+                if route.threshold < threshold:  # the filter setting the owner that proved the index needed
+                    step = min((r for r in routes if r.index_meets), key=lambda r: r.rows).index_step
+                    result.chosen.update({n: v for n, v in step.items()
+                                          if n not in result.chosen or _reach(v) > _reach(result.chosen[n])})
         conn.execute(f"DROP FUNCTION IF EXISTS {PROBE}(vector, integer, text)")
     at = result.chosen_measurements()
     result.met = True
@@ -308,6 +300,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
                       + f" (recall@{k}, target {target})"
                       + (f"; raised to {', '.join(raised_for)}: unfiltered searches get it too, and meet the target "
                          "at least as well" if raised_for else "")
+                      + (f"; {result.route}" if result.route else "")
                       + "; bind it with pgvkit confirm --write-migration")
     return result
 
