@@ -182,7 +182,8 @@ def main() -> None:
     if args.tune_query_file:
         np.save(log / "tune_queries.npy", new[2 * QUERIES:])
     owned = owners(len(data), rng, clusters)
-    largest = max(set(owned.tolist()) - {ONE_PERCENT}, key=lambda o: (owned == o).sum())
+    names, counts = np.unique(owned[owned != ONE_PERCENT].astype(str), return_counts=True)
+    largest = str(names[counts.argmax()])
     np.save(log / "confirm_queries.npy", new[:QUERIES])
     np.save(log / "recall_queries.npy", new[QUERIES:2 * QUERIES])
     steps = {}
