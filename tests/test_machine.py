@@ -90,3 +90,50 @@ def test_the_budget_counts_what_searches_read_and_one_no_index_fits_is_said_befo
     short = short_budget(migrated, Budget(2**30, "effective_cache_size ..."), 3 * 2**30, "an index")
     assert f"raise effective_cache_size by 2.0 GB: ALTER SYSTEM SET effective_cache_size = " \
            f"'{-(-(cache + 2 * 2**30) // 2**30)}GB'; SELECT pg_reload_conf();" in short, short
+
+
+def test_after_streaming_the_table_the_audit_reads_the_index_back_into_shared_buffers(tmp_path):
+    """A server whose shared_buffers (16MB, the user's) hold the HNSW index of 3,000 real rows but
+    not the table's vectors too: pgvkit recall streams every vector through shared_buffers, then
+    reads the index back in with pg_prewarm (which the embedded server creates), every page of it
+    there afterwards; without pg_prewarm it says how to get it."""
+    from pgvkit import Migrator
+    from pgvkit.recall import audit
+
+    from .conftest import real_embeddings
+
+    server = EmbeddedServer(tmp_path / "home").start()
+    try:
+        with (server.pgdata / "postgresql.conf").open("a") as f:
+            f.write("\nshared_buffers = 16MB\n")
+        server.stop()
+        server.start()
+        url = server.url()
+        Migrator(url, MIGRATIONS, echo=lambda _: None).migrate()
+        load(url, vectors=real_embeddings()[:3000], progress=False)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP INDEX idx_embedding_cosine")
+            conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)")
+            conn.execute("CREATE EXTENSION pg_buffercache")
+            index, table = conn.execute("SELECT pg_relation_size('idx_embedding_cosine') / 8192,"
+                                        " pg_table_size('ip_asset_embeddings') / 8192").fetchone()
+        assert index < 0.9 * 2048 < index + table  # 16MB is 2,048 pages: the index fits, not with the vectors
+
+        def cached() -> int:
+            with psycopg.connect(url) as conn:
+                return conn.execute("SELECT count(*) FROM pg_buffercache WHERE relfilenode = pg_relation_filenode("
+                                    "'idx_embedding_cosine') AND reldatabase = (SELECT oid FROM pg_database"
+                                    " WHERE datname = current_database())").fetchone()[0]
+
+        said = []
+        audit(url, sample=200, queries=real_embeddings()[-200:], progress=False, record=False, echo=said.append)
+        assert any(line.startswith("read idx_embedding_cosine back into shared_buffers after the stream") for line in said)
+        assert cached() == index
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP EXTENSION pg_prewarm")
+        said.clear()
+        audit(url, sample=200, queries=real_embeddings()[-200:], progress=False, record=False, echo=said.append)
+        assert any("CREATE EXTENSION pg_prewarm" in line for line in said if line.startswith("NOTE:"))
+        assert cached() < index  # what the stream leaves without it
+    finally:
+        server.destroy()

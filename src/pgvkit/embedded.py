@@ -352,17 +352,19 @@ class EmbeddedServer:
 
     def _bootstrap(self) -> None:
         """Create the application database once, owned by the login role, with pg_stat_statements
-        (loaded by `settings`) created in it for pgvkit watch."""
+        (loaded by `settings`) for pgvkit watch and pg_prewarm for recall and confirm in it (also
+        in a database an older pgvkit made)."""
         import psycopg
         from psycopg import sql
 
         with psycopg.connect(self.socket_url(database="postgres"), autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
-                return
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(self.database), sql.Identifier(self.user)))
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(self.database), sql.Identifier(self.user)))
         with psycopg.connect(self.socket_url(database=self.database), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            # pgvkit recall and confirm read the index back into shared_buffers after streaming the table
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
 
 
 def _random_password() -> str:

@@ -29,6 +29,7 @@ from .db import connect
 from .display import Echo, Table, echo_to, progress_bar
 from .errors import PgvkitError
 from .indexes import searched_index
+from .memory import rewarm
 from .schema import locate
 from .tuning.measure import plan_index
 from .tuning.truth import GroundTruth, recall_at_k
@@ -159,6 +160,9 @@ def audit(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, sample: 
                 found[name] = _search(conn, table, q, exclude, k, column)
             echo(f"exact neighbours: streaming {rows:,} rows of {named} ...")
             truth = _exact(conn, table, dims, shapes, k, rows, progress, column=column, nonzero=nonzero)
+        said = rewarm(conn, table, column)
+        if said:
+            echo(said)
         for name, (ids, distances, latency, plan) in found.items():
             per_query = recall_at_k(truth[name], ids, distances)
             result.shapes[name] = ShapeResult(len(per_query), float(per_query.mean()),

@@ -26,6 +26,7 @@ from ..db import connect, mask_url
 from ..display import Echo, Table, echo_to
 from ..errors import PgvkitError
 from ..indexes import searched_index
+from ..memory import rewarm
 from ..vectors import as_vectors
 from .build import SEARCH_PARAM
 from .owner_route import choose_threshold, measure_routes, pick_owners
@@ -204,6 +205,10 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             owner_truth[owner] = _exact(conn, table, dims, {"f": (filtered_q, filtered_ex)}, k, owned, False,
                                         where=sql.SQL("owner_id = {}").format(sql.Literal(owner)))["f"]
             conn.commit()
+        said = rewarm(conn, table, column)  # the stream pushed the index out of shared_buffers: measure it warm
+        if said:
+            echo(said)
+        conn.commit()
         conn.autocommit = True
         grid = [v for v in SEARCH_GRID[param] if v >= k] if param == "hnsw.ef_search" else list(SEARCH_GRID[param])
         if live.method == "ivfflat":
