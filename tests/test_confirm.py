@@ -298,8 +298,11 @@ def test_an_owner_whose_searches_end_by_ef_search_gets_a_larger_ef_search_not_a_
     with psycopg.connect(migrated, autocommit=True) as conn:
         conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET pgvkit.exact_owner_rows = 100")
     np.save(tmp_path / "new.npy", real_embeddings()[CONFIRM_QUERIES])
-    result = cli_json("confirm", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--owners", owner,
-                      "--database-url", migrated)
+    with psycopg.connect(migrated) as conn:  # an owner read whole, after it: it needs nothing raised
+        few = conn.execute("SELECT owner_id FROM ip_asset_embeddings GROUP BY 1 HAVING count(*) BETWEEN 20 AND 100"
+                           " ORDER BY 1 LIMIT 1").fetchone()[0]
+    result = cli_json("confirm", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--owners",
+                      f"{owner},{few}", "--database-url", migrated)
     value = lambda m: int(m["setting"].split("hnsw.ef_search = ")[1].split(",")[0]) if "ef_search" in m["setting"] else None  # noqa: E731
     unfiltered = [m for m in result["measurements"] if not m["shape"].startswith("owner")]
     smallest = min(value(m) for m in unfiltered if all(
@@ -309,3 +312,6 @@ def test_an_owner_whose_searches_end_by_ef_search_gets_a_larger_ef_search_not_a_
     assert result["chosen"]["hnsw.ef_search"] != str(smallest) and int(result["chosen"]["hnsw.ef_search"]) > smallest
     assert f"raised to hnsw.ef_search = {result['chosen']['hnsw.ef_search']} for owner {owner}" in result["message"]
     assert filtered[-1]["status"] == "meets" and all(m["short"] == 0 for m in filtered)
+    # what the unfiltered searches get at the raised setting, measured there
+    assert {m["shape"] for m in unfiltered if value(m) == int(result["chosen"]["hnsw.ef_search"])} == {
+        "similar assets", "new vectors"}

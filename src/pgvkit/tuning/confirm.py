@@ -237,7 +237,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             result.at_tuned = {m.shape: round(m.recall, 4) for m in result.measurements
                                if m.settings == {param: tuned}}
             result.at_tuned["setting"] = f"{param} = {tuned}"
-        raised_for = []
+        raised_for, needs = [], {}
         for owner, owned in picked:
             label = f"owner {owner} ({owned / rows:.1%})"
             found, previous, raising = None, None, False
@@ -268,13 +268,12 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
                 return result
             if param in found:
                 raised_for.append(f"{param} = {found[param]} for {label}")
+            needs.update({n: v for n, v in found.items() if n not in needs or _reach(v) > _reach(needs[n])})
+        result.chosen.update(needs)  # the deepest any owner needs (each deeper than the unfiltered choice)
         if raised_for:  # an owner raised the search setting: what the unfiltered searches get with it
             probe_function(conn, {**result.chosen, **search.INDEX_ONLY})
             result.measurements += [_measure(conn, name, {param: result.chosen[param]}, q, ex, k, truths[name], None)
                                     for name, (q, ex) in shapes.items()]
-            for name, value in found.items():  # the deepest any owner needs
-                if name not in result.chosen or float(value) > float(result.chosen[name]):
-                    result.chosen[name] = value
         threshold = search.exact_owner_rows(conn)
         if threshold is not None and picked:  # search_assets reads small owners whole: up to which size, measured
 
