@@ -28,7 +28,7 @@ from ..kinds import EXACT_OWNER_ROWS
 __all__ = ["Route", "RouteChoice", "choose_threshold", "measure_routes", "pick_owners", "NEAR"]
 
 NEAR = 4  # owners within this factor of the threshold are measured both ways
-KEEP = 1.25  # a crossover within this factor of the threshold leaves it where it is: that is noise
+QUICKER = 0.9  # a route is the quicker one when its p95 is below this share of the other's: closer is noise
 
 
 @dataclass
@@ -57,7 +57,8 @@ def near(owners: list[tuple[str, int]], threshold: int) -> list[tuple[str, int]]
 
 def choose_threshold(routes: list[Route], threshold: int, table_rows: int) -> RouteChoice:
     """Where exact and index p95 cross, from the owners measured both ways (see the module's text);
-    the threshold unchanged when nothing was measured both ways or the crossover is within KEEP."""
+    the threshold unchanged when nothing was measured both ways or every owner measured already
+    takes its quicker route (by QUICKER)."""
     exact = [r.exact_p95 / r.rows for r in routes if r.exact_p95 is not None]
     index = [r.index_p95 * r.rows / table_rows for r in routes if r.index_p95 is not None and r.index_meets]
     shown = "; ".join(_said(r) for r in routes)
@@ -67,9 +68,10 @@ def choose_threshold(routes: list[Route], threshold: int, table_rows: int) -> Ro
         return RouteChoice(threshold, f"owners read whole up to {threshold:,} rows, kept: {why} ({shown})")
     per_row, per_share = max(exact), max(index)  # the slower of each: the threshold errs towards neither
     crossing = math.sqrt(per_share * table_rows / per_row)
-    if threshold / KEEP <= crossing <= threshold * KEEP:
-        return RouteChoice(threshold, f"owners read whole up to {threshold:,} rows, kept: both routes cost the same "
-                                      f"near {crossing:,.0f} rows ({shown})")
+    both = [r for r in routes if r.exact_p95 is not None and r.index_p95 is not None]
+    if all((r.rows <= threshold) == (not r.index_meets or r.index_p95 > QUICKER * r.exact_p95) for r in both):
+        return RouteChoice(threshold, f"owners read whole up to {threshold:,} rows, kept: each owner measured already "
+                                      f"takes its quicker route (they cost the same near {crossing:,.0f} rows; {shown})")
     if crossing < threshold:  # lower, but never below an owner whose index route was measured to meet the target
         proven = min(r.rows for r in routes if r.index_meets)
         new = max(math.ceil(crossing), proven - 1)
