@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -58,5 +60,20 @@ def execute(url: str, *statements: str) -> None:
             conn.execute(s)
 
 
-def report(data: dict) -> None:
+RESULTS = ROOT / "bench" / "results"  # each script's latest JSON: the site's Benchmarks page renders them
+
+
+def machine() -> dict:
+    """Where and when a figure was measured: the date, the cores and memory, the commit."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "memory_gb": round(memory / 2**30),
+            "commit": commit or None}
+
+
+def report(data: dict, name: str | None = None) -> None:
+    """Print the JSON, and keep it (with the machine) as bench/results/NAME.json (default: the script's name)."""
     print(json.dumps(data, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    stem = name or Path(sys.argv[0]).stem
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")

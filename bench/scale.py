@@ -211,7 +211,8 @@ def main() -> None:
             report({"benchmark": "scale: tune only", "data": args.data, "rows": len(data), "dims": 768,
                     "cores": os.cpu_count(), "server": server, "load_s": steps["load"]["wall_s"],
                     "tune": {k: v for k, v in steps["tune"].items() if k != "output"}, "tune_said": said,
-                    "tune_under_10_min": steps["tune"]["wall_s"] < 600, "logs": str(log)})
+                    "tune_under_10_min": steps["tune"]["wall_s"] < 600, "logs": str(log)},
+                   name=f"scale-tune-{args.data}-{len(data)}")
             return
         steps["plan"] = run("plan", "plan", "--json", url=url, log=log, migrations=migrations)
         steps["migrate"] = run("migrate", "migrate", url=url, log=log, migrations=migrations)
@@ -232,7 +233,7 @@ def main() -> None:
               "cores": os.cpu_count(), "server": server, "total_s": round(time.perf_counter() - start, 1), **figures,
               "steps": {name: {k: v for k, v in s.items() if k != "output"} for name, s in steps.items()},
               "brute_force": own, "seq_scan_check": planned, "logs": str(log)}
-    report(result)
+    report(result, name=f"scale-{args.data}-{len(data)}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 

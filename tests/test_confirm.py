@@ -315,3 +315,39 @@ def test_an_owner_whose_searches_end_by_ef_search_gets_a_larger_ef_search_not_a_
     # what the unfiltered searches get at the raised setting, measured there
     assert {m["shape"] for m in unfiltered if value(m) == int(result["chosen"]["hnsw.ef_search"])} == {
         "similar assets", "new vectors"}
+
+
+@pytest.mark.slow
+def test_where_no_search_setting_reaches_the_target_confirm_says_so_in_one_line_and_its_next_build_runs(
+        migrated, tmp_path):
+    """A graph too sparse for the target (m = 2, ef_construction = 4, as a hand-made index could be):
+    confirm measures up to pgvector's largest ef_search, says NOT MET with the mean and the lower
+    bound there and the next build as a command, and reports what it measured at the setting tune
+    (here: the team) bound. The command it names is then run as it stands (to a scratch migrations
+    directory): it sweeps the denser graph it names."""
+    load_team_rows(migrated, 12_000)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_embedding_cosine")
+        conn.execute("CREATE INDEX idx_embedding_cosine ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)"
+                     " WITH (m = 2, ef_construction = 4)")
+        conn.execute(f"ALTER FUNCTION {search.SIGNATURE} SET hnsw.ef_search = 40")
+        conn.execute("ANALYZE ip_asset_embeddings")
+    np.save(tmp_path / "new.npy", real_embeddings()[CONFIRM_QUERIES])
+    proc = run_cli("confirm", "--query-file", str(tmp_path / "new.npy"), "--sample", "300", "--owners", "none",
+                   "--target-recall", "0.999", "--json", "--database-url", migrated, timeout=900)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    result = json.loads(proc.stdout)
+    assert not result["met"] and "\n" not in result["message"]
+    assert f"no hnsw.ef_search up to {SEARCH_GRID['hnsw.ef_search'][-1]} (as far as pgvector allows)" in result["message"]
+    assert "lower bound" in result["message"]
+    assert result["at_tuned"]["setting"] == "hnsw.ef_search = 40" and set(result["at_tuned"]) >= {"new vectors",
+                                                                                                 "similar assets"}
+    command = result["message"].rsplit("build a denser index: ", 1)[1]
+    assert command == "pgvkit tune --hnsw 32:200 --write-migration"
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    tuned = run_cli(*command.split()[1:], "--target-recall", "0.95", "--json", "--database-url", migrated,
+                    "--migrations", str(migrations), timeout=900)
+    assert tuned.returncode == 0 and "Traceback" not in tuned.stderr, tuned.stderr
+    swept = {b["index"] for b in json.loads(tuned.stdout)["sweep"]["builds"]}
+    assert {s for s in swept if s.startswith("hnsw(")} == {"hnsw(m=32, ef_construction=200)"}, swept  # the graph it names

@@ -104,7 +104,7 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
                               "first")
         if not search.exists(conn):
             raise PgvkitError("search_assets does not exist here: a model change needs the application searching "
-                              "through it (002_search_assets; README: Moving the application); run pgvkit migrate")
+                              "through it (002_search_assets; docs/how-to/smaller-indexes.md: Moving the application); run pgvkit migrate")
         served = models(conn, table)  # a model switched away from still answers its queries until dropped
         same = [m for m in served if m.dimensions == dimensions]
         if same:

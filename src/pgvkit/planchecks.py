@@ -47,8 +47,8 @@ def check_index_used(conn, table: str, dimension: int = 768) -> Check:
                          f"{searched.kind.name} index, which only search_assets searches; a direct query reads every row",
                          "pgvkit tune changed the index kind with --allow-query-change: the application must search "
                          "through search_assets",
-                         "move every direct ORDER BY embedding <=> ... query to search_assets (README: Moving the "
-                         "application), or pgvkit rollback to the vector index")
+                         "move every direct ORDER BY embedding <=> ... query to search_assets ("
+                         "docs/how-to/smaller-indexes.md: Moving the application), or pgvkit rollback to the vector index")
         return Check("query plan", "fail", "ORDER BY embedding <=> $1 cannot use a vector index",
                      fix="create the index with vector_cosine_ops (the operator class must match <=>)")
     if forced:

@@ -29,7 +29,7 @@ __all__ = ["EmbeddedStandby", "StandbyNotReady", "Replay", "standby_urls", "repl
 STANDBY_PORT = 5433  # the standby's socket file: .s.PGSQL.5433 in its own directory
 ENV = "PGVKIT_STANDBY_URLS"
 FEEDBACK_FIX = ("on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf(); "
-                "(README: Standbys)")
+                "(docs/how-to/standbys.md)")
 
 
 class StandbyNotReady(PgvkitError):

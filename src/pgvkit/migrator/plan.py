@@ -324,8 +324,8 @@ def direct_query_notes(conn, to_apply: list[Migration], table: str = "ip_asset_e
             direct -= dropped
             notes.append(f"{m.id} drops {', '.join(sorted(dropped))}, the index direct ORDER BY {column} <=> ... "
                          f"queries use, and creates none they can: after it only search_assets searches {table} "
-                         "through an index; move every direct query to search_assets before applying it (README: "
-                         "Moving the application)")
+                         "through an index; move every direct query to search_assets before applying it ("
+                         "docs/how-to/smaller-indexes.md: Moving the application)")
     return notes
 
 

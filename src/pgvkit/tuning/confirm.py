@@ -220,14 +220,6 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             tuned = chose.group(1) if chose else None
         chosen = _smallest_meeting(conn, result, param, grid, shapes, truths, echo,
                                    int(tuned) if tuned is not None else None)
-        if chosen is None:
-            best = max((m for m in result.measurements if m.settings == {param: str(grid[-1])}),
-                       key=lambda m: -m.low, default=None)  # the shape furthest below, at the largest setting
-            said = f" (at {grid[-1]}: {best.shape} {best.recall:.3f}, lower bound {best.low:.3f})" if best else ""
-            result.message = (f"no {param} up to {grid[-1]} (as far as pgvector allows) reaches recall@{k} >= {target} "
-                              f"on the live index{said}; build a denser index: {_next_build(live)}")
-            return result
-        result.chosen = dict(chosen)
         if tuned is not None and not any(m.settings == {param: tuned} for m in result.measurements):  # what tune bound, measured too: its prediction, checked
             probe_function(conn, {param: tuned, **search.INDEX_ONLY})
             for name, (q, exclude) in shapes.items():
@@ -237,6 +229,14 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             result.at_tuned = {m.shape: round(m.recall, 4) for m in result.measurements
                                if m.settings == {param: tuned}}
             result.at_tuned["setting"] = f"{param} = {tuned}"
+        if chosen is None:
+            best = max((m for m in result.measurements if m.settings == {param: str(grid[-1])}),
+                       key=lambda m: -m.low, default=None)  # the shape furthest below, at the largest setting
+            said = f" (at {grid[-1]}: {best.shape} {best.recall:.3f}, lower bound {best.low:.3f})" if best else ""
+            result.message = (f"no {param} up to {grid[-1]} (as far as pgvector allows) reaches recall@{k} >= {target} "
+                              f"on the live index{said}; build a denser index: {_next_build(live)}")
+            return result
+        result.chosen = dict(chosen)
         raised_for, needs = [], {}
         for owner, owned in picked:
             label = f"owner {owner} ({owned / rows:.1%})"

@@ -232,8 +232,8 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
         if not kind.direct and not allow_query_change:
             raise QueryChangeRefused(
                 f"the recommendation is a {kind.name} index ({p.config.label}): direct ORDER BY embedding <=> ... "
-                "queries cannot use it and would read every row; move the application to search_assets (README: "
-                "Moving the application), then pass --allow-query-change, or tune with --candidates vector")
+                "queries cannot use it and would read every row; move the application to search_assets ("
+                "docs/how-to/smaller-indexes.md: Moving the application), then pass --allow-query-change, or tune with --candidates vector")
         body_changes = has_function and kind.name != live_kind.name
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table_schema, table_name))).fetchone()[0]
         old = {param: _current_setting(conn, param) for param in SEARCH_PARAM.values()}

@@ -81,8 +81,8 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
                      "(--rows N: another sample size); the search settings are confirmed on the live index after "
                      "migrating (pgvkit confirm)")
                 # IVFFlat left out unless asked: at 768 dimensions its index is as large as HNSW's, and at the
-                # same recall its searches were about ten times slower in every run at this size (README:
-                # Benchmarks), while sweeping its probes costs minutes
+                # same recall its searches were about ten times slower in every run at this size (docs/
+                # benchmarks.md), while sweeping its probes costs minutes
                 if "ivfflat_lists" not in (grid or {}):
                     echo("IVFFlat left out at this size (as large as HNSW at 768 dimensions, ~10x slower at the same "
                          "recall); a grid with ivfflat_lists sweeps it")
