@@ -25,6 +25,7 @@ from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
 from .plan import (Files, Plan, apply_steps, build_estimate, check_down_files, check_extensions, check_partitioned, direct_query_notes,
                    memory_note, pending_build, rollback_steps, rollback_targets, stacked_notes)
 from .records import forget_attempt, record_baseline, record_repair
+from .rewrites import rewrite_notes
 from .status import (StatusReport, already_created, baseline_hint, check_consistency, entries, objects_present, parse_version,
                      pending, refuse_half_rolled_back)
 
@@ -79,7 +80,7 @@ class Migrator:
             memory = [note for m in to_apply if (note := memory_note(m, builds.get(m.version)))]
             return Plan(conn.info.dbname, apply_steps(to_apply, rows, builds),
                         notes=directory_notes(self._dir()) + direct_query_notes(conn, to_apply)
-                        + stacked_notes(to_apply) + memory)
+                        + stacked_notes(to_apply) + memory + rewrite_notes(conn, to_apply))
 
     def rollback_plan(self, to: int | str, migrations: list[Migration] | None = None) -> Plan:
         """A dry run of rollback: each down file that would run, newest first, and what it drops."""
@@ -91,7 +92,8 @@ class Migrator:
             targets = rollback_targets(rows, parse_version(to))
             steps = rollback_steps(targets, by_version)
             check_partitioned(conn, [by_version[v].down for v in targets])
-        return Plan(database, steps, verb="roll back")
+            notes = rewrite_notes(conn, [by_version[v] for v in targets if by_version[v].down], down=True)
+        return Plan(database, steps, verb="roll back", notes=notes)
 
     # -- writing ---------------------------------------------------------------------------
 
