@@ -13,11 +13,10 @@ BENCH_MARK = "<!-- bench-results -->"
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """pgvkit's commands (one level: an action such as db start is a positional's choice)."""
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
 
 
 def _help(action: argparse.Action) -> str:
@@ -42,7 +41,7 @@ def _options(parser: argparse.ArgumentParser, common: frozenset[str] = frozenset
 
 
 def cli_reference() -> str:
-    """Every pgvkit command and sub-command with its description and options, as markdown."""
+    """Every pgvkit command with its description, usage, options and example, as markdown."""
     from pgvkit.cli import build_parser
 
     parser = build_parser()
@@ -50,19 +49,13 @@ def cli_reference() -> str:
     out = [f"```text\n{parser.format_usage().strip()}\n```", "", "Options every command takes:", "",
            "| option | what it does |", "| --- | --- |", *_options(parser), ""]
 
-    def walk(name: str, sub: argparse.ArgumentParser, depth: int) -> None:
-        out.extend([f"{'#' * depth} pgvkit {name}", "", sub.description or "", "",
-                    f"```text\n{sub.format_usage().strip()}\n```", ""])
+    for name, sub in _commands(parser).items():
+        out.extend([f"## pgvkit {name}", "", sub.description or "", "", f"```text\n{sub.format_usage().strip()}\n```", ""])
         rows = _options(sub, common)
         if rows:
             out.extend(["| argument | what it does |", "| --- | --- |", *rows, ""])
         if sub.epilog:
             out.extend([f"```text\n{sub.epilog.strip()}\n```", ""])
-        for child, parser_ in _subcommands(sub).items():
-            walk(f"{name} {child}", parser_, min(depth + 1, 4))
-
-    for name, sub in _subcommands(parser).items():
-        walk(name, sub, 2)
     return "\n".join(out)
 
 

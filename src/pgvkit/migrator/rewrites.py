@@ -9,10 +9,10 @@ window (docs/how-to/tune-at-scale.md: A small owner's searches at a million rows
 
 from __future__ import annotations
 
-import psycopg
 from pglast import ast, enums
 from psycopg import sql
 
+from ..memory import size_text
 from ..migrations import Migration
 
 __all__ = ["rewritten_tables", "rewrite_notes"]
@@ -40,10 +40,6 @@ def rewritten_tables(statements) -> list[tuple[int, str, tuple[str | None, str]]
     return found
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
-
-
 def rewrite_notes(conn, to_apply: list[Migration], *, down: bool = False) -> list[str]:
     """One warning for each pending file (or down file) that rewrites an existing table: its size,
     rows, and the indexes rebuilt under the same lock (vector indexes named)."""
@@ -51,23 +47,19 @@ def rewrite_notes(conn, to_apply: list[Migration], *, down: bool = False) -> lis
     for m in to_apply:
         for line, what, (schema, table) in rewritten_tables((m.down if down else m.up).statements):
             named = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-            try:
-                with conn.transaction():
-                    row = conn.execute(
-                        "SELECT c.oid, pg_table_size(c.oid), c.reltuples::bigint FROM pg_class c WHERE c.oid = to_regclass(%s)",
-                        [named.as_string(conn)]).fetchone()
-                    if row is None:
-                        continue  # made by an earlier file of the same run: empty until then
-                    indexes = conn.execute(
-                        "SELECT i.relname, am.amname, pg_relation_size(i.oid) FROM pg_index x JOIN pg_class i ON i.oid ="
-                        " x.indexrelid JOIN pg_am am ON am.oid = i.relam WHERE x.indrelid = %s ORDER BY 3 DESC",
-                        [row[0]]).fetchall()
-            except psycopg.Error:
-                continue
-            vector = [f"{name} ({method}, {_size(size)})" for name, method, size in indexes if method in ("hnsw", "ivfflat")]
+            row = conn.execute(
+                "SELECT c.oid, pg_table_size(c.oid), c.reltuples::bigint FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                [named.as_string(conn)]).fetchone()
+            if row is None:
+                continue  # made by an earlier file of the same run: empty until then
+            indexes = conn.execute(
+                "SELECT i.relname, am.amname, pg_relation_size(i.oid) FROM pg_index x JOIN pg_class i ON i.oid ="
+                " x.indexrelid JOIN pg_am am ON am.oid = i.relam WHERE x.indrelid = %s ORDER BY 3 DESC",
+                [row[0]]).fetchall()
+            vector = [f"{name} ({method}, {size_text(size)})" for name, method, size in indexes if method in ("hnsw", "ivfflat")]
             rebuilt = (f"; its {len(indexes)} indexes are rebuilt under the same lock"
                        + (f", {', '.join(vector)} among them" if vector else "")) if indexes else ""
-            notes.append(f"{m.id}{'.down' if down else ''}:{line}: {what} rewrites {table} ({_size(row[1])}, "
+            notes.append(f"{m.id}{'.down' if down else ''}:{line}: {what} rewrites {table} ({size_text(row[1])}, "
                          f"{max(row[2], 0):,} rows) under an ACCESS EXCLUSIVE lock{rebuilt}: every search and write of "
                          f"{table} waits until it ends; apply it in a maintenance window")
     return notes
