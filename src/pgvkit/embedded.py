@@ -227,7 +227,14 @@ class EmbeddedServer:
             kwargs.setdefault("user", SERVER_USER_WHEN_ROOT)
         # files, not pipes: pg_ctl's forked postmaster would keep a pipe open forever
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run(args, stdout=out, stderr=err, text=True, cwd="/", **kwargs)
+            try:
+                proc = subprocess.run(args, stdout=out, stderr=err, text=True, cwd="/", **kwargs)
+            except PermissionError:
+                who = kwargs.get("user", "this user")
+                raise EmbeddedServerError(
+                    f"{args[0]} cannot be run as {who}: the server's user must be able to reach the environment "
+                    "pgvkit is installed in (chmod o+rx each directory of its path), or run pgvkit as an ordinary "
+                    "user") from None
             out.seek(0)
             err.seek(0)
             result = subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read())

@@ -94,7 +94,8 @@ def standby_urls(target_url: str | None = None, given: list[str] | None = None) 
         return [u.strip() for u in env.split(",") if u.strip()]
     primary = EmbeddedServer.default()
     standby = EmbeddedStandby(primary)
-    if target_url and primary.running() and target_url == primary.url() and standby.running():
+    # the URL first: a target elsewhere never touches the embedded server (its pg_ctl may not even be runnable here)
+    if target_url and target_url == primary.url() and primary.running() and standby.running():
         return [standby.url()]
     return []
 
