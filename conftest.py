@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgvkit.db import mask_url
-from pgvkit.demo import before_notebook, first_day
-from pgvkit.embedded import EmbeddedServer
-from pgvkit.scratch import fresh_database
+from pgvkit.migrator.scratch import fresh_database
+from pgvkit.notebooks.demo import before_notebook, first_day
+from pgvkit.server.db import mask_url
+from pgvkit.server.embedded import EmbeddedServer
 
 NOTEBOOK_DB = "pgvkit_notebooks"  # notebooks/regenerate.py uses the same name and URL shape
 _session = {}
@@ -65,7 +65,7 @@ def pytest_runtest_setup(item):
     """Under --nbval: a notebook's kernel (started before its first cell) gets PGVKIT_MIGRATIONS,
     the copy of the migrations the notebooks work with; the tests do not (they run the CLI in the
     project, on its own migrations/). Before a notebook's first cell: what the team does between
-    notebooks, as notebooks/regenerate.py does it (pgvkit.demo.before_notebook)."""
+    notebooks, as notebooks/regenerate.py does it (pgvkit.notebooks.demo.before_notebook)."""
     seen = _session.get("notebooks")
     if seen is None:
         return

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from pgvkit import Migrator
-from pgvkit.embedded import EmbeddedServer
+from pgvkit.server.embedded import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

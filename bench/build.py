@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 
 from _common import execute, report, seed_database, timed
-from pgvkit.bulk import Column, copy_arrays
-from pgvkit.inserts import synthetic
+from pgvkit.data.bulk import Column, copy_arrays
+from pgvkit.data.inserts import synthetic
 from pgvkit.tuning import Config, build_settings
 
 CREATE = "CREATE INDEX bench_hnsw ON ip_asset_embeddings USING hnsw (embedding vector_cosine_ops)"

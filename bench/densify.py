@@ -100,7 +100,7 @@ def _recall_curve(url: str, table: np.ndarray, queries: np.ndarray, efs: list[in
     from pgvector.psycopg import register_vector
     from psycopg import sql
 
-    from pgvkit.bulk import Column, copy_arrays
+    from pgvkit.data.bulk import Column, copy_arrays
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS dense_check")

@@ -17,8 +17,8 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from _common import report, seed_database
-from pgvkit.bulk import Column, copy_arrays
-from pgvkit.inserts import Synthetic
+from pgvkit.data.bulk import Column, copy_arrays
+from pgvkit.data.inserts import Synthetic
 from pgvkit.tuning import exact_knn
 
 

@@ -17,8 +17,8 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from _common import execute, report, seed_database, timed
-from pgvkit.bulk import Column, copy_arrays, default_jobs, encode
-from pgvkit.inserts import synthetic
+from pgvkit.data.bulk import Column, copy_arrays, default_jobs, encode
+from pgvkit.data.inserts import synthetic
 
 
 def main() -> None:

@@ -161,7 +161,7 @@ def main() -> None:
         import shutil
 
         shutil.copytree(ROOT / "migrations", migrations)
-        from pgvkit.bulk import Column, copy_arrays
+        from pgvkit.data.bulk import Column, copy_arrays
         from psycopg import sql
 
         ids = np.arange(1, rows + 1, dtype=np.int64)

@@ -24,7 +24,7 @@ from pgvector.psycopg import register_vector
 
 from _common import report, seed_database
 from scale import ONE_PERCENT, load, owners
-from pgvkit.synthetic import Topics
+from pgvkit.data.synthetic import Topics
 
 
 def read_whole(url: str, queries: np.ndarray, k: int = 10) -> dict:

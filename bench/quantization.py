@@ -1,6 +1,6 @@
 """vector vs halfvec vs binary quantization + re-rank: what a smaller HNSW index costs in recall.
 
-200k x 768 topic embeddings (pgvkit.synthetic.Topics: as hard for a graph as real embeddings;
+200k x 768 topic embeddings (pgvkit.data.synthetic.Topics: as hard for a graph as real embeddings;
 `--rows` scales), the same HNSW graph parameters for each kind (m 16, ef_construction 64), each
 searched with the query pgvkit's search_assets runs for it (pgvkit.kinds.nearest):
 
@@ -37,8 +37,8 @@ from psycopg import sql
 
 from _common import execute, report, seed_database
 from pgvkit import kinds
-from pgvkit.bulk import Column, copy_arrays
-from pgvkit.synthetic import Topics
+from pgvkit.data.bulk import Column, copy_arrays
+from pgvkit.data.synthetic import Topics
 from pgvkit.tuning import Config, build_settings, exact_knn, recall_at_k
 
 DIMS, K = 768, 10
@@ -151,7 +151,7 @@ def main() -> None:
     report({
         "benchmark": "quantization", "rows": args.rows, "dims": DIMS, "queries_per_shape": args.queries,
         "hnsw": "m=16, ef_construction=64", "cores": os.cpu_count(),
-        "data": "pgvkit.synthetic.Topics", "results": results, "ratio": ratios,
+        "data": "pgvkit.data.synthetic.Topics", "results": results, "ratio": ratios,
         "targets": {"halfvec": "<= 0.55x size, recall loss <= 0.005",
                     "binary": f"<= 0.1x size, recall >= {args.target} for both shapes"},
         "target_met": {"halfvec": ratios["halfvec_size"] <= 0.55 and loss <= 0.005,

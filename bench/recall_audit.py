@@ -20,9 +20,9 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from _common import report, seed_database
-from pgvkit.inserts import load
-from pgvkit.recall import _exact, audit
-from pgvkit.synthetic import Topics
+from pgvkit.audit.recall import exact_truths, audit
+from pgvkit.data.inserts import load
+from pgvkit.data.synthetic import Topics
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
             conn.execute("VACUUM ANALYZE ip_asset_embeddings")
         with psycopg.connect(url) as conn:
             start = time.perf_counter()
-            truth = _exact(conn, "ip_asset_embeddings", 768, {"new_vectors": (queries, None)}, args.k, args.rows,
+            truth = exact_truths(conn, "ip_asset_embeddings", 768, {"new_vectors": (queries, None)}, args.k, args.rows,
                            progress=False)["new_vectors"]
             numpy_s = time.perf_counter() - start
         with psycopg.connect(url, autocommit=True) as conn:

@@ -36,8 +36,8 @@ from skewed import Skewed, long_tail_owners
 # imported before anything runs: a run lasts up to an hour, and a module first imported at its end
 # from a source tree edited meanwhile can fail (a 2M run lost its last checks that way)
 from pgvkit import search
-from pgvkit.bulk import Column, copy_arrays
-from pgvkit.synthetic import Topics
+from pgvkit.data.bulk import Column, copy_arrays
+from pgvkit.data.synthetic import Topics
 from pgvkit.tuning.confirm import SEARCH_GRID, probe_function
 from psycopg import sql
 

@@ -120,7 +120,7 @@ def main() -> None:
     x = lifted(args.rows + 1000)
     rows, fresh = x[:args.rows], x[args.rows:]
     with seed_database() as url:
-        from pgvkit.bulk import Column, copy_arrays
+        from pgvkit.data.bulk import Column, copy_arrays
         from psycopg import sql
 
         ids = np.arange(1, args.rows + 1, dtype=np.int64)

@@ -7,9 +7,9 @@ Runs all of them (or those named), in order, each starting from the state the pr
 left, as under `pytest --nbval`, against the embedded default layout (a throwaway PGVKIT_HOME,
 no DATABASE_URL, database `jarvis`) holding what a team brings on its first day: the database
 its old docker setup made (the seed's SQL, no pgvkit history) with 12,000 real embeddings and
-owners / asset ids of the team's kind (`pgvkit.demo.first_day`; `pytest --nbval` starts from the
+owners / asset ids of the team's kind (`pgvkit.notebooks.demo.first_day`; `pytest --nbval` starts from the
 same). So 01 shows the baseline, 02 a real search, 04 a sweep of the team's rows. Between
-notebooks it does what the team would (`pgvkit.demo.before_notebook`, as pytest --nbval does): a
+notebooks it does what the team would (`pgvkit.notebooks.demo.before_notebook`, as pytest --nbval does): a
 recall audit of the old index before 04, a tuning migration applied before 07, so 07 shows a
 history; the migrations live in a copy (PGVKIT_MIGRATIONS), never in the project's. What would date
 the outputs to this machine is not saved: progress bars are off (TQDM_DISABLE, as `pgvkit run`
@@ -31,8 +31,8 @@ from nbconvert.preprocessors import ExecutePreprocessor
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from pgvkit.demo import before_notebook, first_day  # noqa: E402
-from pgvkit.embedded import EmbeddedServer  # noqa: E402
+from pgvkit.notebooks.demo import before_notebook, first_day  # noqa: E402
+from pgvkit.server.embedded import EmbeddedServer  # noqa: E402
 
 
 def clean(nb) -> None:

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvkit.embedded import EmbeddedServer
-from pgvkit.scratch import fresh_database
+from pgvkit.migrator.scratch import fresh_database
+from pgvkit.server.embedded import EmbeddedServer
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +139,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 
 def psql_file(url, path):
     """Run a SQL file the way the old docker init (and people with psql) did."""
-    from pgvkit.embedded import bin_path
+    from pgvkit.server.embedded import bin_path
 
     subprocess.run([str(bin_path() / "psql"), url, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
                    check=True, capture_output=True)
@@ -207,7 +207,7 @@ def real_embeddings():
     """30,000 real sentence embeddings (../shared/data/README.md) in the seed's 768 dimensions: a
     fixed orthogonal map (Q of a seeded QR) keeps every cosine distance, so neighbours are the
     real ones. Row i embeds line i of pypi_summaries.tsv."""
-    from pgvkit.demo import real_embeddings as lifted
+    from pgvkit.notebooks.demo import real_embeddings as lifted
 
     return lifted()
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import psycopg
 
-from pgvkit import demo
-from pgvkit.demo import BIG_OWNERS  # noqa: F401  (the tests' large owners)
+from pgvkit.notebooks import demo
+from pgvkit.notebooks.demo import BIG_OWNERS  # noqa: F401  (the tests' large owners)
 
 from .conftest import MIGRATIONS, real_embeddings
 

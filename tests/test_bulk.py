@@ -6,7 +6,7 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from pgvkit.bulk import Column, copy_arrays, encode
+from pgvkit.data.bulk import Column, copy_arrays, encode
 
 
 @pytest.fixture

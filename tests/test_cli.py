@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from pgvkit.embedded import EmbeddedServer
+from pgvkit.server.embedded import EmbeddedServer
 
 from .conftest import MIGRATIONS, PASSWORD, as_role, free_port, psql_file, run_cli
 

@@ -16,8 +16,8 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from pgvkit import search
+from pgvkit.health.verify import verify
 from pgvkit.tuning.confirm import PROBE, SEARCH_GRID, probe_function
-from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, ROOT, as_role, real_embeddings, run_cli, sigint_as_in_a_terminal
 from .teamdata import BIG_OWNERS, load_team_rows

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvkit.doctor import doctor, explain, hnsw_build_bytes, ivfflat_build_bytes
-from pgvkit.inserts import load
-from pgvkit.sqlfile import read_sql_file
-from pgvkit.verify import verify
+from pgvkit.data.inserts import load
+from pgvkit.health.doctor import doctor, explain, hnsw_build_bytes, ivfflat_build_bytes
+from pgvkit.health.verify import verify
+from pgvkit.migrator.sqlfile import read_sql_file
 
 from .conftest import MIGRATIONS, PASSWORD, as_role, free_port, leave_invalid_index, psql_file, run_cli
 

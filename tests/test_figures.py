@@ -12,11 +12,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from pgvkit.figures import KIND_COLOURS  # noqa: E402
+from pgvkit.display.figures import KIND_COLOURS  # noqa: E402
 from pgvkit.memory import Budget  # noqa: E402
-from pgvkit.model_plots import plot_change  # noqa: E402
-from pgvkit.models import Coverage, ModelColumn  # noqa: E402
-from pgvkit.recall import Audit, ShapeResult, plot_history, plot_recall  # noqa: E402
+from pgvkit.models.plots import plot_change  # noqa: E402
+from pgvkit.schema.models import Coverage, ModelColumn  # noqa: E402
+from pgvkit.audit.recall import Audit, ShapeResult, plot_history, plot_recall  # noqa: E402
 from pgvkit.tuning.build import Config  # noqa: E402
 from pgvkit.tuning.plots import plot_builds, plot_kinds, plot_tradeoff  # noqa: E402
 from pgvkit.tuning.recommend import Recommendation  # noqa: E402

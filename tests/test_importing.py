@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgvkit import Migrator
-from pgvkit.embedded import bin_path
 from pgvkit.errors import MigrationFileError
-from pgvkit.importing import plan_import
-from pgvkit.sqlfile import parse_sql
+from pgvkit.migrator.importing import plan_import
+from pgvkit.migrator.sqlfile import parse_sql
+from pgvkit.server.embedded import bin_path
 
 from .conftest import MIGRATIONS, psql_file, run_cli
 

@@ -5,10 +5,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvkit.embedded import EmbeddedServer
-from pgvkit.inserts import load
-from pgvkit.machine import Machine, sized
-from pgvkit.verify import verify
+from pgvkit.data.inserts import load
+from pgvkit.health.verify import verify
+from pgvkit.server.embedded import EmbeddedServer
+from pgvkit.server.machine import Machine, sized
 
 from .conftest import MIGRATIONS, run_cli
 
@@ -98,7 +98,7 @@ def test_after_streaming_the_table_the_audit_reads_the_index_back_into_shared_bu
     reads the index back in with pg_prewarm (which the embedded server creates), every page of it
     there afterwards; without pg_prewarm it says how to get it."""
     from pgvkit import Migrator
-    from pgvkit.recall import audit
+    from pgvkit.audit.recall import audit
 
     from .conftest import real_embeddings
 

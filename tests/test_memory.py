@@ -3,7 +3,7 @@ row costs, against the server's own settings."""
 
 import psycopg
 
-from pgvkit.inserts import load
+from pgvkit.data.inserts import load
 from pgvkit.memory import index_bytes_per_row, memory
 
 from .conftest import as_role

@@ -5,7 +5,8 @@ import threading
 import psycopg
 import pytest
 
-from pgvkit import Migrator, history
+from pgvkit import Migrator
+from pgvkit.migrator import history
 from pgvkit.errors import (
     ConfigError,
     ConfirmationRequired,
@@ -15,8 +16,8 @@ from pgvkit.errors import (
     PgvkitError,
     RollbackError,
 )
-from pgvkit.migrations import read_migrations
 from pgvkit.migrator import LOCK_KEY
+from pgvkit.migrator.files import read_migrations
 
 from .conftest import MIGRATIONS, psql_file
 

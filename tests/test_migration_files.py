@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgvkit.errors import ConfigError, MigrationFileError
-from pgvkit.migrations import read_migrations
-from pgvkit.sqlfile import DIRECTIVES, parse_sql
+from pgvkit.migrator.files import read_migrations
+from pgvkit.migrator.sqlfile import DIRECTIVES, parse_sql
 
 
 def test_migrations_are_read_in_numeric_order_with_their_down_files(migrations_dir):

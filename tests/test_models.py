@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pgvector.psycopg import register_vector
 
-from pgvkit.demo import real_embeddings
-from pgvkit.verify import verify
+from pgvkit.health.verify import verify
+from pgvkit.notebooks.demo import real_embeddings
 
 from .conftest import MIGRATIONS, psql_file, run_cli
 
@@ -70,7 +70,7 @@ def team(migrated, tmp_path):
     the project's migrations to write into."""
     import shutil
 
-    from pgvkit.inserts import load
+    from pgvkit.data.inserts import load
 
     load(migrated, vectors=OLD, progress=False)
     with psycopg.connect(migrated, autocommit=True) as conn:
@@ -169,8 +169,8 @@ def test_a_model_of_a_dimension_already_served_or_too_large_to_index_is_refused_
 def test_a_tuning_migration_that_changes_the_index_kind_keeps_the_second_models_searches(team):
     """search_assets is rewritten when tune moves the index to halfvec: the new model's queries
     still go to its column, and rolling both back restores everything."""
-    from pgvkit.model_change import write_add
     from pgvkit.migrator import Migrator
+    from pgvkit.models.change import write_add
     from pgvkit.tuning import write_migration
 
     from .test_quantized import chosen
@@ -200,9 +200,9 @@ def changing(migrated, tmp_path):
     added and migrated, and a .jsonl of its embeddings keyed by asset_id (one line per asset)."""
     import shutil
 
-    from pgvkit.demo import load_team_rows
     from pgvkit.migrator import Migrator
-    from pgvkit.model_change import write_add
+    from pgvkit.models.change import write_add
+    from pgvkit.notebooks.demo import load_team_rows
 
     load_team_rows(migrated, LIFTED[:3000])
     shutil.copytree(MIGRATIONS, tmp_path / "migrations")
@@ -296,7 +296,7 @@ def test_a_backfill_cut_off_by_the_server_is_one_line_and_the_same_command_resum
 def test_a_second_file_for_rows_inserted_meanwhile_is_walked_from_its_first_row_not_from_the_tables_start(changing):
     """The old application version inserted rows during the backfill (no new embedding): their
     file is walked from the first of them, not across the 3,000 rows filled already."""
-    from pgvkit.backfill import backfill
+    from pgvkit.models.backfill import backfill
 
     url, source, wanted = changing
     first = backfill(url, CLIP, source, duty=1, progress=False, vacuum=False, echo=lambda _: None)
@@ -520,9 +520,9 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
 def test_a_model_of_3072_dimensions_goes_into_a_halfvec_column_backfilled_from_an_npz(team):
     """Above the 2,000 dimensions HNSW indexes of vector: --type halfvec, filled from numpy's
     archive keyed by the table's ids, searched by a 3,072-d query."""
-    from pgvkit.backfill import backfill
     from pgvkit.migrator import Migrator
-    from pgvkit.model_change import write_add
+    from pgvkit.models.backfill import backfill
+    from pgvkit.models.change import write_add
 
     url, migrations = team
     write_add(url, "text-embedding-3-large", 3072, migrations, kind="halfvec")
@@ -561,7 +561,7 @@ def test_a_model_of_3072_dimensions_goes_into_a_halfvec_column_backfilled_from_a
     ("e.txt", "[1,2]\n", "pass a .jsonl, .npz, .csv or .tsv"),
 ])
 def test_a_keyed_file_that_cannot_be_used_is_named_with_its_line(tmp_path, name, text, words):
-    from pgvkit.keyed import read_keyed
+    from pgvkit.models.keyed import read_keyed
     from pgvkit.vectors import BadVector
 
     (tmp_path / name).write_text(text)
@@ -570,7 +570,7 @@ def test_a_keyed_file_that_cannot_be_used_is_named_with_its_line(tmp_path, name,
 
 
 def test_keyed_files_of_each_format_give_the_same_keys_and_vectors(tmp_path):
-    from pgvkit.keyed import read_keyed
+    from pgvkit.models.keyed import read_keyed
 
     keys, v = ["s3://a/1.jpg", "IMG_0001 (2).JPG"], np.array([[0.5, -1.0, 2.0], [1.0, 0.0, 0.25]], np.float32)
     (tmp_path / "k.jsonl").write_text("".join(json.dumps({"asset_id": k, "embedding": x.tolist()}) + "\n"
@@ -587,7 +587,7 @@ def test_keyed_files_of_each_format_give_the_same_keys_and_vectors(tmp_path):
 @settings(max_examples=300, deadline=None)
 def test_every_model_name_gives_a_column_name_postgresql_takes_or_one_line_saying_why_not(name):
     from pgvkit.errors import PgvkitError
-    from pgvkit.models import column_slug
+    from pgvkit.schema.models import column_slug
 
     try:
         column = column_slug(name)
@@ -601,7 +601,7 @@ def test_every_model_name_gives_a_column_name_postgresql_takes_or_one_line_sayin
 def test_a_model_named_with_quotes_percent_and_dollars_is_recorded_as_written(team):
     """Names the way teams write them reach the migration as data, never as SQL or quoting."""
     from pgvkit.migrator import Migrator
-    from pgvkit.model_change import write_add
+    from pgvkit.models.change import write_add
 
     url, migrations = team
     name = "bob's model 50% $$v2$$ (ünïcode)"

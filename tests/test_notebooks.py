@@ -99,7 +99,7 @@ def test_the_tuning_notebook_writes_applies_and_verifies_its_migration(migrated,
 def test_the_recall_notebook_audits_the_live_table_and_fails_below_the_target_when_asked(migrated, tmp_path):
     import numpy as np
 
-    from pgvkit.inserts import load
+    from pgvkit.data.inserts import load
 
     from .conftest import real_embeddings
 
@@ -136,7 +136,7 @@ def test_a_notebook_that_needs_01_says_so_in_one_line_without_a_traceback(db_url
 
 def test_a_database_url_parameter_holding_a_password_is_refused_before_connecting(tmp_path):
     from pgvkit.errors import ConfigError
-    from pgvkit.notebook import open_target
+    from pgvkit.notebooks.preamble import open_target
 
     url = "postgresql://jarvis:Pw#d0nt?l3ak&9f:2c@127.0.0.1:1/jarvis"  # nothing listens there: no attempt made
     with pytest.raises(ConfigError, match="holds a password") as err:

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from pgvkit import Migrator
+from pgvkit.health.verify import verify
 from pgvkit.memory import budget, memory, size_text
-from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, Searchers, real_embeddings, run_cli
 from .teamdata import partitioned_database

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgvkit.embedded import SERVER_USER_WHEN_ROOT
-from pgvkit.pooler import session_survives
+from pgvkit.server.embedded import SERVER_USER_WHEN_ROOT
+from pgvkit.server.pooler import session_survives
 
 from .conftest import MIGRATIONS, PASSWORD, free_port, run_cli
 
@@ -124,9 +124,9 @@ def test_with_the_direct_url_beside_it_the_pooler_serves_the_read_only_commands_
 def test_the_library_refuses_the_pooler_too_as_notebooks_call_it(pgbouncer):
     """A notebook calls tune, confirm, watch and the migrator with DATABASE_URL: the same refusal."""
     from pgvkit import Migrator
-    from pgvkit.pooler import PoolerInTheWay
+    from pgvkit.server.pooler import PoolerInTheWay
     from pgvkit.tuning import confirm_settings, tune
-    from pgvkit.watch import watch
+    from pgvkit.watch.look import watch
 
     url = pgbouncer["url"]
     for call in (lambda: tune(url, progress=False, echo=lambda _: None), lambda: confirm_settings(url, progress=False),

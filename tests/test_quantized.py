@@ -12,18 +12,18 @@ from hypothesis import strategies as st
 from pgvector.psycopg import register_vector
 
 from pgvkit import Migrator, kinds, search
+from pgvkit.data.inserts import load
 from pgvkit.errors import PgvkitError
-from pgvkit.inserts import load
+from pgvkit.health.planchecks import planned_vector_index
+from pgvkit.health.verify import verify
 from pgvkit.memory import parse_size
-from pgvkit.planchecks import planned_vector_index
 from pgvkit.tuning import Config, Point, QueryChangeRefused, Recommendation, write_migration
-from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, run_cli
 
 
 def topics(n: int, seed: int = 11) -> np.ndarray:
-    from pgvkit.synthetic import Topics
+    from pgvkit.data.synthetic import Topics
 
     return Topics(768, rows=n, seed=seed).draw(n)
 
@@ -105,7 +105,7 @@ def test_a_change_of_kind_moves_search_assets_with_the_index_and_its_down_file_r
     assert report["query plan"].status == "warn" and "search_assets" in report["query plan"].detail
     assert report["index idx_embedding_cosine"].status == "pass"
     assert report["search function"].status == "pass" and report.exit_code == 0
-    from pgvkit.recall import audit
+    from pgvkit.audit.recall import audit
 
     measured = audit(url, sample=200, progress=False, echo=lambda _: None)  # it names the index it measured
     assert measured.index == index_definition(url) and kinds.KINDS[kind].opclass in measured.index

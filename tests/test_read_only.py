@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvkit.inserts import load
+from pgvkit.data.inserts import load
 
 from .conftest import MIGRATIONS, as_role, run_cli
 

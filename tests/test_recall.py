@@ -8,9 +8,9 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from pgvkit.inserts import load
+from pgvkit.data.inserts import load
+from pgvkit.health.verify import verify
 from pgvkit.search import SIGNATURE
-from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, real_embeddings, run_cli
 
@@ -132,7 +132,7 @@ def test_a_table_without_rows_is_refused_in_one_line(migrated):
 
 
 def topic_embeddings():
-    from pgvkit.synthetic import Topics
+    from pgvkit.data.synthetic import Topics
 
     return Topics(768, rows=9_000, seed=7).draw(11_000)
 
@@ -140,7 +140,7 @@ def topic_embeddings():
 @pytest.mark.slow
 @pytest.mark.parametrize("data, query_file", [("topics", False)], ids=["topics-rows-taken-out"])
 def test_tune_predicts_what_the_audit_then_measures_on_queries_it_never_saw(migrated, tmp_path, data, query_file):
-    """9,000 rows of pgvkit.synthetic.Topics, tuned whole: pgvkit tune --write-migration, pgvkit
+    """9,000 rows of pgvkit.data.synthetic.Topics, tuned whole: pgvkit tune --write-migration, pgvkit
     migrate, then pgvkit recall on 1,000 new vectors the tuner never saw. The choice meets the
     target on them, and what the tuner predicted for each shape is within 0.025 of what the audit
     measures (sampling error). (Real embeddings with a query file, tuned on samples and confirmed
@@ -199,7 +199,7 @@ def test_filtered_searches_that_return_fewer_than_k_rows_are_counted_and_iterati
     the planner prefers the vector index to a sequential scan (enable_seqscan = off stands in for
     the size), a filtered search goes through the IVFFlat index: the one probed list holds few of
     a small owner's rows, and the filter leaves fewer than k."""
-    from pgvkit.recall import short_filtered
+    from pgvkit.audit.recall import short_filtered
 
     load(migrated, vectors=real_embeddings()[:8000], progress=False)
     dbname = psycopg.conninfo.conninfo_to_dict(migrated)["dbname"]

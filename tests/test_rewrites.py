@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from pgvkit.migrator.rewrites import rewritten_tables
-from pgvkit.sqlfile import parse_sql
+from pgvkit.migrator.sqlfile import parse_sql
 
 from .conftest import MIGRATIONS, run_cli
 from .teamdata import load_team_rows

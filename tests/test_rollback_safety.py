@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from pgvkit import Migrator
-from pgvkit.embedded import SERVER_USER_WHEN_ROOT, EmbeddedServer
+from pgvkit.data.inserts import load
 from pgvkit.errors import EmbeddedServerError
-from pgvkit.inserts import load
+from pgvkit.server.embedded import SERVER_USER_WHEN_ROOT, EmbeddedServer
 from pgvkit.tuning import write_migration
 
 from .conftest import MIGRATIONS, ROOT, run_cli, sigint_as_in_a_terminal

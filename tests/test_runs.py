@@ -67,7 +67,7 @@ def test_a_run_from_another_directory_hands_the_kernels_the_shells_own_server(tm
 
     import nbformat
 
-    from pgvkit.embedded import EmbeddedServer
+    from pgvkit.server.embedded import EmbeddedServer
 
     project, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
     (project / "migrations").mkdir(parents=True)
@@ -75,7 +75,7 @@ def test_a_run_from_another_directory_hands_the_kernels_the_shells_own_server(tm
     (project / "notebooks").mkdir()
     elsewhere.mkdir()
     probe = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "from pgvkit.db import resolve\nprint('SERVER', resolve().url)")])
+        "from pgvkit.server.db import resolve\nprint('SERVER', resolve().url)")])
     probe.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(probe, project / "notebooks" / "probe.ipynb")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGVKIT_HOME", "PGVKIT_MIGRATIONS")}

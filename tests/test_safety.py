@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvkit.doctor import doctor
-from pgvkit.inserts import load, smoke, unload
-from pgvkit.verify import verify
+from pgvkit.data.inserts import load, smoke, unload
+from pgvkit.health.doctor import doctor
+from pgvkit.health.verify import verify
 
 from .conftest import MIGRATIONS, PASSWORD, ROOT, as_role, run_cli
 
@@ -136,7 +136,7 @@ def test_a_terminated_backend_is_one_clear_line_no_partial_state_and_a_rerun_com
 @pytest.mark.parametrize("text, left", [(SLOW_TRANSACTIONAL, None), (SLOW_AUTOCOMMIT, "running")],
                          ids=["transactional", "no-transaction"])
 def test_a_server_restarted_mid_migration_is_one_clear_line_and_a_rerun_completes(tmp_path, slow, text, left):
-    from pgvkit.embedded import EmbeddedServer
+    from pgvkit.server.embedded import EmbeddedServer
 
     server = EmbeddedServer(tmp_path / "own").start()  # its own server: this test restarts it
     try:
@@ -200,7 +200,7 @@ def test_migrations_run_by_the_owner_give_the_application_role_exactly_what_the_
     """A server laid out like production: a superuser who is not jarvis, an owner role that runs
     the migrations, and jarvis as the application's login."""
     from pgvkit import Migrator
-    from pgvkit.embedded import EmbeddedServer
+    from pgvkit.server.embedded import EmbeddedServer
 
     server = EmbeddedServer(tmp_path / "prod-like", user="postgres", database="postgres").start()
     try:
@@ -276,7 +276,7 @@ def test_sixteen_concurrent_migrators_twenty_rounds_record_each_migration_exactl
 
 # the notebooks that handle the URL each in their own way: described (00), given to SQLAlchemy for
 # %sql (02), a scratch database made from it and pg_dump / pg_restore (06; 03 and 08 make theirs the
-# same way, pgvkit.scratch); 04 is `tune` above, and pytest --nbval runs every notebook
+# same way, pgvkit.migrator.scratch); 04 is `tune` above, and pytest --nbval runs every notebook
 RUN = [f"notebooks/{n}.ipynb" for n in ("00_start_here", "02_verify", "06_rollback")]
 
 
@@ -364,7 +364,7 @@ def wait_until_streamed(url: str, proc: subprocess.Popen, rows: int) -> None:
 
 def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(tmp_path):
     from pgvkit import Migrator
-    from pgvkit.embedded import EmbeddedServer
+    from pgvkit.server.embedded import EmbeddedServer
 
     server = EmbeddedServer(tmp_path / "own").start()  # its own server: this test stops it
     try:
@@ -394,7 +394,7 @@ def test_a_server_stopped_mid_load_commits_nothing_and_a_rerun_loads_everything(
 def test_a_killed_load_leaves_only_tagged_rows_and_unload_restores_the_table(migrated):
     """SIGKILL of `pgvkit load` while its COPY streams: whatever it left is tagged, and unload
     brings the table back to exactly what it was."""
-    from pgvkit.inserts import LOAD_TAG
+    from pgvkit.data.inserts import LOAD_TAG
 
     with psycopg.connect(migrated) as conn:
         conn.execute("INSERT INTO ip_asset_embeddings (asset_id, owner_id, embedding)"

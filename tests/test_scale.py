@@ -7,7 +7,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from pgvkit.migrations import read_migrations
+from pgvkit.migrator.files import read_migrations
 from pgvkit.migrator.plan import (ESTIMATE, apply_steps, build_estimate as file_estimate, build_text,
                                   memory_note)
 from pgvkit.sizing import hnsw_build_bytes

@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from pgvkit import Migrator
-from pgvkit.verify import verify
+from pgvkit.health.verify import verify
 
 from .conftest import MIGRATIONS, as_role, run_cli
 

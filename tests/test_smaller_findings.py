@@ -6,9 +6,9 @@ import numpy as np
 import psycopg
 
 from pgvkit import tuning
-from pgvkit.inserts import load
+from pgvkit.data.inserts import load
+from pgvkit.health.verify import verify
 from pgvkit.tuning import Config, Point, SweepResult
-from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, real_embeddings, run_cli
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgvkit.errors import MigrationFileError, MigrationSQLError
-from pgvkit.sqlfile import checksum, parse_sql, split_statements
+from pgvkit.migrator.sqlfile import checksum, parse_sql, split_statements
 
 FUNCTION = """\
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from pgvkit import Migrator
-from pgvkit.inserts import load
+from pgvkit.data.inserts import load
 from pgvkit.search import SIGNATURE
 
 from .conftest import MIGRATIONS, real_embeddings, run_cli

@@ -6,8 +6,8 @@ import json
 import psycopg
 import pytest
 
-from pgvkit.embedded import EmbeddedServer
-from pgvkit.standby import EmbeddedStandby, replay, standby_urls
+from pgvkit.migrator.standby import EmbeddedStandby, replay, standby_urls
+from pgvkit.server.embedded import EmbeddedServer
 
 from .conftest import Searchers, run_cli
 
@@ -112,7 +112,7 @@ def test_a_standby_stopped_mid_run_gives_one_clear_line_not_a_hang(pair, tmp_pat
 
 
 def test_recall_audits_the_standby_where_the_searches_run(pair):
-    from pgvkit.standby import wait_for_replay
+    from pgvkit.migrator.standby import wait_for_replay
 
     primary, standby, env = pair
     assert run_cli("migrate", env=env).returncode == 0
@@ -135,7 +135,7 @@ def test_recall_audits_the_standby_where_the_searches_run(pair):
 
 
 def test_watch_looks_at_the_primary_and_the_standby_and_records_each_on_the_primary(pair):
-    from pgvkit.standby import wait_for_replay
+    from pgvkit.migrator.standby import wait_for_replay
 
     primary, standby, env = pair
     assert run_cli("migrate", env=env).returncode == 0
@@ -175,7 +175,7 @@ def test_an_index_swap_on_the_primary_fails_no_search_on_the_standby(pair, tmp_p
 
     import numpy as np
 
-    from pgvkit.standby import wait_for_replay
+    from pgvkit.migrator.standby import wait_for_replay
     from pgvkit.tuning import write_migration
 
     from .conftest import MIGRATIONS

@@ -7,9 +7,9 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from pgvkit.bulk import Column, copy_arrays
-from pgvkit.inserts import Synthetic
-from pgvkit.synthetic import Topics
+from pgvkit.data.bulk import Column, copy_arrays
+from pgvkit.data.inserts import Synthetic
+from pgvkit.data.synthetic import Topics
 
 
 def inside_and_new_recall(url, data, new, inside=300, ef_search=20):

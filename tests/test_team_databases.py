@@ -81,7 +81,7 @@ def test_the_notebooks_run_with_their_defaults_on_a_populated_team_table(migrate
 
 def test_the_first_two_notebooks_baseline_and_migrate_a_database_the_docker_init_made(db_url, tmp_path):
     """00 and 01 through `pgvkit run`, then what they leave. The other notebooks run on such a
-    database under `pytest --nbval` (the root conftest makes it: pgvkit.demo.first_day) and
+    database under `pytest --nbval` (the root conftest makes it: pgvkit.notebooks.demo.first_day) and
     compare every output with the committed one."""
     init_dir_database(db_url)
     load_team_rows(db_url, 3_000)

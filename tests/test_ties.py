@@ -8,10 +8,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from pgvkit.inserts import load
+from pgvkit.data.inserts import load
+from pgvkit.health.verify import verify
 from pgvkit.search import SIGNATURE
 from pgvkit.tuning import GroundTruth, exact_knn, recall_at_k
-from pgvkit.verify import verify
 
 from .conftest import MIGRATIONS, real_embeddings, run_cli
 

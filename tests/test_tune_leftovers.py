@@ -12,9 +12,9 @@ import pytest
 from psycopg import sql
 
 from pgvkit import tuning
-from pgvkit.doctor import doctor, explain
-from pgvkit.inserts import load
-from pgvkit.verify import verify
+from pgvkit.data.inserts import load
+from pgvkit.health.doctor import doctor, explain
+from pgvkit.health.verify import verify
 
 from .conftest import MIGRATIONS, ROOT, as_role, real_embeddings, run_cli
 from .test_tune_lock import scratch_indexed, wait_until

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from pgvkit import tuning
-from pgvkit.inserts import load
+from pgvkit.data.inserts import load
 
 from .conftest import MIGRATIONS, ROOT, real_embeddings
 

@@ -13,12 +13,12 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from pgvkit.data.inserts import load
 from pgvkit.errors import PgvkitError
-from pgvkit.inserts import load
-from pgvkit.migrations import read_migrations
+from pgvkit.migrator.files import read_migrations
 from pgvkit.tuning import (GroundTruth, IndexNotUsed, SCHEMA, WORKLOAD, Config, build, cleanup, exact_knn,
                            near_duplicates, prepare, recall_at_k, recommend, require_index, sweep, tune, write_migration)
-from pgvkit.verify import verify
+from pgvkit.health.verify import verify
 
 from .conftest import MIGRATIONS, ROOT, real_embeddings, run_cli
 
@@ -120,7 +120,7 @@ def test_a_candidate_is_not_searched_at_larger_settings_once_its_recall_is_enoug
 
 
 def _load_rows(url: str, vectors: np.ndarray) -> None:
-    from pgvkit.bulk import Column, copy_arrays
+    from pgvkit.data.bulk import Column, copy_arrays
 
     ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
     copy_arrays(url, sql.Identifier("ip_asset_embeddings"),

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgvkit.db import connect, label, mask_url, psycopg_url, resolve, scrub, sqlalchemy_url
 from pgvkit.errors import ConfigError, ConnectionFailed
+from pgvkit.server.db import connect, label, mask_url, psycopg_url, resolve, scrub, sqlalchemy_url
 
 from .conftest import free_port
 
@@ -143,7 +143,7 @@ def test_no_output_of_a_failing_connection_shows_a_printable_password(password, 
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from pgvkit.cli import main
-    from pgvkit.doctor import doctor
+    from pgvkit.health.doctor import doctor
 
     secret = "Pw" + password
     port = free_port()

@@ -13,9 +13,9 @@ from hypothesis.extra import numpy as hnp
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from pgvkit.bulk import Column, copy_arrays
-from pgvkit.inserts import load, smoke, unload
-from pgvkit.scratch import fresh_database
+from pgvkit.data.bulk import Column, copy_arrays
+from pgvkit.data.inserts import load, smoke, unload
+from pgvkit.migrator.scratch import fresh_database
 from pgvkit.vectors import BadVector, as_vector, as_vectors, read_vector_file
 
 from .conftest import run_cli

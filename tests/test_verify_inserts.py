@@ -10,8 +10,8 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from pgvkit.inserts import LOAD_TAG, SmokeFailed, load, smoke, synthetic, unload
-from pgvkit.verify import VerificationFailed, verify
+from pgvkit.data.inserts import LOAD_TAG, SmokeFailed, load, smoke, synthetic, unload
+from pgvkit.health.verify import VerificationFailed, verify
 
 from .conftest import MIGRATIONS, as_role, leave_invalid_index, run_cli
 
@@ -64,7 +64,7 @@ def test_a_revoked_grant_and_zero_vectors_are_caught(migrated, make_role):
                      " VALUES ('z', 'o', array_fill(0, ARRAY[768])::vector)")
     report = verify(migrated)
     assert report["zero vectors"].status == "warn" and "1 zero vectors" in report["zero vectors"].detail
-    from pgvkit.verify import check_grants
+    from pgvkit.health.verify import check_grants
 
     role = make_role()
     with psycopg.connect(migrated) as conn:
@@ -99,7 +99,7 @@ def test_smoke_failing_leaves_no_rows_and_names_the_step(migrated):
 def test_smoke_killed_mid_run_leaves_no_rows(migrated):
     """SIGKILL while the smoke rows are inserted but not yet rolled back: the server drops them."""
     code = (
-        "import os, signal, psycopg, pgvkit.inserts as i\n"
+        "import os, signal, psycopg, pgvkit.data.inserts as i\n"
         "orig = psycopg.Connection.execute\n"
         "def execute(self, q, *a, **k):\n"
         "    if 'similar_assets' in str(q):\n"

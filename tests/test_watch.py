@@ -15,13 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pgvector.psycopg import register_vector
 
-from pgvkit.demo import load_team_rows
-from pgvkit.embedded import EmbeddedServer
-from pgvkit.recall import audit
-from pgvkit.scratch import fresh_database
-from pgvkit.statements import Counters, Interval
-from pgvkit.watch import Snapshot, Thresholds, findings, watch
-from pgvkit.watch_history import history, latest_findings
+from pgvkit.audit.recall import audit
+from pgvkit.migrator.scratch import fresh_database
+from pgvkit.notebooks.demo import load_team_rows
+from pgvkit.server.embedded import EmbeddedServer
+from pgvkit.watch.history import history, latest_findings
+from pgvkit.watch.look import Snapshot, Thresholds, findings, watch
+from pgvkit.watch.statements import Counters, Interval
 
 from .conftest import MIGRATIONS, as_role, real_embeddings, run_cli
 
@@ -278,13 +278,13 @@ def test_a_slower_search_after_a_plan_change_is_named_with_both_latencies_and_th
     ("SELECT count(*) FROM ip_asset_embeddings", None),
 ])
 def test_statements_are_grouped_by_how_they_search(statement, group):
-    from pgvkit.statements import _group
+    from pgvkit.watch.statements import _group
 
     assert _group(statement, "search_assets", toplevel=True) == group
 
 
 def test_a_restart_and_a_statement_evicted_and_back_are_said_and_counted_from_their_new_start():
-    from pgvkit.statements import Reading, difference
+    from pgvkit.watch.statements import Reading, difference
 
     t0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
     before = Reading(t0, t0.replace(hour=8), {

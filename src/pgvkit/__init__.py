@@ -30,13 +30,14 @@ from .errors import (
 # The rest is imported when first used (PEP 562): `pgvkit migrate` should not pay for numpy, nor a
 # notebook's first cell for the migrator; `from pgvkit import Migrator` works as ever.
 _LAZY = {
-    "backup": "backups", "restore": "backups",
+    "backup": "server.backups", "restore": "server.backups",
     "Check": "checks", "ChecksFailed": "checks", "Report": "checks",
-    "Diagnosis": "doctor", "Finding": "doctor",
-    "explain": "explain",
-    "Target": "db", "connect": "db", "mask_url": "db", "resolve": "db", "server_info": "db", "sqlalchemy_url": "db",
-    "EmbeddedServer": "embedded",
-    "Migration": "migrations", "read_migrations": "migrations",
+    "Diagnosis": "health.doctor", "Finding": "health.doctor",
+    "explain": "server.explain",
+    "Target": "server.db", "connect": "server.db", "mask_url": "server.db", "resolve": "server.db",
+    "server_info": "server.db", "sqlalchemy_url": "server.db",
+    "EmbeddedServer": "server.embedded",
+    "Migration": "migrator.files", "read_migrations": "migrator.files",
     "Migrator": "migrator", "Plan": "migrator", "StatusReport": "migrator",
     "BadVector": "vectors", "as_vector": "vectors", "as_vectors": "vectors", "read_vector_file": "vectors",
 }

@@ -12,7 +12,7 @@ from .errors import PgvkitError
 from .kinds import KINDS, Kind, kind_of
 
 __all__ = ["VectorIndex", "vector_indexes", "live_vector_index", "searched_index", "search_index", "partition_owners",
-           "TUNED_BY"]
+           "TUNED_BY", "plan_index"]
 
 COSINE = tuple(k.opclass for k in KINDS.values())  # the operator classes a cosine search can use
 
@@ -138,3 +138,19 @@ def partition_owners(conn, indexes: list[VectorIndex]) -> dict[str, str]:
         SELECT c.relname, t.top FROM tree t JOIN pg_class c ON c.oid = t.oid""",
         [[i.identifier.as_string(conn) for i in indexes], [i.name for i in indexes]]).fetchall()
     return dict(rows)
+
+
+def plan_index(conn, query: sql.Composable, params: dict) -> tuple[str | None, str]:
+    """(index scanned or None, the plan's top node type) of a query."""
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()[0][0]["Plan"]
+
+    def walk(node):
+        if node.get("Index Name"):
+            return node["Index Name"]
+        for child in node.get("Plans", []):
+            found = walk(child)
+            if found:
+                return found
+        return None
+
+    return walk(plan), plan["Node Type"]

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-__all__ = ["Kind", "KINDS", "RERANK_DEPTH", "kind_named", "kind_of", "nearest", "function_sql", "EXACT_OWNER_ROWS", "parse_candidates"]
+__all__ = ["Kind", "KINDS", "RERANK_DEPTH", "kind_named", "kind_of", "nearest", "function_sql", "EXACT_OWNER_ROWS",
+           "DEFAULT_EXACT_OWNER_ROWS", "FUNCTION_HEAD", "OWNER_ROUTE_DECLARE", "parse_candidates"]
 
 RERANK_DEPTH = "pgvkit.rerank_depth"  # binary: how many Hamming neighbours are re-ranked by cosine
 

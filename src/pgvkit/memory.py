@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from .db import connect
 from .display import Table
-from .extras import need
+from .display.extras import need
 from .errors import PgvkitError
 from .indexes import search_index
+from .server.db import connect
 
 __all__ = ["Memory", "memory", "plot_memory", "index_bytes_per_row", "Budget", "budget", "parse_size", "size_text",
            "check_cache", "short_budget", "rewarm"]
@@ -210,7 +210,7 @@ def plot_memory(report: Memory):
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.barh(names[::-1], [max(v, 1) / 2**20 for v in values[::-1]], color=colours[::-1])
     ax.set_xscale("log")
-    from .figures import plain_ticks
+    from .display.figures import plain_ticks
 
     plain_ticks(ax.xaxis)
     ax.set_xlabel("MB (log scale)")

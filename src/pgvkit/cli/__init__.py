@@ -14,9 +14,9 @@ import sys
 
 import psycopg
 
-from .. import timeouts
 from ..errors import PgvkitError
-from ..explain import explain
+from ..server import timeouts
+from ..server.explain import explain
 from . import checks, inserts, migrations, models, notebooks, server, tuning, watch
 from .base import Command, Context
 
@@ -90,19 +90,19 @@ def run(args) -> int:
     command: Command = args.handler
     ctx = Context(args)
     if command.needs_migrations:  # before the embedded server is made or started for nothing
-        from ..migrations import default_migrations_dir, missing_directory
+        from ..migrator.files import default_migrations_dir, missing_directory
 
         missing_directory(ctx.migrations_dir or default_migrations_dir())
     if command.needs_target:
         if not ctx.as_json:
             ctx.echo(f"database: {ctx.target.masked} ({ctx.target.source})")
         if command.session(args) and not ctx.target.is_embedded:
-            from ..pooler import require_session
+            from ..server.pooler import require_session
 
             require_session(ctx.target.url, ctx.target.masked, f"pgvkit {command.name}")
         if command.writing(args):
-            from ..db import connect
-            from ..sessions import require_writable
+            from ..server.db import connect
+            from ..server.sessions import require_writable
 
             with connect(ctx.target.url, autocommit=True) as conn:
                 require_writable(conn, f"pgvkit {command.name}")

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..db import Target, require_database_name, resolve
 from ..display import echo_to
 from ..errors import ConfirmationRequired
+from ..server.db import Target, require_database_name, resolve
 
 __all__ = ["Command", "Context", "print_json", "guard", "no_arguments", "confirm_database_argument"]
 
@@ -62,7 +62,7 @@ class Context:
     @cached_property
     def standbys(self) -> list[str]:
         """--standby URLs, else $PGVKIT_STANDBY_URLS, else the embedded standby when it runs."""
-        from ..standby import standby_urls
+        from ..migrator.standby import standby_urls
 
         return standby_urls(self.target.url, getattr(self.args, "standby", None))
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from ..db import connect, mask_url
 from ..errors import PgvkitError
+from ..server.db import connect, mask_url
 from .base import Command, print_json
 
 
 def verify(args, ctx) -> int:
-    from ..verify import verify
+    from ..health.verify import verify
 
     report = verify(ctx.target.url, migrations_dir=ctx.migrations_dir)
     if ctx.standbys:
-        from ..standby import check_standbys
+        from ..migrator.standby import check_standbys
 
         checks, data = check_standbys(ctx.target.url, ctx.standbys)
         report.checks += checks
@@ -26,8 +26,8 @@ def _doctor_arguments(p) -> None:
 
 
 def doctor(args, ctx) -> int:
-    from ..doctor import doctor
-    from ..explain import explain
+    from ..health.doctor import doctor
+    from ..server.explain import explain
 
     if args.error:
         report = explain(args.error)
@@ -58,7 +58,7 @@ def _recall_arguments(p) -> None:
 def model_column(url: str, name: str | None) -> str:
     if not name:
         return "embedding"
-    from ..models import models
+    from ..schema.models import models
 
     with connect(url) as conn:
         found = [m.column for m in models(conn) if name in (m.model, m.column)]
@@ -68,7 +68,7 @@ def model_column(url: str, name: str | None) -> str:
 
 
 def recall(args, ctx) -> int:
-    from ..recall import audit
+    from ..audit.recall import audit
     from .inserts import vector_file
 
     url = ctx.target.url

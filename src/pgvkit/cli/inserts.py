@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..db import connect, require_database_name
 from ..errors import PgvkitError
+from ..server.db import connect, require_database_name
 from .base import Command, confirm_database_argument, guard, print_json
 
 
 def _column_dimension(url: str, column: str = "embedding") -> int:
-    from ..inserts import column_dimension
+    from ..data.inserts import column_dimension
 
     with connect(url) as conn:
         return column_dimension(conn, column=column)
@@ -37,7 +37,7 @@ def _smoke_arguments(p) -> None:
 
 
 def smoke(args, ctx) -> int:
-    from ..inserts import smoke
+    from ..data.inserts import smoke
 
     url = ctx.target.url
     report = smoke(url, embedding=_embedding_argument(args.embedding, url), raise_on_failure=False)
@@ -55,7 +55,7 @@ def _load_arguments(p) -> None:
 
 
 def load(args, ctx) -> int:
-    from ..inserts import load
+    from ..data.inserts import load
 
     target = ctx.target
     require_database_name(target, args.confirm_database, "load inserts test rows into the live table",
@@ -80,7 +80,7 @@ def _unload_arguments(p) -> None:
 
 
 def unload(args, ctx) -> int:
-    from ..inserts import unload
+    from ..data.inserts import unload
 
     guard(args, ctx.target, "unload deletes every row pgvkit load tagged")
     n = unload(ctx.target.url)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .. import backups, history
-from ..db import connect
+from ..checks import Report
 from ..display import text_table
 from ..errors import ConfigError
+from ..migrator import history
 from ..migrator import Migrator, parse_version
-from ..checks import Report
-from ..standby import check_standbys, feedback_warnings, wait_for_replay
+from ..migrator.standby import check_standbys, feedback_warnings, wait_for_replay
+from ..server import backups
+from ..server.db import connect
 from .base import Command, confirm_database_argument, guard, print_json
 
 
@@ -21,7 +22,7 @@ def _model_change(ctx):
     """During a model change: how far each model's column is filled (None otherwise)."""
     import psycopg
 
-    from ..models import check_models
+    from ..schema.models import check_models
 
     try:
         with connect(ctx.target.url) as conn:
@@ -103,7 +104,7 @@ def migrate(args, ctx) -> int:
 
 
 def _import_arguments(p) -> None:
-    from ..importing import TOOLS
+    from ..migrator.importing import TOOLS
 
     p.add_argument("--from", dest="tool", required=True, choices=TOOLS, help="the tool the files were written for")
     p.add_argument("directory", metavar="DIR", help="that tool's migrations directory")
@@ -111,7 +112,7 @@ def _import_arguments(p) -> None:
 
 
 def import_(args, ctx) -> int:
-    from ..importing import plan_import
+    from ..migrator.importing import plan_import
 
     plan = plan_import(args.tool, args.directory, ctx.migrations_dir)
     if ctx.as_json:
@@ -133,7 +134,7 @@ def import_(args, ctx) -> int:
 def _baseline_arguments(p) -> None:
     p.add_argument("version", nargs="?", help="record up to this one (default: the migrations whose objects "
                    "all exist already, on a database with no history)")
-    from ..importing import TOOLS
+    from ..migrator.importing import TOOLS
 
     p.add_argument("--from", dest="tool", choices=TOOLS,
                    help="record what that tool's history table shows applied (files brought in by pgvkit import)")

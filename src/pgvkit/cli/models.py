@@ -49,7 +49,7 @@ def model(args, ctx) -> int:
     if not args.model or not args.dimensions:
         raise PgvkitError("pgvkit model add takes the model's name and its dimension, e.g. "
                           "pgvkit model add clip-vit-L/14@v2 --dimensions 1024")
-    from ..model_change import write_add
+    from ..models.change import write_add
 
     up, down = write_add(ctx.target.url, args.model, args.dimensions, ctx.migrations_dir, kind=args.kind,
                          column=args.column, current=args.current)
@@ -62,8 +62,8 @@ def model(args, ctx) -> int:
 
 
 def _write(args, ctx) -> int:
-    from ..model_change import write_index, write_retire
-    from ..model_switch import write_switch
+    from ..models.change import write_index, write_retire
+    from ..models.switch import write_switch
 
     if not args.model:
         raise PgvkitError(f"pgvkit model {args.action} takes the model (or its column), e.g. "
@@ -82,7 +82,7 @@ def _write(args, ctx) -> int:
 
 
 def _backfill(args, ctx) -> int:
-    from ..backfill import backfill
+    from ..models.backfill import backfill
 
     if not args.model or not args.source:
         raise PgvkitError("pgvkit model backfill takes the model (or its column) and --from FILE, e.g. "
@@ -97,8 +97,8 @@ def _backfill(args, ctx) -> int:
 
 
 def _list(ctx) -> int:
-    from ..db import connect
-    from ..models import coverage
+    from ..schema.models import coverage
+    from ..server.db import connect
 
     with connect(ctx.target.url) as conn:
         table = coverage(conn)

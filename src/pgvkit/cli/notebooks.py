@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..db import connect, resolve, server_info
+from ..display.extras import need
 from ..errors import PgvkitError
-from ..extras import need
+from ..server.db import connect, resolve, server_info
 from .base import Command, print_json
 
 
@@ -18,7 +18,7 @@ def lab(args, ctx) -> int:
     """JupyterLab whose kernels reach the same database as this command (PGVKIT_HOME, and
     DATABASE_URL when one was given, are exported to them). Applies nothing; Ctrl-C stops the
     lab, not the server."""
-    from ..embedded import default_home, project_root
+    from ..server.embedded import default_home, project_root
 
     need("jupyterlab", "pgvkit lab")
     echo = ctx.echo
@@ -60,7 +60,7 @@ def _run_arguments(p) -> None:
 
 
 def run(args, ctx) -> int:
-    from ..runs import default_notebooks, parse_parameters, run_notebooks
+    from ..notebooks.runs import default_notebooks, parse_parameters, run_notebooks
 
     echo = ctx.echo
     params = parse_parameters(args.parameter)

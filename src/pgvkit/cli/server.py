@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .. import backups
-from ..db import connect, server_info
-from ..embedded import EmbeddedServer
 from ..errors import PgvkitError
+from ..server import backups
+from ..server.db import connect, server_info
+from ..server.embedded import EmbeddedServer
 from .base import Command, confirm_database_argument, guard, print_json
 
 
@@ -64,7 +64,7 @@ def db(args, ctx) -> int:
 
 def _standby(args, ctx, primary: EmbeddedServer) -> int:
     """pgvkit db standby start|stop|status|url: the embedded primary's hot standby."""
-    from ..standby import EmbeddedStandby
+    from ..migrator.standby import EmbeddedStandby
 
     standby, action, out = EmbeddedStandby(primary), args.standby_action or "status", ctx.echo
     if action == "start":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..db import connect
 from ..errors import PgvkitError
+from ..server.db import connect
 from .base import Command, print_json
 from .inserts import vector_file
 
@@ -87,7 +87,7 @@ def tune(args, ctx) -> int:
                                  column=column, echo=echo)
     written, refused = None, None
     if args.write_migration and rec.met and model is not None:
-        from ..model_change import write_index
+        from ..models.change import write_index
 
         written = write_index(url, model.column, ctx.migrations_dir, recommendation=rec)
     elif args.write_migration and (rec.met or rec.below is not None):  # below the target: confirm decides
@@ -132,7 +132,7 @@ def _graphs(text: str) -> list[tuple[int, int]]:
 
 def _second_model(url: str, name: str):
     """The second model's column `name` names (its model or column), before its switch."""
-    from ..models import models
+    from ..schema.models import models
 
     with connect(url) as conn:
         found = [m for m in models(conn) if name in (m.model, m.column)]

@@ -21,7 +21,7 @@ def _watch_arguments(p) -> None:
 
 
 def watch(args, ctx) -> int:
-    from ..watch import Thresholds, watch as look
+    from ..watch.look import Thresholds, watch as look
     from .inserts import vector_file
 
     url = ctx.target.url

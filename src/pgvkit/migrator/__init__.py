@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import history
-from ..db import connect, mask_url
 from ..display import Echo, echo_to, step
 from ..errors import ConfigError, ConfirmationRequired, PgvkitError
-from ..migrations import Migration, default_migrations_dir, directory_notes, read_migrations
+from ..server.db import connect, mask_url
+from . import history
 from .apply import Applier
+from .files import Migration, default_migrations_dir, directory_notes, read_migrations
 from .lock import LOCK_KEY, abort_when_client_dies, migration_lock
 from .plan import (Files, Plan, apply_steps, build_estimate, check_down_files, check_extensions, check_partitioned, direct_query_notes,
                    memory_note, pending_build, rollback_steps, rollback_targets, stacked_notes)
@@ -169,7 +169,7 @@ class Migrator:
         """Record as baselined the imported migrations (pgvkit import) that `tool`'s own history
         table on this database shows applied, without running them; a dirty or failed entry in
         that history stops it first."""
-        from ..importing import imported_versions, old_history
+        from .importing import imported_versions, old_history
 
         migrations = self.read() if migrations is None else migrations
         imported = imported_versions(migrations)
@@ -256,8 +256,8 @@ class Migrator:
     def _primary_only(self) -> None:
         """Refuse, in one line and before any lock, a server in recovery (a hot standby) and a URL
         through a transaction pooler (the migration lock is a session's)."""
-        from ..pooler import require_session
-        from ..sessions import require_writable
+        from ..server.pooler import require_session
+        from ..server.sessions import require_writable
 
         with connect(self.url, autocommit=True) as conn:
             require_writable(conn, "a migration")

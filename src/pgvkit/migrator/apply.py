@@ -18,16 +18,17 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from .. import history, timeouts
-from ..db import scrub
 from ..display import Echo
-from ..explain import explain
+from ..server import timeouts
+from ..server.db import scrub
+from ..server.explain import explain
+from . import history
 from ..errors import (ExtensionPrivilegeError, ExtensionUnavailable, LockTimeout, MigrationFailed, PgvkitError,
                       RollbackFailed)
-from ..migrations import Migration
-from ..sqlfile import SQLFile, Statement
+from .files import Migration
 from .lock import LockBusy
 from .plan import build_estimate, duration, n_log_n, pending_build
+from .sqlfile import SQLFile, Statement
 
 __all__ = ["Applier"]
 
@@ -222,7 +223,7 @@ class Applier:
         before = timeouts.lift(conn, local=transactional) if _long_by_design(f, st) else None
         try:
             if isinstance(st.node, ast.IndexStmt) and st.node.idxname:
-                from ..buildprogress import watch
+                from ..server.buildprogress import watch
 
                 stop = watch(self.url, conn.info.backend_pid, st.node.idxname, progress=self.progress, echo=self.echo)
                 try:

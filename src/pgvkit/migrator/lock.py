@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import psycopg
 from pglast import ast
 
-from ..db import connect
 from ..errors import LockTimeout, PgvkitError
-from ..sqlfile import Statement
+from ..server.db import connect
+from .sqlfile import Statement
 
 __all__ = ["LOCK_KEY", "migration_lock", "LockBusy", "abort_when_client_dies"]
 

@@ -12,8 +12,8 @@ from psycopg import sql
 
 from ..display import Table
 from ..errors import ExtensionNotOnServer, ExtensionUnavailable, MigrationFileError, PgvkitError, RollbackError
-from ..migrations import Migration
-from ..sqlfile import SQLFile
+from .files import Migration
+from .sqlfile import SQLFile
 
 __all__ = ["Plan", "Files", "changes", "apply_steps", "rollback_targets", "rollback_steps", "check_down_files", "check_extensions",
            "direct_query_notes", "replaced_indexes", "stacked_notes", "check_partitioned", "TUNE_WRITTEN", "ESTIMATE",

@@ -3,8 +3,8 @@ applied file that changed on purpose), each one transaction with its event."""
 
 from __future__ import annotations
 
-from .. import history
-from ..migrations import Migration
+from . import history
+from .files import Migration
 
 __all__ = ["record_baseline", "record_repair", "forget_attempt"]
 

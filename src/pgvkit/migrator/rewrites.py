@@ -13,7 +13,7 @@ from pglast import ast, enums
 from psycopg import sql
 
 from ..memory import size_text
-from ..migrations import Migration
+from .files import Migration
 
 __all__ = ["rewritten_tables", "rewrite_notes"]
 

@@ -8,8 +8,8 @@ from psycopg import sql
 
 from ..display import Table
 from ..errors import ConfigError, MigrationDriftError, MissingMigrationError, RollbackError
-from ..history import ROLLING_BACK
-from ..migrations import Migration
+from .files import Migration
+from .history import ROLLING_BACK
 
 __all__ = ["StatusReport", "entries", "pending", "check_consistency", "refuse_half_rolled_back", "resume_rollback", "baseline_hint", "objects_present",
            "parse_version"]

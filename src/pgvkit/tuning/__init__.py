@@ -20,19 +20,20 @@ plots draws the trade-off; pipeline's `tune()` runs steps 1 to 6, as `pgvkit tun
 larger than its sample it sweeps nested samples and carries recall to the table's size (scale).
 """
 
+from ..audit.truth import MARGIN_SE, GroundTruth, exact_knn, near_duplicates, recall_at_k, recall_low
+from ..indexes import plan_index
+from . import scratch_copy
+from .build import SEARCH_PARAM, Config, build, build_settings, spare_memory
 from .confirm import Confirmation
 from .confirm import confirm as confirm_settings
-from .build import SEARCH_PARAM, Config, build, build_settings, spare_memory
-from .measure import IndexNotUsed, measure, plan_index, query_shape, require_index
+from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
+from .measure import IndexNotUsed, measure, query_shape, require_index
 from .migration import QueryChangeRefused, StackedTuning, refuse_stacking, write_migration
 from .migration import write_settings_migration as write_confirm_migration
 from .pipeline import resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, recommend
-from . import scratch_copy
-from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
 from .sweep import Point, SweepResult, candidates, default_grid, settings_of, sweep
-from .truth import MARGIN_SE, GroundTruth, exact_knn, near_duplicates, recall_at_k, recall_low
 from .workload import MOST_FREQUENT, SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
 
 __all__ = [

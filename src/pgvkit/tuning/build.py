@@ -11,9 +11,9 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ..db import is_local
-from ..buildprogress import watch
 from ..kinds import KINDS, Kind
+from ..server.buildprogress import watch
+from ..server.db import is_local
 from ..sizing import hnsw_build_bytes, ivfflat_build_bytes
 from .workload import SCHEMA, SCRATCH
 

@@ -21,17 +21,17 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from .. import search
-from ..bulk import read_vectors
-from ..db import connect, mask_url
+from ..audit.truth import GroundTruth, recall_at_k, recall_low
+from ..data.bulk import read_vectors
 from ..display import Echo, Table, echo_to
 from ..errors import PgvkitError
 from ..indexes import searched_index
 from ..memory import rewarm
+from ..server.db import connect, mask_url
 from ..vectors import as_vectors
 from .build import SEARCH_PARAM
 from .owner_route import choose_threshold, measure_routes, pick_owners
 from .probe import PROBE, probe_function, probe_plan, search_probe
-from .truth import GroundTruth, recall_at_k, recall_low
 
 __all__ = ["Confirmation", "confirm", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN", "probe_function"]
 
@@ -145,9 +145,9 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
     Nothing is changed in the database. `column`: a second model's column during a model change
     (pgvkit model add), its index confirmed before the switch (its rows that have an embedding,
     searched through search_assets by their dimension; no filtered searches)."""
-    from ..recall import _exact, _table_facts, sample_size
+    from ..audit.recall import exact_truths, table_facts, sample_size
 
-    from ..pooler import require_session
+    from ..server.pooler import require_session
 
     echo = echo or echo_to()
     if k < 1 or (sample is not None and sample < 2) or not 0 < target <= 1:
@@ -155,7 +155,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
     require_session(url, mask_url(url), "pgvkit confirm")  # its settings and prepared searches are a session's
     with connect(url, application_name="pgvkit confirm", prepared=True) as conn:
         register_vector(conn)
-        dims, rows, nonzero = _table_facts(conn, table, column)
+        dims, rows, nonzero = table_facts(conn, table, column)
         if column != "embedding":
             owners = None  # a second model's branch of search_assets: its unfiltered searches
         if not search.exists(conn):
@@ -195,14 +195,14 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         conn.commit()
         shapes = {"similar assets": (own, own_ids)} | ({"new vectors": (new, None)} if new is not None else {})
         echo(f"exact neighbours: streaming {rows:,} rows of {named} ...")
-        truths = _exact(conn, table, dims, shapes, k, rows, progress, column=column, nonzero=nonzero)
+        truths = exact_truths(conn, table, dims, shapes, k, rows, progress, column=column, nonzero=nonzero)
         conn.commit()
         filtered_q, filtered_ex = (new, None) if new is not None else (own, own_ids)
         filtered_q = filtered_q[:FILTERED_QUERIES]
         filtered_ex = filtered_ex[:FILTERED_QUERIES] if filtered_ex is not None else None
         owner_truth = {}
         for owner, owned in picked:
-            owner_truth[owner] = _exact(conn, table, dims, {"f": (filtered_q, filtered_ex)}, k, owned, False,
+            owner_truth[owner] = exact_truths(conn, table, dims, {"f": (filtered_q, filtered_ex)}, k, owned, False,
                                         where=sql.SQL("owner_id = {}").format(sql.Literal(owner)))["f"]
             conn.commit()
         said = rewarm(conn, table, column)  # the stream pushed the index out of shared_buffers: measure it warm

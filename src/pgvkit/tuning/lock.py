@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import psycopg
 
-from ..db import connect
 from ..errors import PgvkitError
 from ..migrator import LOCK_KEY
+from ..server.db import connect
 
 __all__ = ["TUNE_LOCK", "TuneRunning", "TuneLock", "hold", "lock"]
 

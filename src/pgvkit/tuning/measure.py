@@ -9,10 +9,11 @@ import numpy as np
 from psycopg import sql
 
 from ..errors import PgvkitError
+from ..indexes import plan_index
 from ..kinds import KINDS, Kind, nearest
 from .workload import SCRATCH, Workload
 
-__all__ = ["IndexNotUsed", "query_shape", "plan_index", "require_index", "measure"]
+__all__ = ["IndexNotUsed", "query_shape", "require_index", "measure"]
 
 
 class IndexNotUsed(PgvkitError):
@@ -27,22 +28,6 @@ def query_shape(k: int, exclude_self: bool, filtered: bool = False, *, kind: Kin
     limit = sql.Literal(k + 1 if exclude_self else k)
     return nearest(kind, dims, SCRATCH, sql.SQL("%(q)s::vector"), limit,
                    owner=sql.SQL("%(owner)s") if filtered else None, depth=sql.Literal(depth) if depth else None)
-
-
-def plan_index(conn, query: sql.Composable, params: dict) -> tuple[str | None, str]:
-    """(index scanned or None, the plan's top node type) of a query."""
-    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()[0][0]["Plan"]
-
-    def walk(node):
-        if node.get("Index Name"):
-            return node["Index Name"]
-        for child in node.get("Plans", []):
-            found = walk(child)
-            if found:
-                return found
-        return None
-
-    return walk(plan), plan["Node Type"]
 
 
 def require_index(conn, query: sql.Composable, params: dict, index: str) -> None:

@@ -19,19 +19,21 @@ from pglast import parse_sql
 from pglast.stream import RawStream
 from psycopg import sql
 
-from .. import history, search
-from ..db import connect
+from .. import search
 from ..errors import PgvkitError
 from ..indexes import TUNED_BY, VectorIndex, search_index
 from ..kinds import KINDS, RERANK_DEPTH, function_sql
-from ..migrations import default_migrations_dir, read_migrations
+from ..migrator import history
+from ..migrator.files import default_migrations_dir, read_migrations
 from ..migrator.plan import ESTIMATE, TUNE_WRITTEN, n_log_n, replaced_indexes
+from ..server.db import connect
 from .build import SEARCH_PARAM, Config, build_settings
 from .confirm import CONFIRM_WRITTEN, Confirmation
 from .recommend import Recommendation, figures
 from .scale import PREDICTED
 
-__all__ = ["write_migration", "write_settings_migration", "QueryChangeRefused", "StackedTuning", "refuse_stacking"]
+__all__ = ["write_migration", "write_settings_migration", "QueryChangeRefused", "StackedTuning", "refuse_stacking",
+           "carried_build_s", "setting_text"]
 
 
 class QueryChangeRefused(PgvkitError):
@@ -155,7 +157,7 @@ def _swap(conn, create: str, schema: str, name: str, temp: str, between: str = "
 def _other_models(conn, table: str) -> list:
     """The second models' columns search_assets serves beside embedding (pgvkit model add): a
     change of index kind keeps their searches."""
-    from ..models import models, searched_beside
+    from ..schema.models import models, searched_beside
 
     return searched_beside(models(conn, table))
 
@@ -259,14 +261,14 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
                        + function_sql(conn, kind, dims, _bound_after(bound, changes),
                                       sql.Identifier(table_schema, table_name), _other_models(conn, table)))
         predicted = p.note.startswith(PREDICTED)
-        measured = (f"{p.note}:\n--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
+        measured = (f"{p.note}:\n--   {p.config.label}, {setting_text(p)}: recall@{recommendation.k} {figures(p)},"
                     f" p95 ~{p.p95_ms:.2f} ms" if predicted else
-                    f"--   {p.config.label}, {_setting_text(p)}: recall@{recommendation.k} {figures(p)},"
+                    f"--   {p.config.label}, {setting_text(p)}: recall@{recommendation.k} {figures(p)},"
                     f" p95 {p.p95_ms:.2f} ms, build {p.build_s:.1f} s, {p.size_bytes / 2**20:.1f} MB")
         up = (f"-- pgvkit:no-transaction\n"
               f"{TUNE_WRITTEN}{stamp}; {replaces}. Measured on {recommendation.workload}"
               + (";\n-- " if predicted else ":\n") + measured + "\n"
-              + f"{ESTIMATE}build_s={round(_build_s(p.build_s, recommendation.live_rows, rows))} rows={rows} "
+              + f"{ESTIMATE}build_s={round(carried_build_s(p.build_s, recommendation.live_rows, rows))} rows={rows} "
                 f"maintenance_work_mem={settings['maintenance_work_mem']}\n"
               f"-- Target was recall@{recommendation.k} >= {recommendation.target}.\n"
               + (f"-- {BELOW}: its lower bound {p.recall_low:.3f} is under the target. pgvkit confirm measures\n"
@@ -281,7 +283,7 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
                                                                                       str(p.search_value))
         up += (f"\n-- sized for {rows:,} rows so the build fits in memory\n" + set_lines + UNBOUNDED
                + _swap(conn, create, schema, target, temp, between, parts)
-               + _comment(conn, schema, target, f"{TUNED_BY} {_setting_text(p)}"
+               + _comment(conn, schema, target, f"{TUNED_BY} {setting_text(p)}"
                           + ("" if kind.direct else f" ({kind.name}, through search_assets)")
                           + (f"; {BELOW}" if below else "")
                           + (f"; {p.note.split(' from ')[0]}: {figures(p).split('; ')[0]}" if predicted else ""))
@@ -318,13 +320,13 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
     return up_path, down_path
 
 
-def _build_s(build_s: float, tuned_rows: int, rows: int) -> float:
+def carried_build_s(build_s: float, tuned_rows: int, rows: int) -> float:
     """Tune's build estimate, made for the rows it counted when it started, carried to the rows
     counted as the migration is written (writers go on adding rows through a long tune)."""
     return n_log_n(build_s, tuned_rows, rows) if tuned_rows > 1 and rows > 1 else build_s
 
 
-def _setting_text(p) -> str:
+def setting_text(p) -> str:
     return f"{p.search_param} = {p.search_value}" + (f", {RERANK_DEPTH} = {p.rerank}" if p.rerank else "")
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 
-from ..db import mask_url
+from ..audit.truth import NEAR_DUPLICATE, NEAR_DUPLICATE_QUERIES, exact_knn, near_duplicates
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
 from ..memory import Budget, budget as server_budget, index_bytes_per_row, short_budget
+from ..server.db import mask_url
 from .build import Config
 from .lock import hold
 from .recommend import Recommendation, recommend
 from .scale import carry, enough, sample_sizes
 from .sweep import EF_SEARCH_MAX, SATURATED, SweepResult, default_grid, sweep
-from .truth import NEAR_DUPLICATE, NEAR_DUPLICATE_QUERIES, exact_knn, near_duplicates
 from .workload import Workload, cleanup, prepare
 
 __all__ = ["tune"]
@@ -34,7 +34,7 @@ def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None
     ORDER BY embedding <=> ... queries can use (pgvkit tune without --allow-query-change).
     `column`: a second model's column during a model change: its rows that have an embedding are
     sampled, HNSW only (what pgvkit model index builds)."""
-    from ..pooler import require_session
+    from ..server.pooler import require_session
 
     require_session(url, mask_url(url), "pgvkit tune")  # its lock and its builds' settings are a session's
     echo = echo or echo_to()
@@ -183,7 +183,7 @@ def _live_rows(url: str, table: str = "ip_asset_embeddings", column: str = "embe
     """The rows a search can find: all of them, or those that have a second model's embedding."""
     from psycopg import sql
 
-    from ..db import connect
+    from ..server.db import connect
 
     with connect(url) as conn:
         if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(table).as_string(conn)]).fetchone()[0] is None:
@@ -196,7 +196,7 @@ def _column_kind(url: str, column: str, table: str = "ip_asset_embeddings") -> s
     """vector or halfvec: the type of a second model's column."""
     from psycopg import sql
 
-    from ..db import connect
+    from ..server.db import connect
 
     with connect(url) as conn:
         row = conn.execute("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = to_regclass(%s)"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..extras import need
-from ..figures import KIND_COLOURS, legend_outside, plain_ticks, titled
+from ..display.extras import need
+from ..display.figures import KIND_COLOURS, legend_outside, plain_ticks, titled
 from .recommend import Recommendation
 from .sweep import Point, SweepResult
 

@@ -155,7 +155,7 @@ def at_full_size(url: str, workload) -> str:
     search covers a smaller share of the rows), beside the live index's latest recorded audit."""
     from psycopg import sql
 
-    from ..db import connect
+    from ..server.db import connect
 
     if workload.source == "synthetic":
         head = (f"Measured on {workload.rows:,} synthetic rows: the live table holds {workload.live_rows:,}, too few to "

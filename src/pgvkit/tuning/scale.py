@@ -22,10 +22,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..audit.truth import MARGIN_SE
 from ..migrator.plan import n_log_n
 from .build import Config
 from .sweep import SATURATED, SweepResult
-from .truth import MARGIN_SE
 
 __all__ = ["PREDICTED", "AUTO_SAMPLE", "DEFAULT_SLOPE", "DEFAULT_SLOPE_ERROR", "sample_sizes", "carry", "fall", "enough",
            "build_estimate", "ivfflat_lists"]

@@ -13,14 +13,15 @@ import numpy as np
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from ..db import connect
+from ..audit.truth import GroundTruth, exact_knn, recall_at_k, recall_low
 from ..display import Echo, Table, echo_to
 from ..errors import PgvkitError
+from ..indexes import plan_index
 from ..kinds import KINDS
-from .lock import hold
+from ..server.db import connect
 from .build import SEARCH_PARAM, Config, build
-from .measure import measure, plan_index, query_shape
-from .truth import GroundTruth, exact_knn, recall_at_k, recall_low
+from .lock import hold
+from .measure import measure, query_shape
 from .workload import SCHEMA, Workload
 
 __all__ = ["Point", "SweepResult", "default_grid", "candidates", "settings_of", "sweep"]

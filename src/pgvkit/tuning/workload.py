@@ -10,15 +10,15 @@ import numpy as np
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from ..bulk import Column, copy_arrays, read_vectors
-from ..db import connect
+from ..audit.truth import GroundTruth, exact_knn
+from ..data.bulk import Column, copy_arrays, read_vectors
 from ..display import Echo, echo_to
 from ..errors import PgvkitError
+from ..server.db import connect
 from ..vectors import as_vectors
 from . import scratch_copy
 from .lock import hold
 from .scratch_copy import SCHEMA, SCRATCH, WORKLOAD
-from .truth import GroundTruth, exact_knn
 
 __all__ = ["SCHEMA", "WORKLOAD", "SCRATCH", "SHAPES", "Workload", "prepare", "cleanup"]
 
@@ -142,8 +142,8 @@ def prepare(url: str, *, source: str = "auto", rows: int | None = None, queries:
     split into held-out and fresh halves; otherwise table rows are taken out of the scratch table
     for that shape, or synthetic ones drawn. `column`: a second model's column during a model
     change (pgvkit model add), sampled from the rows that have its embedding."""
-    from ..inserts import column_dimension
-    from ..synthetic import Topics
+    from ..data.inserts import column_dimension
+    from ..data.synthetic import Topics
 
     echo = echo or echo_to()
     if source not in ("auto", "table", "synthetic"):
