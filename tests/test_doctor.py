@@ -187,6 +187,7 @@ def test_an_idle_transaction_holding_the_table_is_named_with_its_pid(migrated):
         finding = doctor(migrated, migrations_dir=MIGRATIONS)["locks"]
         assert finding.status == "warn" and f"process {holder.info.backend_pid}" in finding.what
         assert f"pg_terminate_backend({holder.info.backend_pid})" in finding.fix
+        assert re.search(r"idle in transaction for (under a second|\d+ s) holding", finding.what)  # never "for 0s"
     assert doctor(migrated, migrations_dir=MIGRATIONS)["locks"].status == "pass"
 
 

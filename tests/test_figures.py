@@ -3,6 +3,8 @@ legend that hides no point, plain numbers on its ticks, one colour per index kin
 figure, the recommended point unmistakable. Drawn from results built here (no database needed:
 what is checked is the drawing)."""
 
+from dataclasses import replace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -76,6 +78,8 @@ FIGURES = {
     "tradeoff": lambda: plot_tradeoff(*sweep()[:1], 0.95, sweep()[1]),
     "builds": lambda: plot_builds(sweep()[0]),
     "kinds": lambda: plot_kinds(sweep()[0], 0.95, sweep()[1]),
+    "kinds, the budget three decades away": lambda: plot_kinds(  # a server's cache: ticks 1, 2, 5 would run together
+        sweep()[0], 0.95, replace(sweep()[1], budget=Budget(17 * 2**30, "effective_cache_size"))),
     "recall per search": lambda: plot_recall(audit()),
     "recall over time": lambda: plot_history(history(3)),
     "one audit over time": lambda: plot_history(history(1)),
@@ -91,7 +95,8 @@ def models() -> Coverage:
 
 def problems(fig) -> list[str]:
     """What a reader would miss in `fig`: each axes' title and labels, legends over the data,
-    tick labels that are powers of ten."""
+    tick labels that are powers of ten or run together, labels drawn on each other or past the
+    figure's edge, titles of two panels running into each other."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     found = []
@@ -110,6 +115,23 @@ def problems(fig) -> list[str]:
         legend = ax.get_legend()
         if legend is not None and legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)):
             found.append(f"axes {n}: the legend sits over the data")
+        labels = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts if t.get_visible() and t.get_text()]
+        found += [f"axes {n}: labels {a!r} and {b!r} overlap" for i, (a, box) in enumerate(labels)
+                  for b, other in labels[i + 1:] if box.overlaps(other)]
+        low, high = sorted(ax.get_xlim())
+        ticks = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.get_xticklabels()
+                 if t.get_text() and low <= t.get_position()[0] <= high]  # those outside the view are not drawn
+        found += [f"axes {n}: tick labels {a!r} and {b!r} run together" for (a, box), (b, other) in zip(ticks, ticks[1:])
+                  if box.overlaps(other)]
+        title = ax.title if ax.get_title() else ax._left_title
+        for other in fig.axes[n + 1:]:
+            theirs = other.title if other.get_title() else other._left_title
+            if title.get_text() and theirs.get_text() and \
+                    title.get_window_extent(renderer).overlaps(theirs.get_window_extent(renderer)):
+                found.append(f"axes {n}: its title runs into the next one's")
+        width = fig.bbox.width
+        found += [f"axes {n}: label {text!r} is cut off at the edge" for text, box in labels + ticks
+                  if box.x1 > width + 1 or box.x0 < -1]
     return found
 
 
@@ -141,6 +163,52 @@ def test_the_check_finds_a_bare_figure():
         plt.close(fig)
 
 
+def test_the_check_finds_labels_on_each_other_ticks_run_together_titles_touching_and_labels_cut_off():
+    import matplotlib.pyplot as plt
+
+    from pgvkit.display.figures import titled
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(6, 3))
+    a.plot([1, 2], [1, 2], label="a line")
+    a.annotate("ef 40", (1.5, 1.5))
+    a.annotate("ef 40", (1.5, 1.5))  # the same spot: both unreadable
+    b.plot([1, 2], [1, 2])
+    b.annotate("probes 4", (2.0, 1.0), xytext=(60, 0), textcoords="offset points")  # past the figure's edge
+    a.set_xticks([1.0, 1.01, 2.0])  # 1.0 and 1.01 print on each other
+    titled(a, "Build time of each candidate, on the workload")
+    titled(b, "Index size")
+    for ax in (a, b):
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    try:
+        found = problems(fig)
+        assert "axes 0: labels 'ef 40' and 'ef 40' overlap" in found
+        assert any(f.startswith("axes 0: tick labels") and f.endswith("run together") for f in found)
+        assert "axes 0: its title runs into the next one's" in found
+        assert "axes 1: label 'probes 4' is cut off at the edge" in found
+    finally:
+        plt.close(fig)
+
+
+def test_wide_log_axes_label_only_the_decades_and_narrow_ones_also_2_and_5():
+    import matplotlib.pyplot as plt
+
+    from pgvkit.display.figures import plain_ticks
+
+    fig, (wide, narrow) = plt.subplots(1, 2)
+    for ax, (low, high) in ((wide, (4, 20_000)), (narrow, (0.3, 6))):
+        ax.plot([low, high], [0, 1])
+        ax.set_xscale("log")
+        plain_ticks(ax.xaxis)
+    fig.canvas.draw()
+    try:
+        shown = [[t.get_text() for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+                 for ax, (low, high) in ((wide, (4, 20_000)), (narrow, (0.3, 6)))]
+        assert shown == [["10", "100", "1,000", "10,000"], ["0.5", "1", "2", "5"]]
+    finally:
+        plt.close(fig)
+
+
 def test_an_index_kind_has_one_colour_in_every_figure_and_the_recommended_point_stands_out():
     import matplotlib.pyplot as plt
 
@@ -155,7 +223,7 @@ def test_an_index_kind_has_one_colour_in_every_figure_and_the_recommended_point_
         star = [c for c in tradeoff.axes[0].collections if c.get_label().startswith("recommended")]
         assert len(star) == 1 and to_hex(star[0].get_facecolor()[0]) == to_hex("gold")
         labels = [t.get_text() for t in tradeoff.axes[0].texts]
-        assert labels.count("ef 40") == 2  # every point says its setting
+        assert labels.count("ef 40") == 2  # every point says its setting where its label has room
         legend = [t.get_text() for t in tradeoff.axes[0].get_legend().get_texts()]
         assert "over the memory budget" in legend and any("needs allow_query_change" in t for t in legend)
     finally:

@@ -25,6 +25,10 @@ STALE = {
     # ['hnsw.ef_search=40', 'enable_seqscan=off']: a Python list of settings
     "a Python list printed as is": re.compile(r"\['[\w.]+=[^']*'(?:, '[\w.]+=[^']*')*\]"),
     "a None printed for a reader": re.compile(r"(?<![\w'\"])None$", re.M),
+    # a pandas DataFrame shown as it is: NaN for "nothing", a Python list in a cell, microseconds
+    "a NaN in a table": re.compile(r"<td>NaN</td>|(?<![\w'\"])NaN(?![\w'\"])"),
+    "a Python list in a table cell": re.compile(r"<td>\[[^<]*\]</td>"),
+    "a timestamp to the microsecond": re.compile(r"\d\d:\d\d:\d\d\.\d{6}"),
 }
 BARE = re.compile(r"-?[\d.,]+|None|True|False")  # an execute_result that is only this says nothing
 
@@ -84,6 +88,9 @@ def test_the_check_finds_each_kind_of_stale_output(tmp_path):
         nbformat.v4.new_output("stream", name="stdout", text="bound: ['hnsw.ef_search=40', 'enable_seqscan=off']\n"),
         nbformat.v4.new_output("stream", name="stdout", text="rows in ip_asset_embeddings: None\n"),
         nbformat.v4.new_output("execute_result", data={"text/plain": "12000"}, execution_count=2),
+        nbformat.v4.new_output("execute_result", data={
+            "text/html": '<table class="dataframe"><tr><td>NaN</td><td>[\'dead rows\']</td></tr></table>',
+            "text/plain": "0 2026-12-07 03:59:33.515253+00:00  primary  NaN"}, execution_count=3),
     ]
     nb.cells.append(noisy)
     path = tmp_path / "99_stale.ipynb"
@@ -93,6 +100,7 @@ def test_the_check_finds_each_kind_of_stale_output(tmp_path):
         "an absolute path of the generating machine", "a progress bar frozen at 0%",
         "an object repr instead of its content", "a figure's repr next to its image",
         "a Python repr instead of a table", "a Python list printed as is", "a None printed for a reader",
+        "a NaN in a table", "a Python list in a table cell", "a NaN in a table", "a timestamp to the microsecond",
         "a visible nbval comment", "a bare value as the cell's result"]
 
 

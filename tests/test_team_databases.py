@@ -16,7 +16,7 @@ import nbformat
 import psycopg
 import pytest
 
-from .conftest import ROOT, run_cli
+from .conftest import MIGRATIONS, ROOT, run_cli
 from .teamdata import BIG_OWNERS, init_dir_database, load_team_rows
 
 TEAM_ROWS = 12_000  # more than the tuning notebook's 5,000-row sample, so it tunes on a sample
@@ -75,6 +75,10 @@ def test_the_notebooks_run_with_their_defaults_on_a_populated_team_table(migrate
     assert f"a sample of {sample} of {TEAM_ROWS:,} rows" in tuning  # the sample shown against the live table
     assert f"Measured on a sample: {sample} of the live table's {TEAM_ROWS:,} rows" in tuning
     assert "upper bound for the live table" in tuning
+    # the migration it chose is shown, and nothing is written into the project's migrations by default
+    assert "write_migration = False: 004_tune_idx_embedding_cosine.sql is shown, not written" in tuning
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS" in tuning
+    assert not list(MIGRATIONS.glob("004_*"))
     assert "Size against memory" in texts["02_verify.ipynb"]
     assert f"owner_id = '{BIG_OWNERS[0]}'" in texts["05_troubleshooting.ipynb"]  # cause 4 checked on this table
 

@@ -4,6 +4,7 @@ matters and the fix; a Report is a list of them that renders itself and sets the
 
 from __future__ import annotations
 
+import html
 from dataclasses import asdict, dataclass, field, replace
 
 from .display import Checklist
@@ -88,6 +89,7 @@ class Report(Checklist):
     words: dict = field(default_factory=dict)
     blocks: bool = False
     failure: type[ChecksFailed] = field(default=ChecksFailed, repr=False)  # what raise_for_failures raises
+    passed: int = 0  # passing checks brief() left out: counted in the title, not listed
     colour_by = "status"
 
     def _word(self, name: str) -> str:
@@ -95,8 +97,9 @@ class Report(Checklist):
 
     @property
     def title(self) -> str:
-        counts = ", ".join(f"{sum(c.status == s for c in self.checks)} {s}" for s in STATUSES)
-        return f"{self.heading}: {counts}"
+        counts = ", ".join(f"{sum(c.status == s for c in self.checks) + (self.passed if s == 'pass' else 0)} {s}"
+                           for s in STATUSES)
+        return f"{self.heading}: {counts}" + ("; what is not a pass is listed" if self.passed else "")
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -117,6 +120,8 @@ class Report(Checklist):
         return {**self.context, "ok": self.ok, self._word("checks"): self.rows()}
 
     def __str__(self) -> str:
+        if self.passed and not self.checks:
+            return self.title
         if not self.blocks:
             return super().__str__()
         lines = [self.title]
@@ -140,6 +145,15 @@ class Report(Checklist):
 
     def __len__(self) -> int:
         return len(self.checks)
+
+    def _repr_html_(self) -> str:
+        if self.passed and not self.checks:  # nothing to list: the title says it all
+            return f"<p><b>{html.escape(self.title)}</b></p>"
+        return super()._repr_html_()
+
+    def brief(self) -> Report:
+        """What is not a pass, under the whole report's counts: a healthy database in one line."""
+        return replace(self, checks=self.problems, passed=self.passed + len(self.checks) - len(self.problems))
 
     def only(self, *names: str) -> Report:
         """The checks of some names, still rendered as a report (for a notebook cell)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -27,12 +28,12 @@ from .. import search
 from ..data.bulk import read_vectors, stream_vectors
 from ..display import Echo, Table, echo_to, progress_bar
 from ..errors import PgvkitError
-from ..indexes import searched_index
-from ..indexes import plan_index
+from ..indexes import plan_index, searched_index
 from ..memory import rewarm
 from ..schema import locate
 from ..server.db import connect
 from ..vectors import as_vectors
+from .plots import index_method
 from .truth import GroundTruth, recall_at_k
 
 __all__ = ["ShapeResult", "Audit", "audit", "latest_audits", "worst_queries", "audit_history", "plot_recall",
@@ -87,8 +88,15 @@ class Audit(Table):
 
     @property
     def title(self) -> str:
-        on = self.index or "no vector index (every search is a sequential scan)"
-        shown = ", ".join(f"{k} = {v}" for k, v in self.settings.items() if v is not None)
+        on = "no vector index (every search is a sequential scan)"
+        method = None
+        if self.index:
+            name = re.search(r"INDEX (?:CONCURRENTLY )?(?:IF NOT EXISTS )?(\S+) ON", self.index)
+            on = f"{name.group(1) if name else 'the vector index'}: {index_method(self.index)}"
+            method = re.search(r"USING (\w+)", self.index)
+            method = method.group(1) if method else None
+        shown = ", ".join(f"{k} = {v}" for k, v in self.settings.items()  # the index's own settings only
+                          if v is not None and (method is None or k.startswith(method + ".")))
         named = f"{self.schema}.{self.table}" if self.schema else self.table
         return (f"Recall@{self.k} of {named} on {self.database} ({self.rows_in_table:,} rows): "
                 f"{'meets' if self.met else 'MISSES'} the target {self.target}; {on}; {shown}")

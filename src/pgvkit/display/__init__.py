@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 __all__ = ["Echo", "echo_to", "text_table", "html_table", "step", "progress_bar", "Table", "Checklist"]
@@ -33,7 +34,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):  # for people: 1,190 qps, not 1.19e+03; recall 0.988
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+        return "" if value != value else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"  # NaN: nothing
+    if isinstance(value, datetime):  # to the second: 2026-12-07 03:58:48+00:00
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_cell, value))
     return str(value)
 
 

@@ -15,8 +15,11 @@ def plain_ticks(axis) -> None:
     """Tick labels as plain numbers (0.3, 2, 40), not powers of ten (3x10^-1), on a log axis too."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
+    limits = axis.axes.get_xlim() if axis.axis_name == "x" else axis.axes.get_ylim()  # autoscaled by now
+    low, high = sorted(limits)
+    wide = low > 0 and high / low > 300  # past two and a half decades 1, 2, 5 would run into each other
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.4g}"))
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 

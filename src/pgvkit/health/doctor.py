@@ -293,7 +293,8 @@ def _index_builds(conn, table: str, dimension: int) -> list[Check]:
             m = int(opts.get("m", 16))
             need = hnsw_build_bytes(rows, dimension, m)
         if need > mwm:
-            consequence = ("the rebuild fails: memory required is ... MB" if am == "ivfflat"
+            consequence = ("IVFFlat's k-means sample must fit maintenance_work_mem: CREATE INDEX and REINDEX fail "
+                           "until it does" if am == "ivfflat"
                            else "the rebuild spills to disk and takes many times longer")
             findings.append(Check(
                 "index memory", "fail" if am == "ivfflat" else "warn",
@@ -322,7 +323,8 @@ def _locks(conn, table: str) -> list[Check]:
     for pid, state, mode, granted, query, age in rows:
         if granted:
             findings.append(Check(
-                "locks", "warn", f"process {pid} has been {state} for {age}s holding {mode} on {table} (last query: {query})",
+                "locks", "warn", f"process {pid} has been {state} for {_age(age)} holding {mode} on {table} "
+                f"(last query: {query})",
                 "a migration's DDL waits for it, and every later query on the table waits behind the DDL",
                 f"finish that transaction, or: SELECT pg_terminate_backend({pid});"))
         else:
@@ -331,6 +333,13 @@ def _locks(conn, table: str) -> list[Check]:
                 "another session holds a conflicting lock",
                 f"SELECT pg_blocking_pids({pid}); names the holder"))
     return findings
+
+
+def _age(seconds: int | None) -> str:
+    """12 s, 4 min, 3 h: how long a session has held its transaction open."""
+    if not seconds or seconds < 1:
+        return "under a second"
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
 
 
 def _exists(conn, table: str) -> bool:

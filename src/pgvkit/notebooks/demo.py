@@ -177,7 +177,7 @@ def before_notebook(name: str, url: str, migrations_dir: str | Path) -> str | No
 
 class ModelChangeLab:
     """08_model_change's workbench: a scratch database holding the team's rows (real embeddings,
-    the seed's IVFFlat rebuilt on them, probes 10 bound to search_assets), a copy of the
+    the index the team's migrations made, rebuilt on them; probes 10 bound for an IVFFlat), a copy of the
     migrations the change's files are written into, and the new model's embeddings of those rows
     (the same texts lifted to `dims` by another orthogonal map) in a .jsonl keyed by asset_id.
     New images of either model (never in the table) for the audits, and others of the new model
@@ -198,7 +198,7 @@ class ModelChangeLab:
         old, new = real_embeddings(), real_embeddings(dims=dims)
         load_team_rows(self.url, old[:rows])
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("REINDEX INDEX idx_embedding_cosine")  # the old setup's IVFFlat, on its data
+            conn.execute("REINDEX INDEX idx_embedding_cosine")  # learnt on its data (an IVFFlat's lists)
             conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET ivfflat.probes = 10")
             assets = conn.execute("SELECT min(id), asset_id FROM ip_asset_embeddings GROUP BY asset_id").fetchall()
         self.new_file = self.work / "new_model.jsonl"

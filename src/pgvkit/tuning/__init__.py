@@ -30,9 +30,9 @@ from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
 from .measure import IndexNotUsed, measure, query_shape, require_index
 from .migration import QueryChangeRefused, StackedTuning, refuse_stacking, write_migration
 from .migration import write_settings_migration as write_confirm_migration
-from .pipeline import resolve_budget, tune
+from .pipeline import preview_migration, resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
-from .recommend import Recommendation, at_full_size, recommend
+from .recommend import Recommendation, at_full_size, live_index_today, recommend
 from .sweep import Point, SweepResult, candidates, default_grid, settings_of, sweep
 from .workload import MOST_FREQUENT, SCHEMA, SCRATCH, WORKLOAD, Workload, cleanup, prepare
 
@@ -53,6 +53,8 @@ __all__ = [
     "sweep",
     "recommend",
     "at_full_size",
+    "live_index_today",
+    "preview_migration",
     "write_migration",
     "Confirmation",
     "confirm_settings",

@@ -16,7 +16,7 @@ from .scale import carry, enough, sample_sizes
 from .sweep import EF_SEARCH_MAX, SATURATED, SweepResult, default_grid, sweep
 from .workload import Workload, cleanup, prepare
 
-__all__ = ["tune"]
+__all__ = ["tune", "preview_migration"]
 
 
 def tune(url: str, *, target: float = 0.95, k: int = 10, rows: int | None = None, queries: int = 200,
@@ -220,3 +220,21 @@ def resolve_budget(url: str, memory_budget: int | str | Budget | None) -> Budget
     if memory_budget == "auto":
         return server_budget(url)
     return Budget(int(memory_budget), "given")
+
+
+def preview_migration(url: str, recommendation: Recommendation, migrations_dir, *,
+                      allow_query_change: bool = False) -> tuple[str, str]:
+    """(file name, SQL) of the migration write_migration would write for this recommendation,
+    written into a throwaway copy of the migrations directory: the reader sees the file, the
+    directory is left as it was."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .migration import write_migration
+
+    with tempfile.TemporaryDirectory(prefix="pgvkit-preview-") as work:
+        copy = Path(work) / "migrations"
+        shutil.copytree(migrations_dir, copy)
+        up, _ = write_migration(url, recommendation, copy, allow_query_change=allow_query_change)
+        return up.name, up.read_text()

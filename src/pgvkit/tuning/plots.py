@@ -26,6 +26,20 @@ def _wrapped(text: str, width: int = 110) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
+def _declutter(fig, ax) -> None:
+    """Take out each label that would be drawn over one drawn before it: two labels on one spot
+    are both unreadable (the legend and the table name every point anyway)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    kept = []
+    for text in list(ax.texts):
+        box = text.get_window_extent(renderer)
+        if any(box.overlaps(other) for other in kept):
+            text.remove()
+        else:
+            kept.append(box)
+
+
 def _pareto(points: Sequence[Point]) -> list[Point]:
     front, best = [], -1.0
     for p in sorted(points, key=lambda p: (p.p95_ms, -p.recall)):
@@ -68,13 +82,16 @@ def plot_tradeoff(result: SweepResult, target: float = 0.95, recommendation: Rec
         ax.scatter([p.p95_ms], [p.recall], marker="*", s=420, facecolor="gold", edgecolor="black", zorder=6,
                    label=f"recommended:\n  {p.config.label}, {_setting(p)}")
     ax.set_xscale("log")
+    if counted:
+        ax.set_xlim(min(p.p95_ms for p in counted) / 1.15, max(p.p95_ms for p in counted) * 1.6)  # room for labels
     plain_ticks(ax.xaxis)
     ax.set_xlabel("p95 latency of one search (ms, log scale)")
     ax.set_ylabel(f"recall@{result.k} (the shape with the least margin)")
-    titled(ax, "Recall against latency, per index and search setting", _wrapped(result.workload))
+    titled(ax, "Recall against latency, per index and search setting", _wrapped(result.workload_short))
     legend_outside(ax)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    _declutter(fig, ax)
     return fig
 
 
@@ -89,7 +106,7 @@ def plot_builds(result: SweepResult):
     a.barh(labels, [b_["build_s"] for b_ in result.builds], color=colours)
     a.set_xlabel("build time (s)")
     a.set_ylabel("candidate index")
-    titled(a, "Build time of each candidate, on the workload")
+    titled(a, "Build time")
     b.barh(labels, [b_["size_bytes"] / 2**20 for b_ in result.builds], color=colours)
     b.set_xlabel("index size (MB)")
     titled(b, "Index size")

@@ -10,7 +10,7 @@ from ..memory import Budget, size_text
 from .sweep import Point, SweepResult
 from .workload import SHAPES
 
-__all__ = ["Recommendation", "recommend", "figures", "at_full_size"]
+__all__ = ["Recommendation", "recommend", "figures", "at_full_size", "live_index_today"]
 
 
 @dataclass(repr=False)
@@ -149,33 +149,42 @@ def _choose(result: SweepResult, counted: list[Point], target: float, budget: Bu
         "32:200 --write-migration)", [closest], below=closest, **common)
 
 
-def at_full_size(url: str, workload) -> str:
+def at_full_size(workload) -> str:
     """What the workload's recall says about the live table: at full size when the whole table was
     used; else an upper bound (at fixed settings recall falls as a table grows: a list or a graph
-    search covers a smaller share of the rows), beside the live index's latest recorded audit."""
-    from psycopg import sql
-
-    from ..server.db import connect
-
+    search covers a smaller share of the rows)."""
     if workload.source == "synthetic":
-        head = (f"Measured on {workload.rows:,} synthetic rows: the live table holds {workload.live_rows:,}, too few to "
-                "tune on. Once it is loaded, tune on its own vectors and audit it (07_recall_audit).")
-    elif workload.live_rows > workload.rows:
-        head = (f"Measured on a sample: {workload.rows:,} of the live table's {workload.live_rows:,} rows. At the same "
-                "settings recall falls as a table grows, so these figures are an upper bound for the live table "
+        return (f"Measured on {workload.rows:,} synthetic rows: the live table holds {workload.live_rows:,}, too few "
+                "to tune on. Once it is loaded, tune on its own vectors and audit it (07_recall_audit).")
+    if workload.live_rows > workload.rows:
+        return (f"Measured on a sample: {workload.rows:,} of the live table's {workload.live_rows:,} rows. At the "
+                "same settings recall falls as a table grows, so these figures are an upper bound for the live table "
                 "(pgvkit tune carries them to its size from nested samples); once the index is built, pgvkit confirm "
                 "chooses the search settings on the live index at full size (section 8), and 07_recall_audit "
                 "audits it.")
-    else:
-        return f"Measured on the whole live table ({workload.rows:,} rows): these are its figures at full size."
+    return f"Measured on the whole live table ({workload.rows:,} rows): these are its figures at full size."
+
+
+def live_index_today(url: str, table: str = "ip_asset_embeddings") -> str:
+    """What the live index returns today, in one line: the latest recorded audit of each shape at
+    full size (pgvkit recall), with the index and the settings it ran with."""
+    from ..audit.plots import index_method
+    from ..audit.recall import latest_audits
+    from ..server.db import connect
+
     with connect(url) as conn:
-        if conn.execute("SELECT to_regclass('pgvkit.recall_audits')").fetchone()[0] is None:
-            return head
-        rows = conn.execute(sql.SQL(
-            "SELECT DISTINCT ON (shape) shape, recall, queries, at::date, index_definition FROM pgvkit.recall_audits"
-            " WHERE table_name = %s ORDER BY shape, id DESC"), [workload.table]).fetchall()
-    if not rows:
-        return head + " The live index has no recorded audit yet."
-    figures = ", ".join(f"{shape.replace('_', ' ')} {recall:.3f} ({queries} queries, {day})"
-                        for shape, recall, queries, day, _ in rows)
-    return head + f" At full size, the live index's latest audit: {figures}."
+        recorded = conn.execute("SELECT to_regclass('pgvkit.recall_audits')").fetchone()[0] is not None
+        audits = (latest_audits(conn, table) or []) if recorded else []
+    if not audits:
+        return (f"No audit of {table} is recorded yet: nothing says what its index returns. pgvkit recall (or "
+                "07_recall_audit) measures it.")
+    shown = "; ".join(f"{a['shape'].replace('_', ' ')} {a['recall']:.3f} ({a['queries']:,} queries, "
+                      f"{a['at']:%Y-%m-%d})" for a in audits)
+    first = audits[0]
+    method = index_method(first["index_definition"])
+    settings = ", ".join(f"{k} = {v}" for k, v in (first["settings"] or {}).items()
+                         if v is not None and k.startswith(method.split(" ")[0] + "."))
+    low = min(a["recall"] for a in audits)
+    return (f"Today the live index ({method}{'; ' + settings if settings else ''}) returns {low:.0%} of the true "
+            f"neighbours (recall@{first['k']} at full size, the worse shape). pgvkit recall measured {shown}. "
+            f"The target: {first['target']}.")

@@ -97,15 +97,21 @@ class SweepResult(Table):
                "build s", "size MB", "memory MB", "index used", "note")
 
     @property
+    def workload_short(self) -> str:
+        """The workload's first clause (4,800 x 768 vectors (a sample of ...), k = 10, cosine
+        distance): its full description is printed once, where it is prepared."""
+        return self.workload.split(";")[0]
+
+    @property
     def title(self) -> str:
         if self.caption:
             return self.caption
         if self.samples:
             return (f"Predicted at {self.live_rows:,} rows from sweeps of samples of "
-                    + ", ".join(f"{n:,}" for n in self.samples) + f" rows ({self.workload}): recall@{self.k} per "
+                    + ", ".join(f"{n:,}" for n in self.samples) + f" rows ({self.workload_short}): recall@{self.k} per "
                     "index and setting, for new vectors and similar assets; HNSW recall carried by each index's "
                     "fitted fall with size, IVFFlat lists and probes scaled with the rows")
-        return (f"Sweep over {self.workload}: recall@{self.k} per index and setting, for new vectors (not in the "
+        return (f"Sweep over {self.workload_short}: recall@{self.k} per index and setting, for new vectors (not in the "
                 "index) and similar assets (rows of the index, each left out of its own answer); fresh: the same "
                 "shape on a second query set nothing was chosen on; filtered: the mean recall of one owner's "
                 "searches; p5: the recall 95 % of searches reach; memory MB: the "

@@ -10,9 +10,10 @@ import math
 import psycopg
 
 from ..checks import Check
+from ..display import Table
 from ..migrator.history import WATCH_DDL
 
-__all__ = ["ensure_table", "record_snapshot", "last", "latest", "history", "latest_findings"]
+__all__ = ["ensure_table", "record_snapshot", "last", "latest", "history", "readable", "Watches", "latest_findings"]
 
 _COLUMNS = ("at", "server", "standby", "interval_s", "searches", "plan", "index_definition", "settings", "live_rows",
             "dead_rows", "recall", "findings", "notes", "baseline")
@@ -103,6 +104,36 @@ def history(conn, table: str = "ip_asset_embeddings"):
                      "failed": [f["name"] for f in r["findings"] if f["status"] == "fail"]})
     return pd.DataFrame(rows, columns=["at", "server", "searches", "mean_ms", "p95_ms", "similar_assets",
                                        "new_vectors", "plan", "index", "dead_share", "failed"])
+
+
+class Watches(Table):
+    """Every look, one row per server per watch, as a person reads it: times to the second,
+    blanks for what a look did not measure, the checks that failed by name."""
+
+    columns = ("at", "server", "searches", "mean ms", "p95 ms (est.)", "similar assets", "new vectors", "plan",
+               "failed")
+
+    def __init__(self, frame, table: str = "ip_asset_embeddings"):
+        self.frame, self.table = frame, table
+
+    @property
+    def title(self) -> str:
+        servers = self.frame["server"].nunique() if len(self.frame) else 0
+        return f"Every watch of {self.table}, oldest first: {len(self.frame)} look(s) of {servers} server(s)"
+
+    def rows(self) -> list[dict]:
+        def value(v):
+            return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+        return [{"at": r["at"], "server": r["server"], "searches": value(r["searches"]), "mean ms": value(r["mean_ms"]),
+                 "p95 ms (est.)": value(r["p95_ms"]), "similar assets": value(r["similar_assets"]),
+                 "new vectors": value(r["new_vectors"]), "plan": r["plan"], "failed": list(r["failed"]) or None}
+                for r in self.frame.to_dict("records")]
+
+
+def readable(frame, table: str = "ip_asset_embeddings") -> Watches:
+    """history()'s DataFrame as a table a person reads (07 shows it under the figure)."""
+    return Watches(frame, table)
 
 
 def _share(live, dead) -> float:
