@@ -39,6 +39,7 @@ from pgvkit import search
 from pgvkit.data.bulk import Column, copy_arrays
 from pgvkit.data.synthetic import Topics
 from pgvkit.tuning.confirm import SEARCH_GRID, probe_function
+from pgvkit.tuning.probe import search_probe
 from psycopg import sql
 
 ONE_PERCENT = "one-percent"  # every owner id 11 characters: binary COPY of fixed-width columns
@@ -114,9 +115,8 @@ def run(step: str, *args: str, url: str, log: Path, migrations: Path) -> dict:
     return {"step": step, "wall_s": round(wall, 1), "peak_rss_mb": rss, "exit": code, "output": text}
 
 
-def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarray, owner: str | None,
-                k: int = 10) -> dict:
-    """Recall@k of search_assets against this script's own exact neighbours (numpy over the rows it loaded)."""
+def exact(data: np.ndarray, owned: np.ndarray, queries: np.ndarray, owner: str | None, k: int = 10):
+    """This script's own exact neighbours (numpy over the rows it loaded): ids and the k-th similarity."""
     base = data if owner is None else data[owned == owner]
     base_ids = np.arange(1, len(data) + 1) if owner is None else np.flatnonzero(owned == owner) + 1
     truth, kth = [], []
@@ -125,7 +125,17 @@ def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarr
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         truth.append(top)
         kth.append(np.take_along_axis(sims, top, axis=1).min(axis=1))
-    truth, kth = np.concatenate(truth), np.concatenate(kth)
+    return base_ids[np.concatenate(truth)], np.concatenate(kth)
+
+
+def _hit(rows, right: set, kth: float, k: int) -> float:
+    return sum(1 for r in rows if r[0] in right or 1 - r[1] >= kth - 1e-5) / k  # a tie at the k-th counts
+
+
+def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarray, owner: str | None,
+                k: int = 10) -> dict:
+    """Recall@k of search_assets against this script's own exact neighbours."""
+    truth, kth = exact(data, owned, queries, owner, k)
     hits, latency, short = [], [], 0
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
@@ -134,10 +144,33 @@ def brute_force(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarr
             rows = conn.execute("SELECT id, distance FROM search_assets(%s, %s, %s)", [q, k, owner]).fetchall()
             latency.append((time.perf_counter() - start) * 1000)
             short += len(rows) < k
-            right = set(base_ids[truth[i]].tolist())
-            hits.append(sum(1 for r in rows if r[0] in right or 1 - r[1] >= kth[i] - 1e-5) / k)
+            hits.append(_hit(rows, set(truth[i].tolist()), kth[i], k))
     return {"queries": len(queries), "recall": round(float(np.mean(hits)), 4), "short": short,
             "p50_ms": round(float(np.percentile(latency, 50)), 2), "p95_ms": round(float(np.percentile(latency, 95)), 2)}
+
+
+def by_search_setting(url: str, data: np.ndarray, owned: np.ndarray, queries: np.ndarray, owner: str | None,
+                      k: int = 10) -> dict:
+    """Recall@k and latency of search_assets at each hnsw.ef_search (through confirm's probe copy,
+    the bound settings otherwise kept): the setting one kind of search needs on its own, e.g.
+    unfiltered searches against a small owner's, when search_assets binds one for both."""
+    truth, kth = exact(data, owned, queries, owner, k)
+    out = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        if "hnsw.ef_search" not in search.settings(conn):
+            return out
+        for ef in (40, 80, 160, 320, 500, 1000):
+            probe_function(conn, {"hnsw.ef_search": str(ef)})
+            search_probe(conn, queries[:20], None, k, owner)  # warm the prepared statement and the cache
+            ids, distances, latency = search_probe(conn, queries, None, k, owner)
+            hits = [_hit(list(zip(ids[i], distances[i])), set(truth[i].tolist()), kth[i], k)
+                    for i in range(len(queries))]
+            out[str(ef)] = {"recall": round(float(np.mean(hits)), 4), "short": sum(len(r) < k for r in ids),
+                            "p50_ms": round(float(np.percentile(latency, 50)), 2),
+                            "p95_ms": round(float(np.percentile(latency, 95)), 2)}
+            print(f"[by ef_search] {owner or 'unfiltered'} ef {ef}: {out[str(ef)]}", file=sys.stderr, flush=True)
+    return out
 
 
 def sequential_settings(url: str) -> dict:
@@ -228,11 +261,14 @@ def main() -> None:
                f"owner {largest} ({(owned == largest).mean():.0%})": brute_force(url, data, owned,
                                                                                new[QUERIES:QUERIES + 200], largest)}
         planned = sequential_settings(url)
+        settings = {"unfiltered new vectors": by_search_setting(url, data, owned, new[QUERIES:2 * QUERIES], None),
+                    f"owner {ONE_PERCENT} (1%)": by_search_setting(url, data, owned, new[QUERIES:QUERIES + 200],
+                                                                   ONE_PERCENT)}
     figures = summarise(steps, own, planned)
     result = {"benchmark": "scale: tune, migrate, confirm, audit", "data": args.data, "rows": len(data), "dims": 768,
               "cores": os.cpu_count(), "server": server, "total_s": round(time.perf_counter() - start, 1), **figures,
               "steps": {name: {k: v for k, v in s.items() if k != "output"} for name, s in steps.items()},
-              "brute_force": own, "seq_scan_check": planned, "logs": str(log)}
+              "brute_force": own, "by_ef_search": settings, "seq_scan_check": planned, "logs": str(log)}
     report(result, name=f"scale-{args.data}-{len(data)}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -49,14 +49,10 @@ class TuneLock:
             return self
         me = f"{_APP} (process {os.getpid()} on {socket.gethostname()})"
         conn = connect(self.url, autocommit=True, application_name=me[:63])
-        if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", TUNE_LOCK).fetchone()[0]:
+        # refused while no session holds it: a holder whose connection just closed, its session not yet ended
+        if not (self._try(conn) or (self._holder(conn) is None and self._try(conn))):
             try:
-                row = conn.execute(
-                    "SELECT a.application_name, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-                    " || ' UTC', l.pid FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
-                    " AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database"
-                    " WHERE datname = current_database())", TUNE_LOCK).fetchone()
+                row = self._holder(conn)
                 database = conn.info.dbname
             finally:
                 conn.close()
@@ -65,11 +61,28 @@ class TuneLock:
         _held[self.url] = self
         return self
 
+    @staticmethod
+    def _try(conn) -> bool:
+        return conn.execute("SELECT pg_try_advisory_lock(%s, %s)", TUNE_LOCK).fetchone()[0]
+
+    @staticmethod
+    def _holder(conn):
+        """(application name, since, pid) of the session holding the lock here, or None."""
+        return conn.execute(
+            "SELECT a.application_name, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+            " || ' UTC', l.pid FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
+            " AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database())", TUNE_LOCK).fetchone()
+
     def release(self) -> None:
-        """Let the next run in (closing the connection ends the session lock)."""
+        """Let the next run in: unlocked before the connection closes (a closed connection's
+        session, and its lock, end a moment later, after the next run may have asked)."""
         if _held.get(self.url) is self:
             del _held[self.url]
         if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", TUNE_LOCK)
             with contextlib.suppress(psycopg.Error):
                 self.conn.close()
             self.conn = None
