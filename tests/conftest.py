@@ -127,14 +127,34 @@ def sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
-    """Run the pgvkit CLI in a separate process, as a user would."""
+def _cli_env(env: dict | None) -> dict:
     full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     full_env.update(env or {})
+    return full_env
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    """Run the pgvkit CLI in a separate process, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "pgvkit", *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=timeout,
+        capture_output=True, text=True, env=_cli_env(env), cwd=cwd or ROOT, timeout=timeout,
     )
+
+
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """The pgvkit CLI started in a separate process, left running (communicate() collects it)."""
+    return subprocess.Popen([sys.executable, "-m", "pgvkit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_cli_env(env), cwd=ROOT)
+
+
+def wait_until(condition, what: str, timeout: float = 120) -> None:
+    """Poll an observable state of the server (not a fixed sleep)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def psql_file(url, path):

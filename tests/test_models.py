@@ -2,6 +2,7 @@
 column is added, searched and taken back by migrations pgvkit writes (pgvkit model add)."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from pgvector.psycopg import register_vector
 from pgvkit.health.verify import verify
 from pgvkit.notebooks.demo import real_embeddings
 
-from .conftest import MIGRATIONS, psql_file, run_cli
+from .conftest import MIGRATIONS, psql_file, run_cli, start_cli, wait_until
 
 LIFTED, NEW = real_embeddings(), real_embeddings(dims=1024)  # the same texts, a "new model" of 1,024 dims
 OLD = LIFTED[:2000]
@@ -395,6 +396,33 @@ def test_a_backfill_beside_readers_of_both_models_and_writers_loses_and_doubles_
             assert np.allclose(v.to_numpy(), wanted[asset])
 
 
+
+def beside_an_older_transaction(url, args, queries):
+    """Run a pgvkit command while a transaction begun before it stays open. The swap must wait for
+    it (a search begun before search_assets finds its column at each call may hold the body that
+    names the columns being renamed); while it waits, that transaction's searches (each query, of
+    either model) are answered in full; once it ends, the command completes. The command's result."""
+    with psycopg.connect(url) as older:  # not autocommit: its first statement opens the transaction
+        register_vector(older)
+        older.execute("SELECT 1")
+        proc = start_cli(*args)
+        try:
+            with psycopg.connect(url, autocommit=True) as watch:
+                waiting = ("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE "
+                           "'%DO $older$%' AND wait_event = 'PgSleep')")
+                wait_until(lambda: proc.poll() is not None or watch.execute(waiting).fetchone()[0],
+                           "the swap to wait for the transaction begun before it")
+            assert proc.poll() is None, proc.communicate()  # it waits: it has not run past the transaction
+            for q in queries:
+                assert len(older.execute("SELECT id FROM search_assets(%s, 10)", [q]).fetchall()) == 10
+            older.commit()
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stood_before_it(changing, tmp_path):
     """The whole change by the CLI, with readers of both models searching while each migration
     applies (none may fail): after the switch the new model is the table's embedding
@@ -426,9 +454,23 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
         else:
             written = run_cli("model", step, CLIP, *where)
             assert written.returncode == 0, written.stderr
+        if step == "switch":  # a transaction older than the swap, open past the wait's budget: named, run refused
+            with psycopg.connect(url) as older:
+                older.execute("SELECT 1")
+                refused = run_cli("migrate", *where, "--lock-timeout", "1s", "--retry-budget", "2", timeout=300)
+                pid = older.info.backend_pid
+            print("refused:", refused.stderr.strip())
+            assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+            assert f"process {pid} has held the lock needed by line " in refused.stderr, refused.stderr
+            assert f"pg_terminate_backend({pid})" in refused.stderr, refused.stderr
         # readers of both models while it applies: the switch changes columns and search_assets in one transaction
         with Searchers(url, LIFTED[-50:], readers=2) as old, Searchers(url, NEW[-50:], readers=2) as new:
-            applied = run_cli("migrate", *where, timeout=300)
+            if step == "index":
+                applied = run_cli("migrate", *where, timeout=300)
+            else:  # and a transaction begun before the switch, which the swap waits for
+                applied = beside_an_older_transaction(url, ["migrate", *where], [LIFTED[-1], NEW[-1]])
+        if step == "switch":  # (before that, the wait given up: the transaction named, the run resumed above)
+            assert "resuming: the last run of 006_model_switch_clip_vit_l_14_v2 ended failed" in applied.stdout
         assert applied.returncode == 0, applied.stderr
         assert old.failures == [] and new.failures == [], (step, old.failures[:3], new.failures[:3])
         assert old.searches > 20 and new.searches > 20
@@ -490,7 +532,8 @@ def test_add_backfill_index_switch_then_roll_back_each_step_to_exactly_what_stoo
         conn.execute("DELETE FROM ip_asset_embeddings WHERE asset_id = 'new.jpg'")
     for to in (5, 4):
         with Searchers(url, LIFTED[-50:], readers=2) as old, Searchers(url, NEW[-50:], readers=2) as new:
-            back = run_cli("rollback", "--to", str(to), "--yes", "--confirm-database", name, *where, timeout=300)
+            undo = ["rollback", "--to", str(to), "--yes", "--confirm-database", name, *where]
+            back = beside_an_older_transaction(url, undo, [LIFTED[-1], NEW[-1]]) if to == 5 else run_cli(*undo)
         assert back.returncode == 0, back.stderr
         assert old.failures == [] and new.failures == [], (to, old.failures[:3], new.failures[:3])
         assert schema(url) == states[to], to

@@ -248,13 +248,13 @@ CONCURRENT_FILES = {
 
 
 @pytest.mark.slow
-def test_sixteen_concurrent_migrators_twenty_rounds_record_each_migration_exactly_once(make_database,
+def test_sixteen_concurrent_migrators_ten_rounds_record_each_migration_exactly_once(make_database,
                                                                                        migrations_dir):
     from concurrent.futures import ThreadPoolExecutor
 
     directory = migrations_dir({"001_init_vector_store.sql": (MIGRATIONS / "001_init_vector_store.sql").read_text(),
                                 **CONCURRENT_FILES})
-    rounds = int(os.environ.get("PGVKIT_CONCURRENCY_ROUNDS", "20"))  # 320 migrate processes
+    rounds = int(os.environ.get("PGVKIT_CONCURRENCY_ROUNDS", "10"))  # 160 migrate processes
     outcomes = {"applied": 0, "lock timeout": 0}
     for _ in range(rounds):
         url = make_database()

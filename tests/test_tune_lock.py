@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psycopg
@@ -15,7 +14,7 @@ import pytest
 from pgvkit import tuning
 from pgvkit.data.inserts import load
 
-from .conftest import MIGRATIONS, ROOT, real_embeddings
+from .conftest import MIGRATIONS, ROOT, real_embeddings, wait_until
 
 
 def start_tune(url, migrations):
@@ -24,14 +23,6 @@ def start_tune(url, migrations):
         [sys.executable, "-m", "pgvkit", "tune", "--rows", "5000", "--queries", "50", "--candidates", "vector",
          "--target-recall", "0.9", "--json", "--write-migration", "--database-url", url, "--migrations",
          str(migrations)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-
-
-def wait_until(condition, what: str, timeout: float = 120) -> None:
-    """Poll an observable state of the server (not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def scratch_indexed(url) -> bool:

@@ -239,8 +239,8 @@ class Applier:
     def _run(self, conn, m: Migration, f: SQLFile, st: Statement, *, transactional: bool) -> None:
         try:
             conn.execute(st.sql)
-        except pgerrors.LockNotAvailable:
-            raise LockBusy(self.url, st) from None
+        except pgerrors.LockNotAvailable as exc:
+            raise LockBusy(self.url, st, exc) from None
         except pgerrors.InsufficientPrivilege as exc:
             if isinstance(st.node, ast.CreateExtensionStmt) and st.node.extname == "vector":
                 raise ExtensionPrivilegeError(conn.info.dbname, conn.info.user) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 from collections.abc import Iterator
 
@@ -44,11 +45,15 @@ def migration_lock(url: str, wait: float) -> Iterator[None]:
 class LockBusy(Exception):
     """A statement hit lock_timeout; carries what is needed to retry or to report the blocker."""
 
-    def __init__(self, url: str, st: Statement):
+    def __init__(self, url: str, st: Statement, exc: psycopg.Error | None = None):
         self.url = url
         self.statement = st
         self.wait = 0.5 + random.random()
-        self.pid, self.query = _table_lock_holder(url, st)
+        named = re.fullmatch(r"pid=(\d+)", (exc.diag.message_detail or "") if exc is not None else "")
+        if named:  # a wait for a transaction to end (pgvkit's own SQL names the pid it waits for)
+            self.pid, self.query = int(named[1]), _query_of(url, int(named[1]))
+        else:
+            self.pid, self.query = _table_lock_holder(url, st)
 
     def describe(self) -> str:
         return f"held by pid {self.pid}" if self.pid else "held by another session"
@@ -114,3 +119,13 @@ def _table_lock_holder(url: str, st: Statement) -> tuple[int | None, str | None]
     except (PgvkitError, psycopg.Error):
         return None, None
     return (row[0], " ".join(row[1].split())) if row else (None, None)
+
+
+def _query_of(url: str, pid: int) -> str | None:
+    """What a session is running, as far as this role may see (asked on a fresh connection)."""
+    try:
+        with connect(url, autocommit=True, application_name="pgvkit lock probe") as probe:
+            row = probe.execute("SELECT left(query, 200) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+    except (PgvkitError, psycopg.Error):
+        return None
+    return " ".join(row[0].split()) if row and row[0] else None

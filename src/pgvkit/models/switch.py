@@ -5,7 +5,8 @@ renames the columns and their indexes (the old one becomes embedding_<old model>
 answering queries of its dimension through search_assets for application versions not yet
 moved), re-creates similar_assets on the new column, records the change and writes search_assets
 back. For the moments of the swap search_assets finds its column at each call
-(`_switching_sql`), so no search fails across it. Its down file swaps everything back the same way.
+(`_switching_sql`), and the swap first waits for the transactions begun before that body was
+written (`_OLDER`), so no search fails across it. Its down file swaps everything back the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,36 @@ from ..server.db import connect
 from .change import _REBIND, _REBIND_LOOP, _index_name, _model, _serving_body, _unbound, _version
 
 __all__ = ["write_switch"]
+
+
+# Between search_assets finding its column at each call and the swap: a search that began before
+# the switching body was written may hold the body from before, naming the columns the swap renames,
+# and reach the table only once the swap commits. Every transaction older than this statement is
+# waited for, as CREATE INDEX CONCURRENTLY waits for older snapshots (pg_locks shows each one's
+# virtual transaction to every role; background workers, which have no role, are left out). After
+# lock_timeout the wait is refused as a lock wait, naming the pid, and pgvkit migrate retries it.
+_OLDER = """DO $older$
+DECLARE
+    older text[] := ARRAY(SELECT l.virtualxid FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+        WHERE l.locktype = 'virtualxid' AND l.pid <> pg_backend_pid() AND a.usesysid IS NOT NULL
+        AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()));
+    patience interval := nullif(current_setting('lock_timeout'), '0')::interval;
+    holder integer;
+BEGIN
+    LOOP
+        SELECT l.pid INTO holder FROM pg_locks AS l WHERE l.locktype = 'virtualxid' AND l.virtualxid = ANY (older)
+            LIMIT 1;
+        EXIT WHEN holder IS NULL;
+        IF clock_timestamp() - statement_timestamp() > patience THEN
+            RAISE EXCEPTION USING ERRCODE = 'lock_not_available', DETAIL = format('pid=%s', holder),
+                MESSAGE = format('the transaction of pid %s began before search_assets looked its column up at '
+                                 'each call; the swap waits for it to end', holder);
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$older$;
+"""
 
 
 def _switching_sql(conn, ident: sql.Composable, table: str) -> str:
@@ -134,6 +165,8 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
               f"ALTER TABLE {i(table)} VALIDATE CONSTRAINT {check};\n\n"
               "-- for the moments of the switch: search_assets finds its column at each call\n"
               + _REBIND.format(create=switching) + "\n"
+              "-- searches begun before that may hold the body naming the columns about to be renamed: waited for\n"
+              + _OLDER + "\n"
               "-- the switch, in one transaction (a DO block is one statement): the columns, the view and\n"
               "-- search_assets change together, so no search sees one without the other\n"
               "DO $switch$\nDECLARE\n"
@@ -169,6 +202,8 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
                 f"{back_check};\n    END IF;\nEND $validate$;\n"
                 "\n-- for the moments of the swap: search_assets finds its column at each call\n"
                 + _REBIND.format(create=switching) + "\n"
+                "-- searches begun before that may hold the body naming the columns about to be renamed: waited for\n"
+                + _OLDER + "\n"
                 "DO $switch$\nDECLARE\n"
                 "    bound text[] := (SELECT proconfig FROM pg_proc WHERE oid = "
                 "'search_assets(vector, integer, text)'::regprocedure);\n    setting text;\nBEGIN\n"
