@@ -151,6 +151,30 @@ def test_a_second_model_is_added_searched_by_its_dimension_and_rolled_back_to_ex
     assert searched(url, old_query) == old_answer
 
 
+def test_a_model_added_where_confirm_gave_owners_their_own_search_setting_keeps_it(team):
+    """search_assets written with the owners' own search setting (as pgvkit confirm writes it when
+    an owner's walk needs more than unfiltered searches) is still pgvkit's: pgvkit model add keeps
+    that line and the bound value, and its rollback restores the function exactly."""
+    from pgvkit.kinds import KINDS, function_sql
+
+    url, migrations = team
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(function_sql(conn, KINDS["vector"], 768, {"pgvkit.owner_ef_search": "80"},
+                                  owner_setting="hnsw.ef_search"))
+    before = schema(url)
+    where = ["--database-url", url, "--migrations", str(migrations)]
+    assert run_cli("model", "add", CLIP, "--dimensions", "1024", *where).returncode == 0
+    applied = run_cli("migrate", *where)
+    assert applied.returncode == 0, applied.stderr
+    body, config = schema(url)[:2]
+    assert body.count("set_config('hnsw.ef_search', current_setting('pgvkit.owner_ef_search'), true)") == 1
+    assert "pgvkit.owner_ef_search=80" in config and "vector_dims(query) = 1024" in body
+    back = run_cli("rollback", "--to", "3", "--yes", "--confirm-database",
+                   psycopg.conninfo.conninfo_to_dict(url)["dbname"], *where)
+    assert back.returncode == 0, back.stderr
+    assert schema(url) == before
+
+
 def test_a_model_of_a_dimension_already_served_or_too_large_to_index_is_refused_in_one_line(team):
     url, migrations = team
     where = ["--database-url", url, "--migrations", str(migrations)]

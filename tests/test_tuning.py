@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from pgvkit import search
 from pgvkit.data.inserts import load
 from pgvkit.errors import PgvkitError
 from pgvkit.migrator.files import read_migrations
@@ -230,8 +232,12 @@ def test_the_explain_guard_refuses_a_query_shape_the_index_cannot_serve(migrated
 
 
 def test_the_written_migration_applies_verifies_and_rolls_back_to_the_old_index(migrated, tmp_path):
+    """... and the owners' own search setting a confirm bound for the old index goes with it, and
+    comes back with it."""
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION search_assets(vector, integer, text) SET pgvkit.owner_ef_search = '80'")
     proc = run_cli("tune", "--target-recall", "0.9", "--rows", "3000", "--queries", "60", "--json", "--candidates",
                    "vector", "--write-migration", "--database-url", migrated, "--migrations", str(migrations),
                    timeout=300)
@@ -249,6 +255,8 @@ def test_the_written_migration_applies_verifies_and_rolls_back_to_the_old_index(
         conn.execute("SELECT '[1]'::vector")
         setting = conn.execute("SELECT current_setting(%s)", [param]).fetchone()[0]
     assert am == method and setting == value  # a new session sees the database-level setting
+    with psycopg.connect(migrated) as conn:
+        assert "pgvkit.owner_ef_search" not in search.settings(conn)  # measured on the index replaced
     report = verify(migrated, migrations_dir=migrations)
     assert report.ok, str(report)
     assert report["index idx_embedding_cosine"].detail.startswith(method)
@@ -266,6 +274,8 @@ def test_the_written_migration_applies_verifies_and_rolls_back_to_the_old_index(
     assert leftovers[0] == 0
     assert settings is None or param not in settings[0]  # the database setting is back to the default
     assert verify(migrated, migrations_dir=migrations).ok
+    down = Path(data["migration"][1]).read_text()  # (the rollback above also undid 002, which made the function)
+    assert "ALTER FUNCTION search_assets(vector, integer, text) SET pgvkit.owner_ef_search = '80'" in down
 
 
 def test_a_killed_tune_leaves_a_scratch_table_the_next_run_removes(migrated):

@@ -17,7 +17,7 @@ import psycopg
 
 from .checks import Check
 
-__all__ = ["FUNCTION", "SIGNATURE", "INDEX_ONLY", "SEQ_SCAN_FAIL_ROWS", "exists", "settings", "exact_owner_rows", "effective_settings", "call_sql", "KIT_MARK", "nested_plan", "check_search_function"]
+__all__ = ["FUNCTION", "SIGNATURE", "INDEX_ONLY", "SEQ_SCAN_FAIL_ROWS", "exists", "settings", "exact_owner_rows", "effective_settings", "call_sql", "KIT_MARK", "nested_plan", "check_search_function", "written_as"]
 
 FUNCTION = "search_assets"
 SEQ_SCAN_FAIL_ROWS = 10_000  # below this a sequential scan is as fast as the index, and exact
@@ -52,6 +52,27 @@ def exact_owner_rows(conn) -> int | None:
         return None
     bound = dict(item.split("=", 1) for item in (row[1] or []))
     return int(bound.get(EXACT_OWNER_ROWS) or DEFAULT_EXACT_OWNER_ROWS)
+
+
+def written_as(conn, table: str, kind, dims: int, others=()):
+    """How the live search_assets was written, when kinds.function_sql wrote it (003 on): the
+    table reference its body names and the owner setting it applies (kinds.OWNER_SETTING; None:
+    none), as a pair; None when its body is another (changed by hand, or 003 not applied)."""
+    from psycopg import sql
+
+    from .kinds import OWNER_SETTING, function_sql
+
+    live = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)", [SIGNATURE]).fetchone()
+    found = conn.execute("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = to_regclass(%s)",
+                         [sql.Identifier(table).as_string(conn)]).fetchone()
+    if not live or not found:
+        return None
+    for ident in (sql.Identifier(table), sql.Identifier(found[0], table)):
+        for owner in (None, *OWNER_SETTING):
+            create = function_sql(conn, kind, dims, {}, ident, others, owner)
+            if create.split("AS $$\n", 1)[1].rsplit("\n$$;", 1)[0].strip("\n") == live[0].strip("\n"):
+                return ident, owner
+    return None
 
 
 def effective_settings(conn, names, table: str = "ip_asset_embeddings") -> dict[str, str | None]:

@@ -63,22 +63,16 @@ def _unbound(definition: str) -> str:
     return "".join(line for line in definition.splitlines(keepends=True) if not line.startswith(" SET "))
 
 
-def _body(create: str) -> str:
-    return create.split("AS $$\n", 1)[1].rsplit("\n$$;", 1)[0]
-
-
-def _serving_body(conn, table: str, kind, dims: int, others) -> tuple[str, sql.Composable]:
+def _serving_body(conn, table: str, kind, dims: int, others) -> tuple[sql.Composable, str | None]:
     """The live function's body must be the one pgvkit writes (003 on), so that the new one
-    keeps every search of the old model as it is: the table reference it was written with."""
-    live = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)", [search.SIGNATURE]).fetchone()
-    schema = conn.execute("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = to_regclass(%s)",
-                          [sql.Identifier(table).as_string(conn)]).fetchone()[0]
-    for ident in (sql.Identifier(table), sql.Identifier(schema, table)):
-        if _body(function_sql(conn, kind, dims, {}, ident, others)).strip("\n") == live[0].strip("\n"):
-            return live[0], ident
-    raise PgvkitError("search_assets is not the function pgvkit writes (changed by hand, or "
-                      "003_search_assets_by_owner not applied): apply the pending migrations (pgvkit migrate), "
-                      "or put it back, then pgvkit model add again")
+    keeps every search of the old model as it is: the table reference it was written with, and
+    the owner setting it applies (pgvkit confirm's, kept)."""
+    written = search.written_as(conn, table, kind, dims, others)
+    if written is None:
+        raise PgvkitError("search_assets is not the function pgvkit writes (changed by hand, or "
+                          "003_search_assets_by_owner not applied): apply the pending migrations (pgvkit migrate), "
+                          "or put it back, then pgvkit model add again")
+    return written
 
 
 def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path | None = None, *,
@@ -123,7 +117,7 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
         live_kind = live.kind if live else KINDS["vector"]
         base_dims = served[0].dimensions if served else declared_dimension(conn, table)
         others = searched_beside(served)
-        _, ident = _serving_body(conn, table, live_kind, base_dims, others)
+        ident, owner_setting = _serving_body(conn, table, live_kind, base_dims, others)
         previous = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
         version = max([m.version for m in existing] + list(recorded), default=0) + 1
         name = f"{version:03d}_model_add_{column.removeprefix('embedding_')}"[:63]
@@ -137,7 +131,7 @@ def write_add(url: str, model: str, dimensions: int, migrations_dir: str | Path 
             f"{lit(m.added_by)});\n" for m in first + [new])
         add = sql.SQL("ALTER TABLE {} ADD COLUMN {} {};\n").format(
             sql.Identifier(table), sql.Identifier(column), sql.SQL(new.type_name)).as_string(conn)
-        both = function_sql(conn, live_kind, base_dims, {}, ident, searched_beside(others + [new]))
+        both = function_sql(conn, live_kind, base_dims, {}, ident, searched_beside(others + [new]), owner_setting)
         drop = sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {};\n").format(
             sql.Identifier(table), sql.Identifier(column)).as_string(conn)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -277,9 +271,9 @@ def write_retire(url: str, name: str, migrations_dir: str | Path | None = None, 
         served = models(conn, table)
         live = search_index(conn, table)
         live_kind = live.kind if live else KINDS["vector"]
-        _, ident = _serving_body(conn, table, live_kind, served[0].dimensions, searched_beside(served))
+        ident, owner_setting = _serving_body(conn, table, live_kind, served[0].dimensions, searched_beside(served))
         after = function_sql(conn, live_kind, served[0].dimensions, {}, ident,
-                             searched_beside([m for m in served if m.column != old.column]))
+                             searched_beside([m for m in served if m.column != old.column]), owner_setting)
         drops = "".join(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};\n").format(
             sql.Identifier(i.schema, i.name)).as_string(conn) for i in vector_indexes(conn, table, old.column))
         column = sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {};\n").format(

@@ -121,7 +121,8 @@ def write_switch(url: str, name: str, migrations_dir: str | Path | None = None, 
                               "drop it first")
         live_kind = old_index.kind if old_index else KINDS["vector"]
         others = [m for m in searched_beside(served) if m.column != model.column]
-        _, ident = _serving_body(conn, table, live_kind, old.dimensions, searched_beside(served))
+        # (the owner setting confirm bound was measured on the old model's index: the new body leaves it out)
+        ident, _ = _serving_body(conn, table, live_kind, old.dimensions, searched_beside(served))
         previous = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", [search.SIGNATURE]).fetchone()[0]
         view_sql = conn.execute("SELECT pg_get_viewdef(to_regclass(%s), true)", [view]).fetchone()[0]
         version = _version(directory, conn)

@@ -24,12 +24,12 @@ from ..audit.truth import MARGIN_SE, GroundTruth, exact_knn, near_duplicates, re
 from ..indexes import plan_index
 from . import scratch_copy
 from .build import SEARCH_PARAM, Config, build, build_settings, spare_memory
-from .confirm import Confirmation
+from .confirmation import Confirmation
 from .confirm import confirm as confirm_settings
 from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
 from .measure import IndexNotUsed, measure, query_shape, require_index
 from .migration import QueryChangeRefused, StackedTuning, refuse_stacking, write_migration
-from .migration import write_settings_migration as write_confirm_migration
+from .settings_migration import write_settings_migration as write_confirm_migration
 from .pipeline import preview_migration, resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, live_index_today, recommend

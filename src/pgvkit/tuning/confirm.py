@@ -6,7 +6,7 @@ neighbours streamed from the whole table: they need no rebuild, and a sample can
 
 Every measurement searches through search_assets as the application calls it: a copy of it (body,
 bound settings) in this session's pg_temp with the setting under test, so the live function is
-never touched and the plan is the application's. migration.write_settings_migration() binds the
+never touched and the plan is the application's. settings_migration.write_settings_migration() binds the
 choice (and search.INDEX_ONLY) as the next migration; its down file puts back what was bound.
 """
 
@@ -14,26 +14,27 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 
 import numpy as np
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from .. import search
-from ..audit.truth import GroundTruth, recall_at_k, recall_low
+from ..audit.truth import GroundTruth, recall_at_k
 from ..data.bulk import read_vectors
-from ..display import Echo, Table, echo_to
+from ..display import Echo, echo_to
 from ..errors import PgvkitError
 from ..indexes import searched_index
+from ..kinds import OWNER_SETTING
 from ..memory import rewarm
 from ..server.db import connect, mask_url
 from ..vectors import as_vectors
 from .build import SEARCH_PARAM
+from .confirmation import Confirmation, Measurement, for_owners
 from .owner_route import choose_threshold, measure_routes, pick_owners
 from .probe import PROBE, probe_function, probe_plan, search_probe
 
-__all__ = ["Confirmation", "confirm", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN", "probe_function"]
+__all__ = ["confirm", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN", "probe_function"]
 
 CONFIRM_WRITTEN = "-- Written by pgvkit confirm on "  # the second line of every migration confirm writes
 
@@ -55,84 +56,6 @@ FILTER_GRID = {
 FILTERED_QUERIES = 200  # a deep iterative scan costs ~100x a plain search: fewer queries, same margin rule
 
 
-@dataclass
-class Measurement:
-    shape: str  # "new vectors", "similar assets", "owner X (1.0 %)"
-    settings: dict[str, str]  # the settings under test (beside what search_assets binds)
-    per_query: np.ndarray = field(repr=False)
-    p50_ms: float
-    p95_ms: float
-    short: int = 0  # searches that returned fewer rows than exist
-    plan: str = ""
-
-    @property
-    def recall(self) -> float:
-        return float(self.per_query.mean())
-
-    @property
-    def low(self) -> float:
-        return recall_low(self.per_query) if len(self.per_query) > 1 else self.recall
-
-    def meets(self, target: float) -> bool:
-        return self.low >= target and self.short == 0
-
-    def row(self, target: float) -> dict:
-        return {"shape": self.shape, "setting": ", ".join(f"{k} = {v}" for k, v in self.settings.items()),
-                "queries": len(self.per_query), "recall": round(self.recall, 4),
-                "p5": round(float(np.percentile(self.per_query, 5)), 3), "short": self.short,
-                "p50 ms": round(self.p50_ms, 2), "p95 ms": round(self.p95_ms, 2), "plan": self.plan,
-                "status": "meets" if self.meets(target) else "below"}
-
-
-@dataclass(repr=False)
-class Confirmation(Table):
-    """What confirm measured on the live index, and the settings it chose."""
-
-    database: str
-    table: str
-    rows_in_table: int
-    index: str  # the live index's definition
-    index_name: tuple[str, str]  # its schema and name
-    index_comment: str | None  # its comment when measured (tune's choice and prediction)
-    method: str
-    k: int
-    target: float
-    bound_before: dict[str, str]  # what search_assets bound when confirm ran
-    chosen: dict[str, str] = field(default_factory=dict)  # to bind (with search.INDEX_ONLY)
-    measurements: list[Measurement] = field(default_factory=list)
-    met: bool = False
-    message: str = ""
-    predicted: str | None = None  # what tune predicted for this size, from the index's comment
-    at_tuned: dict = field(default_factory=dict)  # recall measured at the setting tune bound, per shape
-    schema: str | None = None  # where the search_path found the table: the title names it
-    route: str = ""  # which owners search_assets reads whole: measured, and what was chosen
-    columns = ("shape", "setting", "queries", "recall", "p5", "short", "p50 ms", "p95 ms", "plan", "status")
-    colour_by = "status"
-
-    @property
-    def title(self) -> str:
-        named = f"{self.schema}.{self.table}" if self.schema else self.table
-        return (f"Confirm on {named} ({self.rows_in_table:,} rows, {self.database}): "
-                + ("" if self.met else "NOT MET: ") + self.message)
-
-    def rows(self) -> list[dict]:
-        return [m.row(self.target) for m in self.measurements]
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.met else 1
-
-    def chosen_measurements(self) -> list[Measurement]:
-        """The measurements at the chosen settings: one per shape."""
-        return [m for m in self.measurements if all(self.chosen.get(k) == v for k, v in m.settings.items())]
-
-    def to_dict(self) -> dict:
-        return {"table": self.table, "rows": self.rows_in_table, "index": self.index, "k": self.k,
-                "target": self.target, "met": self.met, "message": self.message, "chosen": self.chosen,
-                "bound_before": self.bound_before, "predicted": self.predicted, "at_tuned": self.at_tuned,
-                "route": self.route, "measurements": self.rows(), "at_chosen": {m.shape: round(m.recall, 4) for m in self.chosen_measurements()}}
-
-
 def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target: float = 0.95,
             sample: int | None = None, queries=None, owners="auto", seed: int = 0, statement_timeout: str = "2h", progress: bool = True,
             echo: Echo | None = None, column: str = "embedding") -> Confirmation:
@@ -147,6 +70,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
     searched through search_assets by their dimension; no filtered searches)."""
     from ..audit.recall import exact_truths, table_facts, sample_size
 
+    from ..schema.models import models, searched_beside
     from ..server.pooler import require_session
 
     echo = echo or echo_to()
@@ -182,9 +106,13 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         new = as_vectors(queries, dims, what="query vectors") if queries is not None else None
         param = SEARCH_PARAM[live.method]
         bound = search.settings(conn)
+        # owners' searches may get a setting of their own only in a body pgvkit writes (its migration rewrites it)
+        apart = column == "embedding" and live.kind is not None and search.written_as(
+            conn, table, live.kind, dims, searched_beside(models(conn, table))) is not None
         named = table if column == "embedding" else f"{table}.{column}"
         result = Confirmation(conn.info.dbname, named, rows, live.definition, (live.schema, live.name), live.comment,
-                              live.method, k, target, bound, predicted=live.predicted, schema=live.table_schema)
+                              live.method, k, target, bound, predicted=live.predicted, schema=live.table_schema,
+                              kind=live.kind.name if live.kind else "vector", dims=dims)
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout)))
         conn.execute("SELECT setseed(%s)", [(seed % 1000) / 1000.0])
         own_ids, own = read_vectors(conn, sql.SQL(
@@ -269,8 +197,10 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
             if param in found:
                 raised_for.append(f"{param} = {found[param]} for {label}")
             needs.update({n: v for n, v in found.items() if n not in needs or _reach(v) > _reach(needs[n])})
+        if apart and param in needs:  # owners walk the index at their own setting; unfiltered searches keep theirs
+            result.chosen[OWNER_SETTING[param]] = needs.pop(param)
         result.chosen.update(needs)  # the deepest any owner needs (each deeper than the unfiltered choice)
-        if raised_for:  # an owner raised the search setting: what the unfiltered searches get with it
+        if raised_for and not apart:  # an owner raised the search setting: what the unfiltered searches get with it
             probe_function(conn, {**result.chosen, **search.INDEX_ONLY})
             result.measurements += [_measure(conn, name, {param: result.chosen[param]}, q, ex, k, truths[name], None)
                                     for name, (q, ex) in shapes.items()]
@@ -278,7 +208,7 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
         if threshold is not None and picked:  # search_assets reads small owners whole: up to which size, measured
 
             def measure(owner: str, owned: int, route: dict, exact: bool) -> tuple[float, bool]:
-                setting = {**result.chosen, **route}
+                setting = {**for_owners(result.chosen), **route}
                 probe_function(conn, {**setting, **search.INDEX_ONLY})
                 m = _measure(conn, f"owner {owner} ({owned / rows:.1%}), {'read whole' if exact else 'by the index'}",
                              setting, filtered_q, filtered_ex, k, owner_truth[owner], owner)
@@ -302,7 +232,10 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
     result.message = (", ".join(f"{a} = {b}" for a, b in result.chosen.items()) + ": "
                       + "; ".join(f"{m.shape} {m.recall:.3f}" for m in at if m.settings.keys() <= set(result.chosen))
                       + f" (recall@{k}, target {target})"
-                      + (f"; raised to {', '.join(raised_for)}: unfiltered searches get it too, and meet the target "
+                      + (f"; owners searched through the index get {', '.join(raised_for)} (bound as "
+                         f"{OWNER_SETTING[param]}; unfiltered searches keep {param} = {result.chosen[param]})"
+                         if raised_for and apart else
+                         f"; raised to {', '.join(raised_for)}: unfiltered searches get it too, and meet the target "
                          "at least as well" if raised_for else "")
                       + (f"; {result.route}" if result.route else "")
                       + "; bind it with pgvkit confirm --write-migration")

@@ -22,17 +22,16 @@ from psycopg import sql
 from .. import search
 from ..errors import PgvkitError
 from ..indexes import TUNED_BY, VectorIndex, search_index
-from ..kinds import KINDS, RERANK_DEPTH, function_sql
+from ..kinds import KINDS, OWNER_SETTING, RERANK_DEPTH, function_sql
 from ..migrator import history
 from ..migrator.files import default_migrations_dir, read_migrations
 from ..migrator.plan import ESTIMATE, TUNE_WRITTEN, n_log_n, replaced_indexes
 from ..server.db import connect
 from .build import SEARCH_PARAM, Config, build_settings
-from .confirm import CONFIRM_WRITTEN, Confirmation
 from .recommend import Recommendation, figures
 from .scale import PREDICTED
 
-__all__ = ["write_migration", "write_settings_migration", "QueryChangeRefused", "StackedTuning", "refuse_stacking",
+__all__ = ["write_migration", "QueryChangeRefused", "StackedTuning", "refuse_stacking",
            "carried_build_s", "setting_text"]
 
 
@@ -170,8 +169,9 @@ def _function_now(conn) -> str:
 
 def _bound_after(bound: dict, changes: dict) -> dict:
     """The function's settings once the migration ran: iterative scans kept, the tuned values in,
-    a re-rank depth only for a binary index."""
-    after = {k: v for k, v in bound.items() if k != RERANK_DEPTH}
+    a re-rank depth only for a binary index, no owners' setting (confirm measured it on the index
+    this one replaces: until confirm runs again, owners get the tuned value)."""
+    after = {k: v for k, v in bound.items() if k != RERANK_DEPTH and k not in OWNER_SETTING.values()}
     after.update(changes)
     return after
 
@@ -288,16 +288,17 @@ def write_migration(url: str, recommendation: Recommendation, migrations_dir: st
                           + (f"; {BELOW}" if below else "")
                           + (f"; {p.note.split(' from ')[0]}: {figures(p).split('; ')[0]}" if predicted else ""))
                + "".join(f"RESET {k};\n" for k in settings) + "RESET statement_timeout;\n")
+        owners = [g for g in OWNER_SETTING.values() if g in (bound or {})]  # confirm's, for the index replaced
         if has_function and not body_changes:
             up += ("\n-- search_assets binds its own setting: it changes with the index it is for\n"
-                   + "".join(_set_function(conn, k, v) for k, v in changes.items()))
+                   + "".join(_set_function(conn, k, v) for k, v in {**changes, **dict.fromkeys(owners)}.items()))
         slug = re.sub(r"[^A-Za-z0-9_-]+", "_", target).strip("_-") or "vector_index"
         name = f"{version_after(existing, recorded):03d}_tune_{slug}"
         down = f"-- pgvkit:no-transaction\n-- Undo {name}: the previous index, search_assets and query-time settings.\n\n"
         down += "".join(_set_database(conn, param, value) for param, value in old.items())
         if bound is not None and not body_changes:
             down += "".join(_set_function(conn, param, bound.get(param))
-                            for param in dict.fromkeys([*SEARCH_PARAM.values(), *changes]))
+                            for param in dict.fromkeys([*SEARCH_PARAM.values(), *changes, *owners]))
         restore = ("-- search_assets as it was, searching the index it was written for\n" + previous_function
                    if body_changes else "")
         if live:
@@ -333,59 +334,3 @@ def setting_text(p) -> str:
 def version_after(existing, recorded: dict) -> int:
     """The next migration number: above every file and every version the database recorded."""
     return max([m.version for m in existing] + list(recorded), default=0) + 1
-
-
-def write_settings_migration(url: str, result: Confirmation, migrations_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """NNN_confirm_search_settings.sql (one transaction) binding the chosen settings and
-    search.INDEX_ONLY to search_assets (and the search setting as the database default, for
-    direct queries of a vector index), with its down file binding back what was there."""
-    if not result.met:
-        raise PgvkitError("confirm found no setting that meets the target, so there is nothing to bind; "
-                          + result.message)
-    directory = Path(migrations_dir or default_migrations_dir())
-    existing = read_migrations(directory)
-    with connect(url) as conn:
-        recorded = history.applied(conn)
-        pending = [m for m in existing if recorded.get(m.version) is None
-                   or recorded[m.version].status not in ("applied", "baselined")]
-        if pending:
-            raise PgvkitError(f"{pending[0].path.name} is not applied yet: confirm measured the index that stands now; "
-                              "apply it first (pgvkit migrate) and confirm again")
-        if search.settings(conn) != result.bound_before:
-            raise PgvkitError("search_assets' settings changed since confirm measured them; run pgvkit confirm again")
-        param = SEARCH_PARAM[result.method]
-        database_before = _current_setting(conn, param)
-        changes = {**result.chosen, **search.INDEX_ONLY}
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        at = result.chosen_measurements()
-        figures = "\n".join(f"--   {m.shape}: recall@{result.k} {m.recall:.4f} over {len(m.per_query)} queries, "
-                            f"p95 {m.p95_ms:.2f} ms, {m.plan}" for m in at)
-        name = f"{version_after(existing, recorded):03d}_confirm_search_settings"
-        up = (f"-- {name}: search settings measured on the live index at full size\n"
-              f"{CONFIRM_WRITTEN}{stamp} on {result.rows_in_table:,} rows of {result.table}, against exact neighbours "
-              f"of the whole table:\n--   {result.index}\n{figures}\n"
-              f"-- Target was recall@{result.k} >= {result.target}"
-              + (f"; pgvkit tune {result.predicted}" if result.predicted else "") + ".\n"
-              "-- enable_seqscan = off: searches take the index at every size (the planner may prefer to read the\n"
-              "-- whole table at some settings, which is exact and tens of times slower).\n\n"
-              + "".join(_set_function(conn, name_, value) for name_, value in changes.items())
-              + "\n-- the index says it was confirmed (pgvkit verify reads it)\n"
-              + _comment(conn, *result.index_name, (result.index_comment or "").split("; confirmed at")[0]
-                         + f"; confirmed at {result.rows_in_table:,} rows: "
-                         + ", ".join(f"{a} = {b}" for a, b in result.chosen.items()))
-              + ("" if not _direct(result) else
-                 "\n-- direct ORDER BY embedding <=> ... queries read the database's default\n"
-                 + _set_database(conn, param, result.chosen[param])))
-        down = (f"-- Undo {name}: search_assets' settings as they were.\n\n"
-                + "".join(_set_function(conn, name_, result.bound_before.get(name_)) for name_ in changes)
-                + _comment(conn, *result.index_name, result.index_comment)
-                + ("" if not _direct(result) else _set_database(conn, param, database_before)))
-    up_path, down_path = directory / f"{name}.sql", directory / f"{name}.down.sql"
-    up_path.write_text(up)
-    down_path.write_text(down)
-    return up_path, down_path
-
-
-def _direct(result: Confirmation) -> bool:
-    """Whether direct ORDER BY embedding <=> ... queries use the index (a vector one)."""
-    return "vector_cosine_ops" in result.index

@@ -12,6 +12,7 @@ import numpy as np
 from psycopg import sql
 
 from .. import search
+from ..kinds import OWNER_SETTING
 
 __all__ = ["PROBE", "probe_function", "search_probe", "probe_plan"]
 
@@ -26,7 +27,7 @@ def probe_function(conn, settings: dict[str, str]) -> None:
     head, body = text.split("\nAS ", 1)
     lines = head.splitlines()
     lines[0] = re.sub(r"FUNCTION\s+.+?\(", f"FUNCTION {PROBE}(", lines[0], count=1)
-    bound = {**search.settings(conn), **settings}
+    bound = {**search.settings(conn), **dict.fromkeys(OWNER_SETTING.values(), ""), **settings}  # owners' off
     kept = [line for line in lines if not line.lstrip().startswith("SET ")]
     sets = [sql.SQL(" SET {} = {}").format(sql.SQL(name), sql.Literal(str(value))).as_string(conn)
             for name, value in bound.items()]
