@@ -384,8 +384,8 @@ def test_where_no_search_setting_reaches_the_target_confirm_says_so_in_one_line_
     assert command == "pgvkit tune --hnsw 32:200 --write-migration"
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations)
-    tuned = run_cli(*command.split()[1:], "--target-recall", "0.95", "--json", "--database-url", migrated,
-                    "--migrations", str(migrations), timeout=900)
+    tuned = run_cli(*command.split()[1:], "--target-recall", "0.95", "--queries", "60", "--json", "--database-url",
+                    migrated, "--migrations", str(migrations), timeout=900)  # (fewer queries: CI's time)
     assert tuned.returncode == 0 and "Traceback" not in tuned.stderr, tuned.stderr
     swept = {b["index"] for b in json.loads(tuned.stdout)["sweep"]["builds"]}
     assert {s for s in swept if s.startswith("hnsw(")} == {"hnsw(m=32, ef_construction=200)"}, swept  # the graph it names
