@@ -10,6 +10,7 @@ from pgvector.psycopg import register_vector
 
 from pgvkit import search
 from pgvkit.tuning.owner_route import Route, choose_threshold, near
+from pgvkit.tuning.storage_migration import INLINE_HINT
 
 from .conftest import real_embeddings, run_cli
 from .test_confirm import CONFIRM_QUERIES, CHECK_QUERIES, hnsw_database
@@ -82,6 +83,7 @@ def test_confirm_measures_both_routes_binds_the_threshold_it_chose_and_search_as
     whole, walked = rows[f"{label}, read whole"], rows[f"{label}, by the index"]
     assert whole["recall"] == 1.0 and whole["short"] == 0
     assert f"{owner} ({owned:,} rows): read whole p95 " in result["route"]
+    assert result["route"].endswith(INLINE_HINT)  # read whole from TOAST (pgvector's storage): the way out named
     # the rule, on what confirm measured
     measured = {}
     for m in result["measurements"]:

@@ -203,6 +203,37 @@ def confirm(args, ctx) -> int:
     return result.exit_code
 
 
+def _storage_arguments(p) -> None:
+    p.add_argument("--write-migration", action="store_true",
+                   help="write the next numbered migration (and its down file) that stores the vectors in the table's "
+                        "pages and rewrites the table clustered by owner; a maintenance window: it locks the table")
+    p.add_argument("--no-cluster", action="store_true",
+                   help="rewrite with VACUUM FULL instead of CLUSTER: the vectors inline, the rows in no new order")
+
+
+def storage(args, ctx) -> int:
+    from ..tuning.storage_migration import vector_storage, write_storage_migration
+
+    url = ctx.target.url
+    with connect(url) as conn:
+        now = vector_storage(conn)
+    written = write_storage_migration(url, ctx.migrations_dir, cluster=not args.no_cluster) \
+        if args.write_migration else None
+    if ctx.as_json:
+        print_json({**now.__dict__, "migration": [str(p) for p in written] if written else None})
+        return 0
+    ctx.echo(now.said())
+    if args.write_migration and written is None:
+        ctx.echo("nothing to write: the vectors are stored inline"
+                 + ("" if args.no_cluster or now.partitioned else f" and the table is clustered on {now.owner_index}"))
+    elif written:
+        ctx.echo(f"wrote {written[0]} and {written[1].name}; next: pgvkit plan (it names what the rewrite locks), "
+                 "then pgvkit migrate in a maintenance window, then pgvkit confirm (it measures the owners' routes)")
+    else:
+        ctx.echo("pgvkit storage --write-migration writes the migration that stores them inline, clustered by owner")
+    return 0
+
+
 COMMANDS = [
     Command("tune", "sweep IVFFlat/HNSW settings (vector, halfvec, binary) on a scratch copy, recommend the cheapest "
             "meeting a recall target within the memory budget",
@@ -212,4 +243,7 @@ COMMANDS = [
             "size (ef_search / probes, filtered-search depth) and bind them to search_assets",
             "pgvkit confirm --query-file new_images.npy --write-migration", confirm, _confirm_arguments,
             needs_session=True, writes=True),
+    Command("storage", "where the vectors live (in the table's pages or out of line in TOAST); write the migration "
+            "that stores them inline, the table clustered by owner, so small owners' exact searches read few pages",
+            "pgvkit storage --write-migration", storage, _storage_arguments),
 ]

@@ -206,7 +206,9 @@ def parse_sql(text: str, path: Path | str = "<sql>") -> SQLFile:
             )
         if not transactional:
             _check_repeatable(path, st)
-    if not transactional and not any(st.needs_autocommit or st.validates for st in statements):
+    # CLUSTER of a partitioned table cannot run in a transaction either, which the text alone cannot tell
+    if not transactional and not any(st.needs_autocommit or st.validates or isinstance(st.node, ast.ClusterStmt)
+                                     for st in statements):
         raise MigrationFileError(path, "is marked -- pgvkit:no-transaction but nothing in it needs that; "
                                        "remove the directive so the file runs in one transaction, all or nothing")
     return SQLFile(path, text, checksum(text), directives, tuple(statements))

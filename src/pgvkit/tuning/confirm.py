@@ -33,6 +33,7 @@ from .build import SEARCH_PARAM
 from .confirmation import Confirmation, Measurement, for_owners
 from .owner_route import choose_threshold, measure_routes, pick_owners
 from .probe import PROBE, probe_function, probe_plan, search_probe
+from .storage_migration import INLINE_HINT, vector_storage
 
 __all__ = ["confirm", "SEARCH_GRID", "FILTER_GRID", "CONFIRM_WRITTEN", "probe_function"]
 
@@ -218,6 +219,10 @@ def confirm(url: str, *, table: str = "ip_asset_embeddings", k: int = 10, target
 
             routes = measure_routes(picked, threshold, measure, [{}] + _deeper(conn, FILTER_GRID[live.method], bound))
             route = choose_threshold(routes, threshold, rows)
+            if any(r.exact_p95 is not None for r in routes):  # owners read whole: from TOAST, one lookup a row?
+                stored = vector_storage(conn, table, column)
+                if stored.out_of_line and not stored.inline:
+                    route.said += f"; {INLINE_HINT}"
             echo(route.said)
             result.route = route.said
             if route.threshold != threshold:

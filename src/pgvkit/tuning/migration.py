@@ -331,6 +331,20 @@ def setting_text(p) -> str:
     return f"{p.search_param} = {p.search_value}" + (f", {RERANK_DEPTH} = {p.rerank}" if p.rerank else "")
 
 
+def all_applied(conn, migrations_dir, measured: str, again: str) -> tuple[Path, list, dict]:
+    """(directory, its files, the database's record) for a migration written from what the database
+    holds now: refused while a file of the directory is not applied (`measured` says what was read)."""
+    directory = Path(migrations_dir or default_migrations_dir())
+    existing = read_migrations(directory)
+    recorded = history.applied(conn)
+    pending = [m for m in existing if recorded.get(m.version) is None
+               or recorded[m.version].status not in ("applied", "baselined")]
+    if pending:
+        raise PgvkitError(f"{pending[0].path.name} is not applied yet: {measured}; apply it first (pgvkit migrate) "
+                          f"and {again}")
+    return directory, existing, recorded
+
+
 def version_after(existing, recorded: dict) -> int:
     """The next migration number: above every file and every version the database recorded."""
     return max([m.version for m in existing] + list(recorded), default=0) + 1

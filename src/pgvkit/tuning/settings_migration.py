@@ -12,14 +12,12 @@ from pathlib import Path
 from .. import search
 from ..errors import PgvkitError
 from ..kinds import KINDS, OWNER_SETTING, function_sql
-from ..migrator import history
-from ..migrator.files import default_migrations_dir, read_migrations
 from ..server.db import connect
 from .build import SEARCH_PARAM
 from .confirm import CONFIRM_WRITTEN
 from .confirmation import Confirmation
 from .migration import _comment, _current_setting, _function_now, _other_models, _set_database, _set_function, \
-    version_after
+    all_applied, version_after
 
 __all__ = ["write_settings_migration"]
 
@@ -31,15 +29,9 @@ def write_settings_migration(url: str, result: Confirmation, migrations_dir: str
     if not result.met:
         raise PgvkitError("confirm found no setting that meets the target, so there is nothing to bind; "
                           + result.message)
-    directory = Path(migrations_dir or default_migrations_dir())
-    existing = read_migrations(directory)
     with connect(url) as conn:
-        recorded = history.applied(conn)
-        pending = [m for m in existing if recorded.get(m.version) is None
-                   or recorded[m.version].status not in ("applied", "baselined")]
-        if pending:
-            raise PgvkitError(f"{pending[0].path.name} is not applied yet: confirm measured the index that stands now; "
-                              "apply it first (pgvkit migrate) and confirm again")
+        directory, existing, recorded = all_applied(conn, migrations_dir, "confirm measured the index that stands now",
+                                                    "confirm again")
         if search.settings(conn) != result.bound_before:
             raise PgvkitError("search_assets' settings changed since confirm measured them; run pgvkit confirm again")
         param = SEARCH_PARAM[result.method]
