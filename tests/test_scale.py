@@ -237,3 +237,18 @@ def test_a_sample_sweep_goes_on_until_its_recall_would_still_meet_the_target_at_
     assert enough(0.95, 200_000, 100_000) == pytest.approx(0.975)
     assert enough(0.95, 100_000, 100_000) == pytest.approx(0.95)
     assert enough(0.99, 100_000_000, 100_000) == SATURATED
+
+
+def test_a_sample_sweep_of_a_larger_table_stops_by_the_lower_bound_the_choice_then_reads():
+    """Mean 0.997 over 200 queries of which 6 found 9 of 10: above the 0.995 that 1M rows ask of a
+    100,000-row sample, but not by its lower bound (0.997 less three standard errors): a sweep that
+    carries recall to the live size goes on to the next setting (on 1,000,000 densified rows a
+    sweep stopped by the mean left (24, 100) at ef_search 160, and tune chose a slower setting)."""
+    p = Point(HNSW, "hnsw.ef_search", 160, True)
+    per_query = np.array([1.0] * 194 + [0.9] * 6)
+    for shape in ("new", "similar"):
+        p.measured(shape, per_query, np.full(200, 1.0))
+    stop_at = enough(0.95, 1_000_000, 100_000)
+    assert p.recall == pytest.approx(0.997) and p.recall_low < stop_at
+    assert p.reaches(stop_at) and not p.reaches(stop_at, pessimistic=True)
+    assert p.reaches(0.98, pessimistic=True)  # a lower bound above the bar stops it either way

@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 
 from pgvkit import Migrator
+from pgvkit.memory import budget
 
 from .conftest import MIGRATIONS, run_cli
 from .teamdata import load_team_rows, partitioned_database
@@ -75,6 +76,8 @@ def test_the_vectors_move_inline_clustered_by_owner_under_a_warned_rewrite_and_t
     applied = run_cli("migrate", *where)
     assert applied.returncode == 0, applied.stderr
     assert state(migrated) == ("m", "idx_owner_id", True, 0, 0)  # inline, ordered by owner, every index rebuilt
+    how = budget(migrated).how  # the memory budget counts the heap as what it now is, the owners' vectors in it
+    assert "the rows with their vectors inline" in how and "largest owner" not in how, how
     with psycopg.connect(migrated) as conn:
         assert conn.execute(*search).fetchone()[0] == found_before  # the same answers from the rewritten table
     again = run_cli("storage", "--write-migration", *where)

@@ -271,7 +271,8 @@ def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
     when the server reports it) less what searches read besides the index: the table's rows
     without their vectors (a search returns k of them; the vectors stay in TOAST, unread), its
     other indexes, and the vectors of the largest owner search_assets reads whole (the exact
-    route of 003_search_assets_by_owner)."""
+    route of 003_search_assets_by_owner); with the vectors stored inline (pgvkit storage) the
+    rows with them, the owners' vectors among them."""
     from .search import exact_owner_rows
 
     with connect(url) as conn:
@@ -286,7 +287,11 @@ def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
             "SELECT coalesce(max(n), 0), coalesce(avg(pg_column_size(embedding)), 0) FROM (SELECT count(*) AS n"
             " FROM {} GROUP BY owner_id HAVING count(*) <= %s) o, (SELECT embedding FROM {} LIMIT 100) v").format(
             sql.Identifier(table), sql.Identifier(table)), [few]).fetchone() if few else (0, 0)
-        owner_bytes = int(owner_rows[0] * float(owner_rows[1]))
+        # vectors stored inline (pgvkit storage): the heap holds them, the owners' ones among them
+        inline = conn.execute("SELECT attstorage IN ('m', 'p') FROM pg_attribute WHERE attrelid = %s::regclass"
+                              " AND attname = 'embedding'", [ident]).fetchone()
+        inline = bool(inline and inline[0])
+        owner_bytes = 0 if inline else int(owner_rows[0] * float(owner_rows[1]))
         other = conn.execute(
             "SELECT coalesce(sum(coalesce((SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(i.indexrelid) t),"
             " pg_relation_size(i.indexrelid))), 0)::bigint FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
@@ -298,8 +303,9 @@ def budget(url: str, table: str = "ip_asset_embeddings") -> Budget:
     left = max(0, cache - heap - int(other) - owner_bytes)
     source = "machine memory" if capped else "effective_cache_size"
     owner = f", and the largest owner searches read whole {_size(owner_bytes)}" if owner_bytes else ""
-    return Budget(left, f"{source} {_size(cache)} less what searches read besides the index: the rows without "
-                        f"their vectors {_size(heap)}, the other indexes {_size(int(other))}{owner}")
+    rows = "the rows with their vectors inline" if inline else "the rows without their vectors"
+    return Budget(left, f"{source} {_size(cache)} less what searches read besides the index: {rows} "
+                        f"{_size(heap)}, the other indexes {_size(int(other))}{owner}")
 
 
 def rewarm(conn, table: str = "ip_asset_embeddings", column: str = "embedding") -> str:

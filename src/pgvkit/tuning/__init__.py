@@ -16,6 +16,8 @@
    search_assets' query when the index kind changes.
 8. confirm   `confirm_settings()`, after the migration built the index: the search settings chosen on
    the live index at full size through search_assets, bound by `write_confirm_migration()`.
+Beside them, `vector_storage()` says where the vectors live and `write_storage_migration()` writes
+the rewrite that stores them inline, clustered by owner (small owners read whole, pgvkit storage).
 plots draws the trade-off; pipeline's `tune()` runs steps 1 to 6, as `pgvkit tune` does; on a table
 larger than its sample it sweeps nested samples and carries recall to the table's size (scale).
 """
@@ -30,6 +32,7 @@ from .lock import TUNE_LOCK, TuneLock, TuneRunning, hold, lock
 from .measure import IndexNotUsed, measure, query_shape, require_index
 from .migration import QueryChangeRefused, StackedTuning, refuse_stacking, write_migration
 from .settings_migration import write_settings_migration as write_confirm_migration
+from .storage_migration import VectorStorage, vector_storage, write_storage_migration
 from .pipeline import preview_migration, resolve_budget, tune
 from .plots import plot_builds, plot_kinds, plot_tradeoff
 from .recommend import Recommendation, at_full_size, live_index_today, recommend
@@ -59,6 +62,9 @@ __all__ = [
     "Confirmation",
     "confirm_settings",
     "write_confirm_migration",
+    "VectorStorage",
+    "vector_storage",
+    "write_storage_migration",
     "cleanup",
     "scratch_copy",
     "lock",

@@ -63,6 +63,11 @@ class Point:
         self.recall, self.recall_p5 = worst["recall"], worst["p5"]
         self.fresh_recall, self.recall_low = worst["fresh"], worst["low"]
 
+    def reaches(self, enough: float, pessimistic: bool = False) -> bool:
+        """Every shape at `enough` or above on both query sets: held-out by its mean, or by its lower
+        bound when `pessimistic` (what the carried range's low end, which the choice reads, starts from)."""
+        return min(min(v["low"] if pessimistic else v["recall"], v["fresh"]) for v in self.shapes.values()) >= enough
+
     def row(self) -> dict:
         def r(x: float, digits: int = 2):
             return None if math.isnan(x) else round(x, digits)
@@ -173,12 +178,13 @@ def settings_of(config: Config, grid: dict) -> list[tuple[int, int]]:
 
 def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: GroundTruth | None = None,
           fresh_truth: GroundTruth | None = None, progress: bool = True, echo: Echo | None = None,
-          fresh: bool = True, enough: float = SATURATED) -> SweepResult:
+          fresh: bool = True, enough: float = SATURATED, pessimistic: bool = False) -> SweepResult:
     """Build each candidate on the scratch table and measure every query-time setting, for each
     query shape of the workload (`truth` / `fresh_truth` may be given for the new-vector one).
     `fresh` False: the fresh query sets are not searched (their figures repeat the held-out ones),
     for a sweep that only says how recall falls with size. `enough`: the recall (every shape, both
-    query sets) past which a candidate's larger search settings are not measured."""
+    query sets; the held-out set by its lower bound when `pessimistic`) past which a candidate's
+    larger search settings are not measured."""
     echo = echo or echo_to()
     grid = {**default_grid(workload.rows, workload.k), **(grid or {})}
     truths = {}
@@ -240,7 +246,7 @@ def sweep(url: str, workload: Workload, *, grid: dict | None = None, truth: Grou
                 point.p50_ms, point.p95_ms, point.p99_ms = (float(np.percentile(lat, p)) for p in (50, 95, 99))
                 point.qps = 1000.0 / float(lat.mean())
                 result.points.append(point)
-                if min(min(v["recall"], v["fresh"]) for v in point.shapes.values()) >= enough:
+                if point.reaches(enough, pessimistic):
                     break  # every query set near exact (or as near as asked): larger settings only cost more
             if workload.filter_owner is not None and values:
                 result.points += _filtered_points(conn, workload, config, param, values[len(values) // 2],
