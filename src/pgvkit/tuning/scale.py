@@ -100,10 +100,13 @@ def _carried(value: float, slope: float, factor: float) -> float:
 def _range(v: dict, slope: float, error: float, factor: float) -> dict:
     """A shape's figures carried: the mean by the fitted fall; its range from the sample's own noise
     (MARGIN_SE standard errors of the mean, as `low` keeps it) and the fall's standard error, each
-    end taken the way that widens it. `low` becomes the range's pessimistic end: what the choice uses."""
+    end taken the way that widens it, within SLOPE_RANGE as the mean's fall is (no end falls faster
+    than in proportion to the rows: the bound `enough` stops a sweep by). `low` becomes the range's
+    pessimistic end: what the choice uses."""
     high = min(1.0, 2 * v["recall"] - v["low"])
     return {**v, "recall": _carried(v["recall"], slope, factor), "fresh": _carried(v["fresh"], slope, factor),
-            "low": _carried(v["low"], slope + error, factor), "high": _carried(high, slope - error, factor),
+            "low": _carried(v["low"], min(slope + error, SLOPE_RANGE[1]), factor),
+            "high": _carried(high, max(slope - error, SLOPE_RANGE[0]), factor),
             "slope": (round(slope, 3), round(error, 3))}
 
 
